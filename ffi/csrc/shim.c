@@ -1,0 +1,513 @@
+/*
+ * shim.c: the C side of rookery-ffi.
+ *
+ * Owns every call into libR that can longjmp. Each entry point below runs its R work
+ * inside R_ToplevelExec, so an R error, interrupt or allocation failure ends at the
+ * toplevel context this file sets up and comes back to Rust as a return code. No
+ * longjmp ever crosses a Rust frame, and no Rust code ever runs between a setjmp here
+ * and the R code it protects (Rust callbacks from R, such as the console sink, never
+ * call back into R).
+ *
+ * It also owns R start-up (embedding hooks, console capture, C stack bounds) because
+ * those globals are missing from libR-sys' precomputed bindings.
+ *
+ * Objects handed to Rust are already protected: they sit in a doubly linked precious
+ * list (O(1) insert and release), and Rust owns the list cell.
+ */
+#define R_INTERFACE_PTRS 1
+#define CSTACK_DEFNS 1
+#define _GNU_SOURCE 1
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <Rinternals.h>
+#include <Rinterface.h>
+#include <Rembedded.h>
+#include <R_ext/Parse.h>
+
+/* Exported by libR but not declared in its public headers. */
+extern Rboolean R_Visible;
+extern int R_ParseError;
+extern char R_ParseErrorMsg[];
+extern int R_SignalHandlers;
+extern int R_CStackDir;
+extern int R_interrupts_pending;
+
+static int rk_exec(void (*fun)(void *), void *data);
+
+/* ---- console capture ------------------------------------------------------ */
+
+typedef void (*rk_sink_fn)(const char *buf, int len, int otype);
+static rk_sink_fn rk_sink = NULL;
+
+static void rk_write_console_ex(const char *buf, int len, int otype)
+{
+    if (rk_sink)
+        rk_sink(buf, len, otype);
+    else
+        (void)!write(otype ? 2 : 1, buf, (size_t)len);
+}
+
+static void rk_show_message(const char *msg)
+{
+    rk_write_console_ex(msg, (int)strlen(msg), 1);
+    rk_write_console_ex("\n", 1, 1);
+}
+
+/* stdin is never R's: readline() and friends see end of input. */
+static int rk_read_console(const char *prompt, unsigned char *buf, int len, int hist)
+{
+    (void)prompt; (void)hist;
+    if (len > 0) buf[0] = 0;
+    return 0;
+}
+
+static void rk_busy(int which) { (void)which; }
+
+/* ---- q() / fatal errors ----------------------------------------------------- */
+
+/* 0: q() raises an R error (in-process). 1: q() ends the process with _exit(status). */
+static int rk_quit_mode = 0;
+
+static void rk_cleanup(SA_TYPE saveact, int status, int runLast)
+{
+    (void)saveact; (void)runLast;
+    if (rk_quit_mode == 1) {
+        fflush(NULL);
+        _exit(status);
+    }
+    Rf_error("q() and quit() cannot end an embedded R: the host process owns its lifetime");
+}
+
+static void rk_suicide(const char *msg)
+{
+    /* R's state is unusable after this; there is nothing to return to. */
+    (void)!write(2, "rookery: fatal R error: ", 24);
+    (void)!write(2, msg, strlen(msg));
+    (void)!write(2, "\n", 1);
+    _exit(70);
+}
+
+void rk_set_quit_mode(int mode) { rk_quit_mode = mode; }
+
+/* ---- precious list ------------------------------------------------------- */
+
+static SEXP rk_precious = NULL;
+
+/* Must run inside a toplevel context: Rf_cons may fail to allocate. */
+static SEXP rk_insert(SEXP x)
+{
+    PROTECT(x);
+    SEXP cell = PROTECT(Rf_cons(rk_precious, CDR(rk_precious)));
+    SET_TAG(cell, x);
+    SETCDR(rk_precious, cell);
+    if (CDR(cell) != R_NilValue)
+        SETCAR(CDR(cell), cell);
+    UNPROTECT(2);
+    return cell;
+}
+
+void rk_release(SEXP cell)
+{
+    SEXP before = CAR(cell), after = CDR(cell);
+    SETCDR(before, after);
+    if (after != R_NilValue)
+        SETCAR(after, before);
+    SET_TAG(cell, R_NilValue);
+}
+
+SEXP rk_cell_value(SEXP cell) { return TAG(cell); }
+
+typedef struct { SEXP x; SEXP cell; } preserve_args;
+static void do_preserve(void *d) { preserve_args *a = d; a->cell = rk_insert(a->x); }
+
+int rk_preserve(SEXP x, SEXP *cell)
+{
+    preserve_args a = { x, NULL };
+    if (!rk_exec(do_preserve, &a)) return 0;
+    *cell = a.cell;
+    return 1;
+}
+
+/* ---- protected execution ---------------------------------------------------- */
+
+/* A pre-built call that installs Rookery's calling handlers (error, warning,
+   interrupt) in the current toplevel context; set once after start-up. */
+static SEXP rk_handlers = NULL;
+
+static SEXP rk_state = NULL, rk_warnings_sym = NULL;
+
+/* `call` installs the handlers; `state` is the environment they record into. */
+void rk_set_handlers(SEXP call, SEXP state)
+{
+    R_PreserveObject(call);
+    R_PreserveObject(state);
+    rk_handlers = call;
+    rk_state = state;
+    rk_warnings_sym = Rf_install("warnings");
+}
+
+/* Number of warnings recorded since the state was last taken. Allocates nothing. */
+int rk_pending_warnings(void)
+{
+    if (!rk_state) return 0;
+    SEXP w = Rf_findVarInFrame(rk_state, rk_warnings_sym);
+    return w == R_UnboundValue ? 0 : (int)Rf_xlength(w);
+}
+
+typedef struct { void (*fun)(void *); void *data; } exec_args;
+
+static void do_exec(void *d)
+{
+    exec_args *e = d;
+    if (rk_handlers) Rf_eval(rk_handlers, R_BaseEnv);
+    e->fun(e->data);
+}
+
+/* Runs fun(data) in a fresh toplevel context with the handlers installed.
+   Returns 1 when fun returned, 0 when R jumped out of it. */
+static int rk_exec(void (*fun)(void *), void *data)
+{
+    exec_args e = { fun, data };
+    return R_ToplevelExec(do_exec, &e) ? 1 : 0;
+}
+
+/* ---- start-up ------------------------------------------------------------- */
+
+static void rk_set_cstack(void)
+{
+    pthread_attr_t attr;
+    void *addr = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size > (1u << 20)) {
+        /* The stack grows down from addr + size. Keep 256 kB beyond R's 95% mark
+           for R's own error handling and our frames below it. */
+        R_CStackStart = (uintptr_t)addr + size;
+        R_CStackLimit = (uintptr_t)(size - (256u << 10));
+        R_CStackDir = 1;
+    }
+    pthread_attr_destroy(&attr);
+}
+
+int rk_start(int argc, char **argv, int signal_handlers, int quit_mode)
+{
+    R_SignalHandlers = signal_handlers;
+    rk_quit_mode = quit_mode;
+    Rf_initialize_R(argc, argv);
+    /* R measured the main thread's stack; R may run on another one. */
+    rk_set_cstack();
+    R_Interactive = FALSE;
+    R_Outputfile = NULL;
+    R_Consolefile = NULL;
+    ptr_R_WriteConsole = NULL;
+    ptr_R_WriteConsoleEx = rk_write_console_ex;
+    ptr_R_ShowMessage = rk_show_message;
+    ptr_R_ReadConsole = rk_read_console;
+    ptr_R_CleanUp = rk_cleanup;
+    ptr_R_Suicide = rk_suicide;
+    ptr_R_Busy = rk_busy;
+    setup_Rmainloop();
+    /* Start-up leaves the limit disabled; bound it by the real stack again. */
+    rk_set_cstack();
+    rk_precious = Rf_cons(R_NilValue, Rf_cons(R_NilValue, R_NilValue));
+    R_PreserveObject(rk_precious);
+    return 0;
+}
+
+void rk_set_sink(rk_sink_fn sink) { rk_sink = sink; }
+
+void rk_interrupt(void) { __atomic_store_n(&R_interrupts_pending, 1, __ATOMIC_RELAXED); }
+void rk_clear_interrupt(void) { __atomic_store_n(&R_interrupts_pending, 0, __ATOMIC_RELAXED); }
+
+uintptr_t rk_cstack_limit(void) { return R_CStackLimit; }
+const char *rk_temp_dir(void) { return R_TempDir; }
+
+/* ---- parse ------------------------------------------------------------------ */
+
+typedef struct {
+    SEXP text, cell;
+    ParseStatus status;
+} parse_args;
+
+static void do_parse(void *d)
+{
+    parse_args *a = d;
+    SEXP exprs = PROTECT(R_ParseVector(a->text, -1, &a->status, R_NilValue));
+    a->cell = rk_insert(exprs);
+    UNPROTECT(1);
+}
+
+/* Returns 1 when parsing ran (check *status), 0 when R raised an error while parsing
+   (lexer errors do that). On PARSE_ERROR, *line and msg describe the failure. */
+int rk_parse(SEXP text, SEXP *cell, int *status, int *line, char *msg, int msglen)
+{
+    parse_args a = { text, NULL, PARSE_NULL };
+    if (!rk_exec(do_parse, &a)) return 0;
+    *cell = a.cell;
+    *status = (int)a.status;
+    *line = R_ParseError;
+    if (msglen > 0) {
+        strncpy(msg, R_ParseErrorMsg, (size_t)msglen - 1);
+        msg[msglen - 1] = 0;
+    }
+    return 1;
+}
+
+/* ---- eval ------------------------------------------------------------------- */
+
+typedef struct {
+    SEXP expr, env, cell;
+    int many, visible;
+} eval_args;
+
+static void do_eval(void *d)
+{
+    eval_args *a = d;
+    SEXP value = R_NilValue;
+    R_Visible = TRUE;
+    if (a->many) {
+        R_xlen_t n = XLENGTH(a->expr);
+        for (R_xlen_t i = 0; i < n; i++) {
+            R_Visible = TRUE;
+            value = Rf_eval(VECTOR_ELT(a->expr, i), a->env);
+        }
+    } else {
+        value = Rf_eval(a->expr, a->env);
+    }
+    a->visible = R_Visible;
+    a->cell = rk_insert(value);
+}
+
+/* Evaluates expr (or each element of an EXPRSXP when many != 0) in env, with the
+   Rookery's calling handlers installed. Returns 1 and a protected cell on
+   success, 0 when evaluation jumped to top level (error, interrupt, abort). */
+int rk_eval(SEXP expr, SEXP env, int many, SEXP *cell, int *visible)
+{
+    eval_args a = { expr, env, NULL, many, 1 };
+    if (!rk_exec(do_eval, &a)) return 0;
+    *cell = a.cell;
+    *visible = a.visible;
+    return 1;
+}
+
+/* ---- building R objects ----------------------------------------------------- */
+
+typedef struct { SEXPTYPE type; R_xlen_t n; SEXP cell; } alloc_args;
+
+static void do_alloc(void *d)
+{
+    alloc_args *a = d;
+    a->cell = rk_insert(Rf_allocVector(a->type, a->n));
+}
+
+int rk_alloc(unsigned int type, R_xlen_t n, SEXP *cell)
+{
+    alloc_args a = { (SEXPTYPE)type, n, NULL };
+    if (!rk_exec(do_alloc, &a)) return 0;
+    *cell = a.cell;
+    return 1;
+}
+
+typedef struct {
+    SEXP target;
+    R_xlen_t offset, n;
+    const char *const *ptrs;
+    const int *lens;
+} strings_args;
+
+static void do_strings(void *d)
+{
+    strings_args *a = d;
+    for (R_xlen_t i = 0; i < a->n; i++) {
+        SEXP s = a->lens[i] < 0 ? NA_STRING : Rf_mkCharLenCE(a->ptrs[i], a->lens[i], CE_UTF8);
+        SET_STRING_ELT(a->target, a->offset + i, s);
+    }
+}
+
+/* Fills target[offset .. offset+n) from UTF-8 buffers; a negative length is NA. */
+int rk_set_strings(SEXP target, R_xlen_t offset, R_xlen_t n, const char *const *ptrs, const int *lens)
+{
+    strings_args a = { target, offset, n, ptrs, lens };
+    return rk_exec(do_strings, &a);
+}
+
+typedef struct { SEXP x; const char *name; SEXP value; } attr_args;
+
+static void do_set_attr(void *d)
+{
+    attr_args *a = d;
+    SEXP sym = Rf_install(a->name);
+    if (sym != R_RowNamesSymbol) {
+        Rf_setAttrib(a->x, sym, a->value);
+        return;
+    }
+    /* Rf_setAttrib rewrites integer row names 1:n into the compact c(NA, n) form;
+       append row.names as given so that every form round-trips unchanged. The
+       object is fresh, so it holds no row.names yet. */
+    SEXP cell = PROTECT(Rf_cons(a->value, R_NilValue));
+    SET_TAG(cell, sym);
+    SEXP attrs = ATTRIB(a->x);
+    if (attrs == R_NilValue) {
+        SET_ATTRIB(a->x, cell);
+    } else {
+        while (CDR(attrs) != R_NilValue) attrs = CDR(attrs);
+        SETCDR(attrs, cell);
+    }
+    UNPROTECT(1);
+}
+
+int rk_set_attr(SEXP x, const char *name, SEXP value)
+{
+    attr_args a = { x, name, value };
+    return rk_exec(do_set_attr, &a);
+}
+
+/* ---- reading R objects ----------------------------------------------------- */
+
+typedef struct { SEXP x; void *ptr; } dataptr_args;
+static void do_dataptr(void *d) { dataptr_args *a = d; a->ptr = DATAPTR(a->x); }
+
+/* The data pointer of a vector, materializing an ALTREP vector first (which may
+   allocate). Valid while x is protected and unmodified. */
+int rk_dataptr(SEXP x, void **ptr)
+{
+    dataptr_args a = { x, NULL };
+    if (!rk_exec(do_dataptr, &a)) return 0;
+    *ptr = a.ptr;
+    return 1;
+}
+
+typedef struct { SEXP x; const char *out; } tr_args;
+static void do_translate(void *d) { tr_args *a = d; a->out = Rf_translateCharUTF8(a->x); }
+
+/* UTF-8 form of a CHARSXP in another encoding; the result lives until the next R call. */
+int rk_translate_utf8(SEXP x, const char **out)
+{
+    tr_args a = { x, NULL };
+    if (!rk_exec(do_translate, &a)) return 0;
+    *out = a.out;
+    return 1;
+}
+
+int rk_is_altrep(SEXP x) { return ALTREP(x) != 0; }
+int rk_is_s4(SEXP x) { return IS_S4_OBJECT(x) != 0; }
+
+int rk_typeof(SEXP x) { return TYPEOF(x); }
+
+/* ---- calls ------------------------------------------------------------------ */
+
+typedef struct { const char *name; SEXP args; SEXP cell; } call_args;
+
+static void do_make_call(void *d)
+{
+    call_args *a = d;
+    const char *sep = strstr(a->name, "::");
+    SEXP fun;
+    if (sep) {
+        char pkgname[256];
+        size_t plen = (size_t)(sep - a->name);
+        if (plen >= sizeof pkgname) Rf_error("package name too long in '%s'", a->name);
+        memcpy(pkgname, a->name, plen);
+        pkgname[plen] = 0;
+        SEXP pkg = PROTECT(Rf_install(pkgname));
+        const char *rest = sep + 2;
+        int internal = (*rest == ':');
+        if (internal) rest++;
+        fun = Rf_lang3(Rf_install(internal ? ":::" : "::"), pkg, Rf_install(rest));
+        UNPROTECT(1);
+    } else {
+        fun = Rf_install(a->name);
+    }
+    PROTECT(fun);
+    SEXP names = Rf_getAttrib(a->args, R_NamesSymbol);
+    R_xlen_t n = XLENGTH(a->args);
+    SEXP rest = PROTECT(Rf_allocList((int)n));
+    SEXP call = Rf_lcons(fun, rest);
+    UNPROTECT(1);
+    PROTECT(call);
+    SEXP p = CDR(call);
+    for (R_xlen_t i = 0; i < n; i++, p = CDR(p)) {
+        SETCAR(p, VECTOR_ELT(a->args, i));
+        if (names != R_NilValue) {
+            const char *tag = CHAR(STRING_ELT(names, i));
+            if (STRING_ELT(names, i) != NA_STRING && tag[0])
+                SET_TAG(p, Rf_install(tag));
+        }
+    }
+    a->cell = rk_insert(call);
+    UNPROTECT(2);
+}
+
+/* Builds the call name(args...) where args is a list whose names tag the
+   arguments. "pkg::fun" and "pkg:::fun" name functions in a namespace. */
+int rk_make_call(const char *name, SEXP args, SEXP *cell)
+{
+    call_args a = { name, args, NULL };
+    if (!rk_exec(do_make_call, &a)) return 0;
+    *cell = a.cell;
+    return 1;
+}
+
+typedef struct { const char *src; SEXP env; SEXP cell; } pe_args;
+
+static void do_parse_eval(void *d)
+{
+    pe_args *a = d;
+    a->cell = rk_insert(R_ParseEvalString(a->src, a->env));
+}
+
+/* Evaluates Rookery's own R source (never user code) in env. */
+int rk_parse_eval_internal(const char *src, SEXP env, SEXP *cell)
+{
+    pe_args a = { src, env, NULL };
+    if (!rk_exec(do_parse_eval, &a)) return 0;
+    *cell = a.cell;
+    return 1;
+}
+
+typedef struct { SEXP env; const char *name; SEXP value; } def_args;
+
+static void do_define(void *d)
+{
+    def_args *a = d;
+    Rf_defineVar(Rf_install(a->name), a->value, a->env);
+}
+
+int rk_define(SEXP env, const char *name, SEXP value)
+{
+    def_args a = { env, name, value };
+    return rk_exec(do_define, &a);
+}
+
+typedef struct { SEXP env; const char *name; SEXP cell; int found; } get_args;
+
+static void do_get(void *d)
+{
+    get_args *a = d;
+    SEXP v = Rf_findVar(Rf_install(a->name), a->env);
+    if (v == R_UnboundValue) { a->found = 0; return; }
+    PROTECT(v);
+    if (TYPEOF(v) == PROMSXP) v = Rf_eval(v, a->env);
+    UNPROTECT(1);
+    a->found = 1;
+    a->cell = rk_insert(v);
+}
+
+/* Looks name up from env (inheriting), forcing promises. *found = 0 when unbound. */
+int rk_get(SEXP env, const char *name, SEXP *cell, int *found)
+{
+    get_args a = { env, name, NULL, 0 };
+    if (!rk_exec(do_get, &a)) return 0;
+    *found = a.found;
+    if (a.found) *cell = a.cell;
+    return 1;
+}
+
+/* R's text of the last error ("Error in f() : msg\n"), for errors that no handler
+   recorded (for example when handling a C stack overflow ran out of stack). */
+const char *rk_last_error_message(void) { return R_curErrorBuf(); }

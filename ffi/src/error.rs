@@ -1,0 +1,75 @@
+//! `ffi::Error`: every way a call into R can fail, as plain data.
+//!
+//! An error never holds a SEXP: R conditions are copied out (message, deparsed call,
+//! classes) together with what the call printed and warned before it failed, so the
+//! error can cross threads and processes.
+
+use crate::output::Output;
+
+/// A failed call into R, or a value that cannot cross between R and Rust.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The code did not parse. `line` is 1-based.
+    #[error("parse error at line {line}: {message}")]
+    Parse { message: String, line: u32 },
+
+    /// R signalled an error condition (`stop()`, a failed primitive, `q()` in-process,
+    /// C stack overflow, ...).
+    #[error("{}", r_message(message, call.as_deref()))]
+    R {
+        message: String,
+        /// The deparsed call of the condition, when it has one.
+        call: Option<String>,
+        /// `class()` of the condition, most specific first.
+        classes: Vec<String>,
+        /// What the call printed and warned before the error.
+        output: Box<Output>,
+    },
+
+    /// The evaluation was interrupted (a deadline or an explicit interrupt).
+    #[error("evaluation interrupted")]
+    Interrupted { output: Box<Output> },
+
+    /// An R object that has no [`crate::Value`] form (a closure, an environment, ...).
+    #[error("cannot convert an R object of type '{r_type}' to a value")]
+    Unsupported { r_type: String },
+
+    /// A Rust value that R rejects (say a `dim` that does not match the length).
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+
+    /// R could not allocate memory.
+    #[error("R could not allocate memory: {0}")]
+    Alloc(String),
+
+    /// R was already started in this process (R can run once per process).
+    #[error("R is already running in this process")]
+    AlreadyStarted,
+
+    /// R did not start.
+    #[error("R failed to start: {0}")]
+    Startup(String),
+}
+
+fn r_message(message: &str, call: Option<&str>) -> String {
+    match call {
+        Some(call) => format!("Error in {call}: {message}"),
+        None => format!("Error: {message}"),
+    }
+}
+
+impl Error {
+    /// The output captured before the failure, if the error carries any.
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            Error::R { output, .. } | Error::Interrupted { output } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// True when the condition has `class` among its classes.
+    pub fn has_class(&self, class: &str) -> bool {
+        matches!(self, Error::R { classes, .. } if classes.iter().any(|c| c == class))
+    }
+}

@@ -1,0 +1,107 @@
+//! Command-line parsing and the subcommands (`rookery eval`, ...). `anyhow` lives here
+//! and in `main` only.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rookery_engine::{value::json, Evaluation, LocalOptions, LocalR};
+
+#[derive(Debug, Parser)]
+#[command(name = "rookery", version, about = "Run R code fast and safely")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate R code in-process and print its value.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// The R code; several expressions may be separated by `;` or newlines.
+    code: String,
+    /// Print the value as JSON (jsonlite's conventions) instead of R's print().
+    #[arg(long)]
+    json: bool,
+    /// With --json: unbox length-1 vectors into scalars.
+    #[arg(long, requires = "json")]
+    auto_unbox: bool,
+    /// With --json: data frames as an object of columns instead of an array of rows.
+    #[arg(long, requires = "json")]
+    columns: bool,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Eval(args) => report(eval(&args)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let opts = LocalOptions {
+        capture_fd_output: true,
+        ..LocalOptions::default()
+    };
+    let r = LocalR::start(opts)?;
+    let result = if args.json {
+        r.eval(&args.code)
+    } else {
+        r.eval_print(&args.code)
+    };
+    match result {
+        Ok(ev) => show(args, &ev),
+        Err(rookery_engine::Error::R(e)) => {
+            if let Some(out) = e.output() {
+                show_output(out);
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn show(args: &EvalArgs, ev: &Evaluation) -> anyhow::Result<()> {
+    show_output(&ev.output);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let opts = json::JsonOptions {
+            auto_unbox: args.auto_unbox,
+            dataframe: if args.columns {
+                json::DataFrameLayout::Columns
+            } else {
+                json::DataFrameLayout::Rows
+            },
+            ..json::JsonOptions::default()
+        };
+        writeln!(stdout, "{}", json::to_json(&ev.value, &opts))?;
+    } else if let Some(text) = &ev.printed {
+        write!(stdout, "{text}")?;
+    }
+    Ok(())
+}
+
+fn show_output(out: &rookery_engine::Output) {
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    for w in &out.warnings {
+        match &w.call {
+            Some(call) => eprintln!("Warning message:\nIn {call} : {}", w.message),
+            None => eprintln!("Warning message:\n{}", w.message),
+        }
+    }
+}

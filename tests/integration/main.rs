@@ -1,0 +1,9 @@
+//! The integration test binary: one `mod` per topic, all against a real R.
+//!
+//! R runs once per process, so every test shares one in-process R through
+//! [`support::r`]; tests keep to their own variable names.
+
+mod cli;
+mod local_eval;
+mod support;
+mod values_roundtrip;

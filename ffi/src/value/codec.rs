@@ -302,9 +302,13 @@ impl<'a> Reader<'a> {
         fits.ok_or(CodecError::BadLength { at, len })
     }
 
-    /// `len` elements of `T`, copied out whatever the input's alignment.
+    /// `len` elements of `T` in one copy: straight from the input when it is aligned
+    /// (payloads are, if the message starts aligned), else through a zeroed buffer.
     fn pods<T: Pod>(&mut self, len: usize) -> Result<Vec<T>, CodecError> {
         let bytes = self.take(len * size_of::<T>())?;
+        if let Ok(aligned) = bytemuck::try_cast_slice::<u8, T>(bytes) {
+            return Ok(aligned.to_vec());
+        }
         let mut out = vec![T::zeroed(); len];
         bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
         Ok(out)
@@ -373,9 +377,14 @@ impl<'a> Reader<'a> {
         (0..len).map(|_| self.rstring()).collect()
     }
 
+    /// A plain loop rather than an iterator chain: fewer stack frames per nesting level.
     fn list(&mut self, depth: usize) -> Result<Vec<Value>, CodecError> {
         let len = self.count(VALUE_HEADER)?;
-        (0..len).map(|_| self.value(depth + 1)).collect()
+        let mut items = Vec::with_capacity(len);
+        for _ in 0..len {
+            items.push(self.value(depth + 1)?);
+        }
+        Ok(items)
     }
 
     fn attributes(&mut self, count: u32, depth: usize) -> Result<Attributes, CodecError> {
@@ -387,15 +396,13 @@ impl<'a> Reader<'a> {
                 len: count.into(),
             });
         }
-        let attr = |r: &mut Self| -> Result<(String, Value), CodecError> {
-            let len = r.u32()?;
-            let name = r.str(len)?;
-            r.pad()?;
-            Ok((name, r.value(depth + 1)?))
-        };
-        (0..count)
-            .map(|_| attr(self))
-            .collect::<Result<_, _>>()
-            .map(Attributes)
+        let mut attrs = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = self.u32()?;
+            let name = self.str(len)?;
+            self.pad()?;
+            attrs.push((name, self.value(depth + 1)?));
+        }
+        Ok(Attributes(attrs))
     }
 }

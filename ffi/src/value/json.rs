@@ -17,8 +17,9 @@
 //!
 //! `POSIXct` is shown in its `tzone` (a missing or empty `tzone` is the process's local
 //! zone), using the system time-zone database; an unknown zone falls back to UTC.
-//! Doubles use the shortest representation that round-trips unless `digits` asks for
-//! jsonlite-style rounding.
+//! Whole doubles below 1e15 are written as integers (`100`, as jsonlite does); other
+//! doubles use the shortest form that reads back to the same bits, unless `digits` asks
+//! for jsonlite-style rounding.
 //!
 //! Reading ([`from_json`]) follows `fromJSON(simplifyVector = TRUE,
 //! simplifyDataFrame = TRUE, simplifyMatrix = TRUE)`: see [`from_json`]. Numbers too large
@@ -130,7 +131,7 @@ impl From<serde_json::Error> for JsonError {
 ///   literals that fit give integer; other numbers give double (booleans count as 0/1);
 ///   any other string makes it character. `null` is NA of that type, and the strings
 ///   `"NA"`, `"NaN"`, `"Inf"`, `"-Inf"` mixed with numbers or booleans are those values.
-///   Only nulls give logical NA.
+///   An array of nothing but nulls (and `"NA"`) is a logical NA vector.
 /// - An array of objects (or nulls) is a data frame: the union of keys in first-seen
 ///   order, missing fields NA; nested objects become nested frames, arrays list columns.
 /// - An array of equal-length arrays of scalars is a matrix (rows first), or a higher
@@ -250,7 +251,9 @@ impl NdArray<'_> {
     ) -> Result<S::Ok, S::Error> {
         let strides: Vec<usize> = dims
             .iter()
-            .scan(1, |acc, &d| Some(std::mem::replace(acc, *acc * d)))
+            .scan(1usize, |acc, &d| {
+                Some(std::mem::replace(acc, acc.saturating_mul(d)))
+            })
             .collect();
         let top = NdArray {
             cells,
@@ -444,32 +447,31 @@ impl<'a> Cells<'a> {
 
     /// Element `i`; out-of-range elements are NA, so malformed values never panic.
     fn cell<'c>(&'c self, i: usize, opts: &'c JsonOptions) -> Cell<'c> {
-        let na = Cell::Na((!opts.na_as_null).then_some("NA"));
-        let text = |t: Option<String>| {
-            t.map_or(Cell::Na((!opts.na_as_null).then_some("NA")), |t| {
-                Cell::Str(t.into())
-            })
-        };
+        let na = || Cell::Na((!opts.na_as_null).then_some("NA"));
+        let text = |t: Option<String>| t.map_or_else(na, |t| Cell::Str(t.into()));
         match self {
-            Cells::Empty => na,
-            Cells::Logical(v) => v.get(i).and_then(|l| l.to_option()).map_or(na, Cell::Bool),
+            Cells::Empty => na(),
+            Cells::Logical(v) => v
+                .get(i)
+                .and_then(|l| l.to_option())
+                .map_or_else(na, Cell::Bool),
             Cells::Integer(v) => v
                 .get(i)
                 .filter(|&&x| x != NA_INTEGER)
-                .map_or(na, |&x| Cell::Int(x.into())),
-            Cells::Double(v) => v.get(i).map_or(na, |&x| double_cell(x, opts)),
+                .map_or_else(na, |&x| Cell::Int(x.into())),
+            Cells::Double(v) => v.get(i).map_or_else(na, |&x| double_cell(x, opts)),
             Cells::Complex(v) => text(v.get(i).and_then(|&c| complex_string(c, opts.digits))),
             Cells::Character(v) => v
                 .get(i)
                 .and_then(Option::as_deref)
-                .map_or(na, |t| Cell::Str(t.into())),
+                .map_or_else(na, |t| Cell::Str(t.into())),
             Cells::Raw(v) => text(v.get(i).map(|b| format!("{b:02x}"))),
             Cells::Factor(codes, levels) => {
-                factor_level(codes, levels, i).map_or(na, |t| Cell::Str(t.into()))
+                factor_level(codes, levels, i).map_or_else(na, |t| Cell::Str(t.into()))
             }
             Cells::Date(n) => text(n.get(i).and_then(date_string)),
             Cells::Time(n, zone) => text(n.get(i).and_then(|x| zone.format(x))),
-            Cells::List(v) => v.get(i).map_or(na, |x| Cell::Value(x, opts)),
+            Cells::List(v) => v.get(i).map_or_else(na, |x| Cell::Value(x, opts)),
             Cells::Frame(frame) => Cell::Record(Record { frame, row: i }),
             Cells::Matrix(inner, nrow, ncol) => Cell::Row(MatrixRow {
                 inner,

@@ -933,12 +933,12 @@ fn json_frame() -> impl Strategy<Value = Value> {
 /// Named lists of lossless vectors and further named lists.
 fn json_named_list() -> impl Strategy<Value = Value> {
     let leaf = (1usize..5).prop_flat_map(json_vector);
-    let name = "[a-z]{1,4}|é[0-9]";
-    let list = move |inner| vec((name, inner), 0..5).prop_map(Value::named_list);
-    leaf.prop_recursive(3, 24, 5, move |inner| {
-        prop_oneof![inner.clone(), list(inner)]
-    })
-    .prop_flat_map(move |v| list(Just(v).boxed()))
+    let tree = leaf.prop_recursive(3, 24, 5, |inner| named_list_of(inner.boxed()));
+    named_list_of(tree.boxed())
+}
+
+fn named_list_of(items: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
+    vec(("[a-z]{1,4}|é[0-9]", items), 0..5).prop_map(Value::named_list)
 }
 
 /// Cut points that split `0..n` into consecutive ranges.

@@ -8,6 +8,8 @@
 
 mod error;
 mod local;
+mod protocol;
+mod shm;
 
 pub use error::Error;
 pub use local::{Evaluation, LocalOptions, LocalR};

@@ -230,23 +230,27 @@ const char *rk_temp_dir(void) { return R_TempDir; }
 /* ---- parse ------------------------------------------------------------------ */
 
 typedef struct {
-    SEXP text, cell;
+    const char *code;
+    int len;
+    SEXP cell;
     ParseStatus status;
 } parse_args;
 
 static void do_parse(void *d)
 {
     parse_args *a = d;
-    SEXP exprs = PROTECT(R_ParseVector(a->text, -1, &a->status, R_NilValue));
+    SEXP text = PROTECT(Rf_ScalarString(Rf_mkCharLenCE(a->code, a->len, CE_UTF8)));
+    SEXP exprs = PROTECT(R_ParseVector(text, -1, &a->status, R_NilValue));
     a->cell = rk_insert(exprs);
-    UNPROTECT(1);
+    UNPROTECT(2);
 }
 
-/* Returns 1 when parsing ran (check *status), 0 when R raised an error while parsing
-   (lexer errors do that). On PARSE_ERROR, *line and msg describe the failure. */
-int rk_parse(SEXP text, SEXP *cell, int *status, int *line, char *msg, int msglen)
+/* Parses len bytes of UTF-8 code (user code stays data: it is never spliced into
+   other R source). Returns 1 when parsing ran (check *status), 0 when R raised an
+   error while parsing (lexer errors and embedded NULs do that). On PARSE_ERROR, *line and msg describe the failure. */
+int rk_parse(const char *code, int len, SEXP *cell, int *status, int *line, char *msg, int msglen)
 {
-    parse_args a = { text, NULL, PARSE_NULL };
+    parse_args a = { code, len, NULL, PARSE_NULL };
     if (!rk_exec(do_parse, &a)) return 0;
     *cell = a.cell;
     *status = (int)a.status;

@@ -152,7 +152,7 @@ unsafe fn read(r: RToken<'_>, x: SEXP, depth: usize) -> Result<Value, Error> {
     if depth > MAX_DEPTH {
         return Err(Error::InvalidValue("R object nested too deeply".into()));
     }
-    // SAFETY (whole block): `x` is valid per the contract; every read below is of its
+    // SAFETY: (whole block) `x` is valid per the contract; every read below is of its
     // header, its data, or objects it references, none of which allocate.
     unsafe {
         let t = sys::rk_typeof(x);

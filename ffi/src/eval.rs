@@ -109,14 +109,16 @@ impl<'r> RToken<'r> {
 
     /// Parses `code` into an expression vector without evaluating it.
     pub fn parse(self, code: &str) -> Result<Protected<'r>, Error> {
-        let text = from_value(self, &Value::scalar_string(code))?;
+        let len = c_int::try_from(code.len())
+            .map_err(|_| Error::InvalidValue("code longer than 2 GiB".into()))?;
         let (mut cell, mut status, mut line) = (std::ptr::null_mut(), 0, 0);
         let mut msg = [0 as c_char; 256];
-        // SAFETY: `text` is a protected character vector; the out-pointers are valid
-        // locals; the shim parses inside a toplevel context.
+        // SAFETY: `code` addresses `len` bytes of UTF-8 for the whole call; the
+        // out-pointers are valid locals; the shim parses inside a toplevel context.
         let ran = unsafe {
             sys::rk_parse(
-                text.sexp(),
+                code.as_ptr().cast(),
+                len,
                 &mut cell,
                 &mut status,
                 &mut line,

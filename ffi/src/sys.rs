@@ -54,7 +54,8 @@ extern "C" {
     pub(crate) fn rk_preserve(x: SEXP, cell: *mut SEXP) -> c_int;
 
     pub(crate) fn rk_parse(
-        text: SEXP,
+        code: *const c_char,
+        len: c_int,
         cell: *mut SEXP,
         status: *mut c_int,
         line: *mut c_int,

@@ -89,7 +89,26 @@ pub fn start(opts: &StartOptions) -> Result<RToken<'static>, Error> {
         );
     }
     crate::eval::install_runtime(r)?;
+    remove_temp_dir_at_exit(r);
     Ok(r)
+}
+
+static TEMP_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// R deletes its session temp dir only on its own exit path, which an embedded R never
+/// takes. Delete it when the process exits normally (`exit`, return from `main`);
+/// processes that leave with `_exit` (forked workers sharing the dir) skip it.
+fn remove_temp_dir_at_exit(r: RToken<'_>) {
+    extern "C" fn remove() {
+        if let Some(dir) = TEMP_DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    if TEMP_DIR.set(temp_dir(r)).is_ok() {
+        // SAFETY: `remove` is a plain extern "C" fn that never unwinds (it ignores
+        // every error) and touches only the path stored above.
+        unsafe { libc::atexit(remove) };
+    }
 }
 
 fn quit_mode(q: QuitBehaviour) -> c_int {

@@ -75,3 +75,20 @@ fn version() {
     assert!(o.status.success());
     assert!(stdout(&o).starts_with("rookery "), "{}", stdout(&o));
 }
+
+#[test]
+fn eval_leaves_no_temp_dir_behind() {
+    let o = rookery(&[
+        "eval",
+        "--json",
+        "d <- tempdir(); writeLines('x', file.path(d, 'f')); d",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir: Vec<String> = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(dir[0].contains("Rtmp"), "{dir:?}");
+    assert!(
+        !std::path::Path::new(&dir[0]).exists(),
+        "{} was left behind",
+        dir[0]
+    );
+}

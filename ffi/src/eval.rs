@@ -102,7 +102,7 @@ impl<'r> RToken<'r> {
     pub fn new_env(self, parent: Option<&Environment<'r>>) -> Result<Environment<'r>, Error> {
         let global = self.global_env()?;
         let parent = parent.unwrap_or(&global);
-        let call = self.make_call("new.env", &[(None, parent.as_protected())])?;
+        let call = self.make_call("new.env", &[(Some("parent"), parent.as_protected())])?;
         self.eval_protected(&call, None)
             .map(|e| Environment(e.value))
     }

@@ -261,3 +261,21 @@ fn many_threads_share_one_r() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn private_environments_keep_state_out_of_the_global_one() {
+    let got = r()
+        .with(|rt| {
+            let env = rt.new_env(None).unwrap();
+            rt.eval_str("t_private <- 41; t_private + 1", Some(&env))
+                .unwrap();
+            let inside = rt
+                .get(Some(&env), "t_private")
+                .unwrap()
+                .map(|p| rt.to_value(&p).unwrap());
+            let outside = rt.get(None, "t_private").unwrap().is_some();
+            (inside, outside)
+        })
+        .unwrap();
+    assert_eq!(got, (Some(Value::scalar_double(41.0)), false));
+}

@@ -87,7 +87,7 @@ pub enum Response {
     },
     Err {
         id: u64,
-        error: WireError,
+        error: rookery_ffi::Error,
     },
     Pong {
         id: u64,
@@ -105,33 +105,6 @@ pub enum Response {
 pub enum Payload {
     Inline(#[serde(with = "inline_bytes")] Vec<u8>),
     Shared { offset: u64, len: u64 },
-}
-
-/// [`rookery_ffi::Error`] as it crosses the socket: the same variants, serializable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WireError {
-    Parse {
-        message: String,
-        line: u32,
-    },
-    R {
-        message: String,
-        call: Option<String>,
-        classes: Vec<String>,
-        output: Box<Output>,
-    },
-    Interrupted {
-        output: Box<Output>,
-    },
-    Unsupported {
-        r_type: String,
-    },
-    InvalidValue(String),
-    Alloc(String),
-    AlreadyStarted,
-    Startup(String),
-    /// A variant this build of the protocol does not know, by its message.
-    Other(String),
 }
 
 /// Why a message could not be sent or received.
@@ -355,66 +328,6 @@ fn shared_range(
 // Conversions
 // ---------------------------------------------------------------------------------------
 
-impl From<rookery_ffi::Error> for WireError {
-    fn from(error: rookery_ffi::Error) -> Self {
-        use rookery_ffi::Error as E;
-        match error {
-            E::Parse { message, line } => WireError::Parse { message, line },
-            E::R {
-                message,
-                call,
-                classes,
-                output,
-            } => WireError::R {
-                message,
-                call,
-                classes,
-                output,
-            },
-            E::Interrupted { output } => WireError::Interrupted { output },
-            E::Unsupported { r_type } => WireError::Unsupported { r_type },
-            E::InvalidValue(m) => WireError::InvalidValue(m),
-            E::Alloc(m) => WireError::Alloc(m),
-            E::AlreadyStarted => WireError::AlreadyStarted,
-            E::Startup(m) => WireError::Startup(m),
-            other => WireError::Other(other.to_string()),
-        }
-    }
-}
-
-impl From<WireError> for rookery_ffi::Error {
-    /// `WireError::Other` becomes an R error with no call and no classes.
-    fn from(error: WireError) -> Self {
-        use rookery_ffi::Error as E;
-        match error {
-            WireError::Parse { message, line } => E::Parse { message, line },
-            WireError::R {
-                message,
-                call,
-                classes,
-                output,
-            } => E::R {
-                message,
-                call,
-                classes,
-                output,
-            },
-            WireError::Interrupted { output } => E::Interrupted { output },
-            WireError::Unsupported { r_type } => E::Unsupported { r_type },
-            WireError::InvalidValue(m) => E::InvalidValue(m),
-            WireError::Alloc(m) => E::Alloc(m),
-            WireError::AlreadyStarted => E::AlreadyStarted,
-            WireError::Startup(m) => E::Startup(m),
-            WireError::Other(message) => E::R {
-                message,
-                call: None,
-                classes: Vec::new(),
-                output: Box::default(),
-            },
-        }
-    }
-}
-
 /// `Vec<u8>` as one serde byte string (length + raw bytes), not a sequence of u8s.
 mod inline_bytes {
     use serde::{Deserializer, Serializer};
@@ -502,7 +415,7 @@ mod tests {
     }
 
     fn every_response() -> Vec<Response> {
-        let error = WireError::from(r_error());
+        let error = r_error();
         vec![
             Response::Ok {
                 id: 1,
@@ -520,7 +433,7 @@ mod tests {
             Response::Err { id: 3, error },
             Response::Err {
                 id: 4,
-                error: WireError::Parse {
+                error: rookery_ffi::Error::Parse {
                     message: "unexpected ')'".into(),
                     line: 2,
                 },
@@ -652,15 +565,9 @@ mod tests {
     }
 
     #[test]
-    fn wire_errors_convert_both_ways() {
-        let error = r_error();
-        assert_eq!(
-            rookery_ffi::Error::from(WireError::from(error.clone())),
-            error
-        );
-        let other = rookery_ffi::Error::from(WireError::Other("new kind".into()));
-        assert_eq!(other.to_string(), "Error: new kind");
+    fn every_ffi_error_survives_a_frame() {
         let all = [
+            r_error(),
             rookery_ffi::Error::Interrupted {
                 output: Box::default(),
             },
@@ -677,10 +584,19 @@ mod tests {
             },
         ];
         for error in all {
-            assert_eq!(
-                rookery_ffi::Error::from(WireError::from(error.clone())),
-                error
-            );
+            let mut frame = Vec::new();
+            write_frame(
+                &mut frame,
+                &Response::Err {
+                    id: 9,
+                    error: error.clone(),
+                },
+            )
+            .unwrap();
+            match read_frame::<Response>(&mut &frame[..]).unwrap() {
+                Response::Err { id: 9, error: back } => assert_eq!(back, error),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

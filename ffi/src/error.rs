@@ -2,12 +2,15 @@
 //!
 //! An error never holds a SEXP: R conditions are copied out (message, deparsed call,
 //! classes) together with what the call printed and warned before it failed, so the
-//! error can cross threads and processes.
+//! error can cross threads and processes (it is `Serialize`, so the worker pool sends
+//! it over its socket as it is).
+
+use serde::{Deserialize, Serialize};
 
 use crate::output::Output;
 
 /// A failed call into R, or a value that cannot cross between R and Rust.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The code did not parse. `line` is 1-based.

@@ -515,3 +515,154 @@ int rk_get(SEXP env, const char *name, SEXP *cell, int *found)
 /* R's text of the last error ("Error in f() : msg\n"), for errors that no handler
    recorded (for example when handling a C stack overflow ran out of stack). */
 const char *rk_last_error_message(void) { return R_curErrorBuf(); }
+
+/* ---- worker support: temp dir and state fingerprint ------------------------- */
+
+/* Points R's session temp dir at `path` (a directory the caller created). The old
+   string is left alone: the zygote's copy of it still names the zygote's dir. */
+int rk_set_temp_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return 0;
+    R_TempDir = copy;
+    return 1;
+}
+
+/* What a stateless caller could leave behind, as pointers taken at a quiet moment:
+   [0] symbols bound in the global env, [1] their values, [2] the values of
+   options(), [3] the environments on the search path. The list itself is preserved,
+   so none of the old objects can be freed and their addresses reused. */
+static SEXP rk_fp = NULL;
+static R_xlen_t rk_fp_nglobal = 0, rk_fp_nns = 0;
+
+static SEXP rk_options(void)
+{
+    return Rf_findVarInFrame3(R_BaseEnv, Rf_install(".Options"), TRUE);
+}
+
+/* Open connections, diverted sinks, open graphics devices: state outside the
+   pointers above. `.Internal` calls, because the closures around them (sink.number's
+   match.arg) cost tens of microseconds. */
+static const char *rk_extra_state_src =
+    "length(.Internal(getAllConnections())) > 3L || .Internal(sink.number(TRUE)) > 0L || "
+    ".Internal(sink.number(FALSE)) != 2L || .Device != \"null device\"";
+
+static void do_snapshot(void *d)
+{
+    (void)d;
+    SEXP fp = PROTECT(Rf_allocVector(VECSXP, 5));
+    ParseStatus status;
+    SEXP src = PROTECT(Rf_mkString(rk_extra_state_src));
+    SEXP parsed = PROTECT(R_ParseVector(src, 1, &status, R_NilValue));
+    if (status != PARSE_OK) Rf_error("rookery: cannot parse the state check");
+    SET_VECTOR_ELT(fp, 4, VECTOR_ELT(parsed, 0));
+    UNPROTECT(2);
+    SEXP names = PROTECT(R_lsInternal3(R_GlobalEnv, TRUE, FALSE));
+    R_xlen_t n = Rf_xlength(names);
+    SEXP syms = Rf_allocVector(VECSXP, n);
+    SET_VECTOR_ELT(fp, 0, syms);
+    SEXP vals = Rf_allocVector(VECSXP, n);
+    SET_VECTOR_ELT(fp, 1, vals);
+    for (R_xlen_t i = 0; i < n; i++) {
+        SEXP sym = Rf_installTrChar(STRING_ELT(names, i));
+        SET_VECTOR_ELT(syms, i, sym);
+        SET_VECTOR_ELT(vals, i, Rf_findVarInFrame3(R_GlobalEnv, sym, FALSE));
+    }
+    SEXP opts = rk_options();
+    SEXP ov = Rf_allocVector(VECSXP, Rf_length(opts));
+    SET_VECTOR_ELT(fp, 2, ov);
+    R_xlen_t k = 0;
+    for (SEXP o = opts; o != R_NilValue; o = CDR(o)) SET_VECTOR_ELT(ov, k++, CAR(o));
+    R_xlen_t depth = 0;
+    for (SEXP e = ENCLOS(R_GlobalEnv); e != R_EmptyEnv; e = ENCLOS(e)) depth++;
+    SEXP sp = Rf_allocVector(VECSXP, depth);
+    SET_VECTOR_ELT(fp, 3, sp);
+    k = 0;
+    for (SEXP e = ENCLOS(R_GlobalEnv); e != R_EmptyEnv; e = ENCLOS(e)) SET_VECTOR_ELT(sp, k++, e);
+    if (rk_fp) R_ReleaseObject(rk_fp);
+    R_PreserveObject(fp);
+    rk_fp = fp;
+    rk_fp_nglobal = Rf_length(R_GlobalEnv);
+    rk_fp_nns = Rf_length(R_NamespaceRegistry);
+    UNPROTECT(2);
+}
+
+/* Records the current state as the baseline that rk_state_changes compares with. */
+int rk_state_snapshot(void) { return rk_exec(do_snapshot, NULL); }
+
+typedef struct { int changes; } changes_args;
+
+/* The random seed goes back to the snapshot's, as a fresh fork would have it:
+   using random numbers is not a reason to replace a worker. */
+static void rk_restore_seed(void)
+{
+    SEXP sym = Rf_install(".Random.seed");
+    SEXP syms = VECTOR_ELT(rk_fp, 0), vals = VECTOR_ELT(rk_fp, 1);
+    SEXP now = Rf_findVarInFrame3(R_GlobalEnv, sym, FALSE);
+    for (R_xlen_t i = 0; i < Rf_xlength(syms); i++) {
+        if (VECTOR_ELT(syms, i) == sym) {
+            if (now != VECTOR_ELT(vals, i)) Rf_defineVar(sym, VECTOR_ELT(vals, i), R_GlobalEnv);
+            return;
+        }
+    }
+    if (now != R_UnboundValue) R_removeVarFromFrame(sym, R_GlobalEnv);
+}
+
+static void do_changes(void *d)
+{
+    changes_args *a = d;
+    int c = 0;
+    rk_restore_seed();
+    SEXP syms = VECTOR_ELT(rk_fp, 0), vals = VECTOR_ELT(rk_fp, 1);
+    if (Rf_length(R_GlobalEnv) != rk_fp_nglobal) c |= 1;
+    for (R_xlen_t i = 0; !(c & 1) && i < Rf_xlength(syms); i++)
+        if (Rf_findVarInFrame3(R_GlobalEnv, VECTOR_ELT(syms, i), FALSE) != VECTOR_ELT(vals, i))
+            c |= 1;
+    SEXP ov = VECTOR_ELT(rk_fp, 2);
+    R_xlen_t k = 0, nopt = Rf_xlength(ov);
+    for (SEXP o = rk_options(); o != R_NilValue; o = CDR(o), k++)
+        if (k >= nopt || CAR(o) != VECTOR_ELT(ov, k)) { c |= 2; break; }
+    if (k != nopt) c |= 2;
+    SEXP sp = VECTOR_ELT(rk_fp, 3);
+    k = 0;
+    R_xlen_t depth = Rf_xlength(sp);
+    for (SEXP e = ENCLOS(R_GlobalEnv); e != R_EmptyEnv; e = ENCLOS(e), k++)
+        if (k >= depth || e != VECTOR_ELT(sp, k)) { c |= 4; break; }
+    if (k != depth) c |= 4;
+    if (Rf_length(R_NamespaceRegistry) != rk_fp_nns) c |= 8;
+    if (Rf_asLogical(Rf_eval(VECTOR_ELT(rk_fp, 4), R_BaseEnv)) != FALSE) c |= 16;
+    a->changes = c;
+}
+
+/* Restores the random seed, then returns the bit set of what changed since the
+   snapshot: 1 global env, 2 options(), 4 search
+   path, 8 loaded namespaces, 16 open connections, sinks or devices. -1 if there is no snapshot or R jumped out. */
+int rk_state_changes(void)
+{
+    if (!rk_fp) return -1;
+    changes_args a = { 0 };
+    /* A bare toplevel context: nothing here signals conditions worth recording, and
+       installing the handlers would double the cost. */
+    if (!R_ToplevelExec(do_changes, &a)) return -1;
+    return a.changes;
+}
+
+typedef struct { SEXP parent; SEXP cell; } env_args;
+
+static void do_new_env(void *d)
+{
+    env_args *a = d;
+    a->cell = rk_insert(R_NewEnv(a->parent, TRUE, 0));
+}
+
+/* A new hashed environment whose enclosure is `parent`. */
+int rk_new_env(SEXP parent, SEXP *cell)
+{
+    env_args a = { parent, NULL };
+    if (!rk_exec(do_new_env, &a)) return 0;
+    *cell = a.cell;
+    return 1;
+}
+
+/* Number of bindings in an environment's own frame. Allocates nothing, cannot fail. */
+R_xlen_t rk_env_length(SEXP env) { return TYPEOF(env) == ENVSXP ? Rf_length(env) : 0; }

@@ -100,11 +100,26 @@ impl<'r> RToken<'r> {
 
     /// A new environment whose parent is `parent` (the global environment if `None`).
     pub fn new_env(self, parent: Option<&Environment<'r>>) -> Result<Environment<'r>, Error> {
-        let global = self.global_env()?;
-        let parent = parent.unwrap_or(&global);
-        let call = self.make_call("new.env", &[(Some("parent"), parent.as_protected())])?;
-        self.eval_protected(&call, None)
-            .map(|e| Environment(e.value))
+        let parent = parent.map_or_else(
+            // SAFETY: reading a global that R set at start-up.
+            || unsafe { sys::R_GlobalEnv },
+            |p| p.0.sexp(),
+        );
+        let mut cell = std::ptr::null_mut();
+        // SAFETY: `parent` is an environment kept alive by R or by a `Protected`; the
+        // shim allocates inside a toplevel context.
+        if unsafe { sys::rk_new_env(parent, &mut cell) } == 0 {
+            return Err(self.take_failure());
+        }
+        // SAFETY: a fresh cell from the shim, now ours.
+        Ok(Environment(unsafe { Protected::assume_owned(self, cell) }))
+    }
+
+    /// Number of bindings in `env`'s own frame (not its parents').
+    pub fn env_len(self, env: &Environment<'r>) -> usize {
+        // SAFETY: `env` is a protected environment; the shim only counts its bindings.
+        let n = unsafe { sys::rk_env_length(env.0.sexp()) };
+        usize::try_from(n).unwrap_or(0)
     }
 
     /// Parses `code` into an expression vector without evaluating it.

@@ -27,6 +27,7 @@ mod fdio;
 mod init;
 mod output;
 mod sexp;
+mod state;
 mod sys;
 pub mod value;
 
@@ -38,4 +39,5 @@ pub use init::{
 };
 pub use output::{set_output_limit, FdCapture, Output, Warning, DEFAULT_OUTPUT_LIMIT};
 pub use sexp::{is_started, Protected, RToken};
+pub use state::{set_temp_dir, StateChanges};
 pub use value::{Complex, Data, Logical, RString, Value};

@@ -86,6 +86,11 @@ extern "C" {
     pub(crate) fn rk_make_call(name: *const c_char, args: SEXP, cell: *mut SEXP) -> c_int;
     pub(crate) fn rk_parse_eval_internal(src: *const c_char, env: SEXP, cell: *mut SEXP) -> c_int;
     pub(crate) fn rk_define(env: SEXP, name: *const c_char, value: SEXP) -> c_int;
+    pub(crate) fn rk_new_env(parent: SEXP, cell: *mut SEXP) -> c_int;
+    pub(crate) fn rk_env_length(env: SEXP) -> isize;
+    pub(crate) fn rk_set_temp_dir(path: *const c_char) -> c_int;
+    pub(crate) fn rk_state_snapshot() -> c_int;
+    pub(crate) fn rk_state_changes() -> c_int;
     pub(crate) fn rk_get(
         env: SEXP,
         name: *const c_char,

@@ -1,29 +1,28 @@
-//! Parent <-> worker messages: the request and response types, their framing on a
-//! Unix stream socket, and how a value travels as a [`Payload`].
+//! Parent <-> worker messages: the request and response types, how they become frames
+//! in the worker's shared-memory region, and how a value travels as a [`Payload`].
 //!
 //! Owns the wire format. It must not know about processes, slots or R: the pool and
 //! the worker loop decide when to send what; this module only turns messages into
 //! bytes and back, and never panics on what the peer sends.
 //!
 //! ```text
-//! frame   = len u32 LE (<= MAX_FRAME_LEN), postcard(Request | Response)
+//! frame   = postcard(Request | Response), at most MAX_FRAME_LEN bytes, written into
+//!           the worker's ShmRegion and handed over as (offset, len)
 //! Payload = Inline(codec bytes)            small values, inside the frame
 //!         | Shared { offset, len }         codec bytes in the worker's ShmRegion
 //! ```
 //!
-//! Frames need a byte stream (`SOCK_STREAM`, e.g. `UnixStream::pair`): on a
-//! `SOCK_SEQPACKET` socket, reading the 4-byte prefix would discard the rest of the
-//! packet. They also need blocking reads: an error (a timeout included) in the middle
-//! of a frame leaves the stream out of step, so treat any [`ProtocolError::Io`] as the
-//! end of the connection. Shared payloads follow the turn-taking contract of [`crate::shm`]: the
-//! sender calls [`ShmRegion::reset`] and writes its payloads before sending the
-//! message; the receiver takes every payload before it replies.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the worker pool (next milestone)")
-)]
+//! A frame has no length prefix: [`put_frame`] writes the message into the region after
+//! the payloads already reserved there and returns its `(offset, len)`, which
+//! [`crate::channel`] publishes in the [`crate::mailbox`] control page; the peer reads
+//! that pair and decodes the same bytes with [`take_frame`]. No frame crosses the Unix
+//! socket: it only carries doorbell bytes that wake a sleeping receiver, and its EOF is
+//! the sign that the peer is gone. Frames and shared payloads follow the turn-taking
+//! contract of [`crate::shm`]: the sender calls [`ShmRegion::reset`], writes its
+//! payloads and then its frame before publishing it; the receiver takes the frame and
+//! every payload it names before it replies.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::ops::Range;
 
 use rookery_ffi::value::codec::{self, CodecError};
@@ -33,22 +32,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::shm::{ShmError, ShmRegion};
 
-/// The largest frame body either side writes or accepts: 64 MiB.
+/// The largest frame either side writes or accepts: 64 MiB.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// Values whose codec bytes are at most this long travel inside the frame: 64 KiB.
 pub const DEFAULT_INLINE_LIMIT: usize = 64 << 10;
-/// The most a frame read reserves up front; bigger bodies grow as bytes arrive, so a
-/// peer that announces a large frame and stops sending costs little memory.
-const READ_RESERVE: usize = 1 << 20;
 
 /// Parent -> worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Parse and evaluate `code` in the global environment.
-    Eval {
-        id: u64,
-        code: String,
-    },
+    Eval { id: u64, code: String },
     /// Call `function` with `args`; an empty name is a positional argument.
     Call {
         id: u64,
@@ -62,17 +55,13 @@ pub enum Request {
         value: Payload,
     },
     /// The value bound to `name`.
-    Get {
-        id: u64,
-        name: String,
-    },
-    /// Wipe the global environment and session state before the next user.
-    Reset {
-        id: u64,
-    },
-    Ping {
-        id: u64,
-    },
+    Get { id: u64, name: String },
+    /// Start a session: from now on every request evaluates in one environment that
+    /// persists until [`Request::Reset`].
+    Open { id: u64 },
+    /// End the session (or nothing, in stateless mode): drop its environment and check
+    /// that the worker is still pristine; the answer says whether it must retire.
+    Reset { id: u64 },
     /// Exit the worker; no response.
     Shutdown,
 }
@@ -83,21 +72,19 @@ pub enum Response {
     Ok {
         id: u64,
         value: Payload,
+        /// R's visibility flag (`x <- 1` is invisible).
+        visible: bool,
         output: Output,
+        /// Set when the worker must not serve another caller, with the reason.
+        retire: Option<String>,
     },
     Err {
         id: u64,
         error: rookery_ffi::Error,
-    },
-    Pong {
-        id: u64,
-        pid: u32,
-        rss_kb: u64,
+        retire: Option<String>,
     },
     /// Sent once, when the worker is ready for its first request.
-    Ready {
-        pid: u32,
-    },
+    Ready { pid: u32 },
 }
 
 /// A value's codec bytes, inline or in the shared region.
@@ -111,12 +98,9 @@ pub enum Payload {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The socket failed, or a frame was cut short (`UnexpectedEof`).
+    /// Ringing or waiting on the doorbell socket failed.
     #[error("socket I/O failed: {0}")]
     Io(#[from] io::Error),
-    /// The peer closed the connection cleanly between frames.
-    #[error("the peer closed the connection")]
-    Closed,
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge { len: u64, max: usize },
     #[error("cannot encode a message: {0}")]
@@ -137,7 +121,7 @@ pub enum ProtocolError {
     Shm(#[from] ShmError),
 }
 
-/// A type that travels in a frame: [`Request`] or [`Response`].
+/// A type that travels as a frame: [`Request`] or [`Response`].
 pub trait Message: Serialize + DeserializeOwned + sealed::Sealed {}
 impl Message for Request {}
 impl Message for Response {}
@@ -148,16 +132,18 @@ mod sealed {
     impl Sealed for super::Response {}
 }
 
+#[cfg(test)]
 impl Request {
-    /// The id the response will carry (`None` for [`Request::Shutdown`]).
+    /// The id the response will carry (`None` for [`Request::Shutdown`]). The worker
+    /// takes the id apart with the rest of the request; only the tests need this.
     pub fn id(&self) -> Option<u64> {
         match self {
             Request::Eval { id, .. }
             | Request::Call { id, .. }
             | Request::Assign { id, .. }
             | Request::Get { id, .. }
-            | Request::Reset { id }
-            | Request::Ping { id } => Some(*id),
+            | Request::Open { id }
+            | Request::Reset { id } => Some(*id),
             Request::Shutdown => None,
         }
     }
@@ -167,9 +153,7 @@ impl Response {
     /// The id of the request this answers (`None` for [`Response::Ready`]).
     pub fn id(&self) -> Option<u64> {
         match self {
-            Response::Ok { id, .. } | Response::Err { id, .. } | Response::Pong { id, .. } => {
-                Some(*id)
-            }
+            Response::Ok { id, .. } | Response::Err { id, .. } => Some(*id),
             Response::Ready { .. } => None,
         }
     }
@@ -186,86 +170,7 @@ impl std::fmt::Debug for Payload {
 }
 
 // ---------------------------------------------------------------------------------------
-// Framing
-// ---------------------------------------------------------------------------------------
-
-/// Writes `msg` as one frame with a single `write_all`.
-pub fn write_frame<M: Message>(w: &mut impl Write, msg: &M) -> Result<(), ProtocolError> {
-    write_frame_max(w, msg, MAX_FRAME_LEN)
-}
-
-/// Reads one frame. [`ProtocolError::Closed`] if the peer hung up between frames.
-pub fn read_frame<M: Message>(r: &mut impl Read) -> Result<M, ProtocolError> {
-    read_frame_max(r, MAX_FRAME_LEN)
-}
-
-fn write_frame_max<M: Message>(
-    w: &mut impl Write,
-    msg: &M,
-    max: usize,
-) -> Result<(), ProtocolError> {
-    let mut frame = postcard::to_extend(msg, vec![0; 4]).map_err(ProtocolError::Encode)?;
-    let len = frame.len() - 4;
-    let prefix = u32::try_from(len).ok().filter(|_| len <= max);
-    let prefix = prefix.ok_or(ProtocolError::FrameTooLarge {
-        len: len as u64,
-        max,
-    })?;
-    frame[..4].copy_from_slice(&prefix.to_le_bytes());
-    w.write_all(&frame)?;
-    Ok(w.flush()?)
-}
-
-fn read_frame_max<M: Message>(r: &mut impl Read, max: usize) -> Result<M, ProtocolError> {
-    let len = read_prefix(r)?.ok_or(ProtocolError::Closed)?;
-    if usize::try_from(len).map_or(true, |len| len > max) {
-        return Err(ProtocolError::FrameTooLarge {
-            len: len.into(),
-            max,
-        });
-    }
-    let body = read_body(r, len as usize)?;
-    let (msg, rest) = postcard::take_from_bytes(&body).map_err(ProtocolError::Decode)?;
-    match rest.is_empty() {
-        true => Ok(msg),
-        false => Err(ProtocolError::Decode(
-            postcard::Error::DeserializeBadEncoding,
-        )),
-    }
-}
-
-/// The length prefix, or `None` on a clean end of stream before its first byte.
-fn read_prefix(r: &mut impl Read) -> Result<Option<u32>, ProtocolError> {
-    let mut prefix = [0u8; 4];
-    let mut filled = 0;
-    while filled < prefix.len() {
-        match r.read(&mut prefix[filled..]) {
-            Ok(0) if filled == 0 => return Ok(None),
-            Ok(0) => return Err(truncated(filled, prefix.len()).into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(Some(u32::from_le_bytes(prefix)))
-}
-
-fn read_body(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(len.min(READ_RESERVE));
-    r.take(len as u64).read_to_end(&mut body)?;
-    match body.len() == len {
-        true => Ok(body),
-        false => Err(truncated(body.len(), len)),
-    }
-}
-
-fn truncated(got: usize, wanted: usize) -> io::Error {
-    let msg = format!("frame cut short: {got} of {wanted} bytes");
-    io::Error::new(io::ErrorKind::UnexpectedEof, msg)
-}
-
-// ---------------------------------------------------------------------------------------
-// Payloads
+// Payloads and frames
 // ---------------------------------------------------------------------------------------
 
 /// Encodes `value` inline if its codec bytes fit in `inline_limit`, otherwise into
@@ -297,6 +202,46 @@ pub fn take_value(payload: &Payload, region: &mut ShmRegion) -> Result<Value, Pr
             let range = shared_range(*offset, *len, region)?;
             Ok(codec::decode(&region.as_slice()[range])?)
         }
+    }
+}
+
+/// Writes `msg` into `region` after the payloads already reserved there and returns
+/// its `(offset, len)`, for a [`crate::mailbox::Mailbox`] to hand over.
+pub fn put_frame<M: Message>(msg: &M, region: &mut ShmRegion) -> Result<(u64, u64), ProtocolError> {
+    let bytes = postcard::to_allocvec(msg).map_err(ProtocolError::Encode)?;
+    if bytes.len() > MAX_FRAME_LEN {
+        return Err(ProtocolError::FrameTooLarge {
+            len: bytes.len() as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let offset = region.alloc(bytes.len())?;
+    region.as_mut_slice()[offset..offset + bytes.len()].copy_from_slice(&bytes);
+    Ok((offset as u64, bytes.len() as u64))
+}
+
+/// Decodes the message the peer wrote at `(offset, len)` of `region`, remapping it
+/// first if the peer grew it. Rejects a `len` over [`MAX_FRAME_LEN`], a range outside
+/// the region, and bytes that are not exactly one message.
+pub fn take_frame<M: Message>(
+    offset: u64,
+    len: u64,
+    region: &mut ShmRegion,
+) -> Result<M, ProtocolError> {
+    if len > MAX_FRAME_LEN as u64 {
+        return Err(ProtocolError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let range = shared_range(offset, len, region)?;
+    let (msg, rest) =
+        postcard::take_from_bytes(&region.as_slice()[range]).map_err(ProtocolError::Decode)?;
+    match rest.is_empty() {
+        true => Ok(msg),
+        false => Err(ProtocolError::Decode(
+            postcard::Error::DeserializeBadEncoding,
+        )),
     }
 }
 
@@ -358,12 +303,17 @@ mod inline_bytes {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
     use rookery_ffi::Warning;
 
     use super::*;
+
+    /// The worker's mapping of the parent's region.
+    fn peer_of(region: &ShmRegion) -> ShmRegion {
+        let fd = region.fd().try_clone_to_owned().unwrap();
+        ShmRegion::from_fd(fd, region.capacity()).unwrap()
+    }
 
     fn inline(value: &Value) -> Payload {
         let mut bytes = Vec::new();
@@ -396,8 +346,8 @@ mod tests {
                 id: 4,
                 name: "x".into(),
             },
-            Request::Reset { id: 5 },
-            Request::Ping { id: u64::MAX },
+            Request::Open { id: 5 },
+            Request::Reset { id: u64::MAX },
             Request::Shutdown,
         ]
     }
@@ -420,7 +370,9 @@ mod tests {
             Response::Ok {
                 id: 1,
                 value: inline(&Value::scalar_int(3)),
+                visible: true,
                 output: some_output(),
+                retire: None,
             },
             Response::Ok {
                 id: 2,
@@ -428,20 +380,22 @@ mod tests {
                     offset: 0,
                     len: 8_000_024,
                 },
+                visible: false,
                 output: Output::default(),
+                retire: Some("options() changed".into()),
             },
-            Response::Err { id: 3, error },
+            Response::Err {
+                id: 3,
+                error,
+                retire: None,
+            },
             Response::Err {
                 id: 4,
                 error: rookery_ffi::Error::Parse {
                     message: "unexpected ')'".into(),
                     line: 2,
                 },
-            },
-            Response::Pong {
-                id: 5,
-                pid: 4242,
-                rss_kb: 123_456,
+                retire: Some("search path changed".into()),
             },
             Response::Ready { pid: 4242 },
         ]
@@ -456,29 +410,39 @@ mod tests {
         }
     }
 
-    fn round_trip<M: Message + PartialEq + std::fmt::Debug>(messages: &[M]) {
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        for msg in messages {
-            write_frame(&mut a, msg).unwrap();
+    /// Writes every message into `sender`'s side of a region, one after the other as
+    /// payloads of one turn would be, and takes each back through `receiver`.
+    fn round_trip<M: Message + PartialEq + std::fmt::Debug>(
+        messages: &[M],
+        sender: &mut ShmRegion,
+        receiver: &mut ShmRegion,
+    ) {
+        sender.reset();
+        let frames: Vec<_> = messages
+            .iter()
+            .map(|msg| put_frame(msg, sender).unwrap())
+            .collect();
+        for pair in frames.windows(2) {
+            let ((a, a_len), (b, _)) = (pair[0], pair[1]);
+            assert!(a + a_len <= b, "frames overlap: {frames:?}");
         }
-        drop(a);
-        for msg in messages {
-            assert_eq!(&read_frame::<M>(&mut b).unwrap(), msg);
+        for (msg, &(offset, len)) in messages.iter().zip(&frames) {
+            assert_eq!(&take_frame::<M>(offset, len, receiver).unwrap(), msg);
         }
-        assert!(matches!(
-            read_frame::<M>(&mut b),
-            Err(ProtocolError::Closed)
-        ));
     }
 
     #[test]
-    fn every_request_round_trips_through_a_socket() {
-        round_trip(&every_request());
+    fn every_request_round_trips_through_shared_memory() {
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        round_trip(&every_request(), &mut parent, &mut worker);
     }
 
     #[test]
-    fn every_response_round_trips_through_a_socket() {
-        round_trip(&every_response());
+    fn every_response_round_trips_through_shared_memory() {
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        round_trip(&every_response(), &mut worker, &mut parent);
     }
 
     #[test]
@@ -497,69 +461,138 @@ mod tests {
             ]
         );
         let ids: Vec<_> = every_response().iter().map(Response::id).collect();
-        assert_eq!(ids, [Some(1), Some(2), Some(3), Some(4), Some(5), None]);
-    }
+        assert_eq!(ids, [Some(1), Some(2), Some(3), Some(4), None]);
 
-    #[test]
-    fn an_oversized_prefix_is_rejected_before_reading_the_body() {
-        // Only the prefix is on the socket and the writer stays open: reading the
-        // body (or allocating for it) would block or fail differently.
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        a.write_all(&u32::MAX.to_le_bytes()).unwrap();
-        let err = read_frame::<Request>(&mut b).unwrap_err();
-        assert!(matches!(
-            err,
-            ProtocolError::FrameTooLarge {
-                len: 4_294_967_295,
-                max: MAX_FRAME_LEN
-            }
-        ));
-        let err = read_frame_max::<Request>(&mut &[11u8, 0, 0, 0][..], 10).unwrap_err();
-        assert!(matches!(
-            err,
-            ProtocolError::FrameTooLarge { len: 11, max: 10 }
-        ));
-    }
-
-    #[test]
-    fn an_oversized_message_is_not_written() {
-        let msg = Request::Eval {
-            id: 1,
-            code: "x".repeat(100),
-        };
-        let mut out = Vec::new();
-        let err = write_frame_max(&mut out, &msg, 50).unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge { max: 50, .. }));
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_truncated_frame_is_an_error() {
-        let mut frame = Vec::new();
-        write_frame(
-            &mut frame,
-            &Request::Eval {
-                id: 7,
-                code: "1 + 1".into(),
-            },
-        )
-        .unwrap();
-        for cut in [1, 3, 4, frame.len() - 1] {
-            let err = read_frame::<Request>(&mut &frame[..cut]).unwrap_err();
-            let ProtocolError::Io(e) = err else {
-                panic!("cut at {cut}: {err:?}")
+        // A whole exchange: the worker answers each request with its id, in the
+        // same region, and the parent matches the answer to the request.
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        for request in every_request() {
+            let Some(id) = request.id() else { continue };
+            parent.reset();
+            let (offset, len) = put_frame(&request, &mut parent).unwrap();
+            let got: Request = take_frame(offset, len, &mut worker).unwrap();
+            worker.reset();
+            let answer = Response::Err {
+                id: got.id().unwrap(),
+                error: rookery_ffi::Error::AlreadyStarted,
+                retire: None,
             };
-            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            let (offset, len) = put_frame(&answer, &mut worker).unwrap();
+            let back: Response = take_frame(offset, len, &mut parent).unwrap();
+            assert_eq!(back.id(), Some(id));
         }
     }
 
     #[test]
-    fn garbage_bodies_are_decode_errors_not_panics() {
-        let bodies: [&[u8]; 4] = [&[], &[200], &[0, 1, 0xff, 0xff, 0xff, 0xff, 0x0f], &[6, 0]];
+    fn an_oversized_message_is_not_written() {
+        let mut region = ShmRegion::create(4096).unwrap();
+        let msg = Request::Eval {
+            id: 1,
+            code: "x".repeat(MAX_FRAME_LEN),
+        };
+        let err = put_frame(&msg, &mut region).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::FrameTooLarge { len, max: MAX_FRAME_LEN } if len > MAX_FRAME_LEN as u64),
+            "{err:?}"
+        );
+        // Nothing was reserved or grown: the next frame starts at the beginning.
+        assert_eq!(region.capacity(), 4096);
+        assert_eq!(put_frame(&Request::Shutdown, &mut region).unwrap(), (0, 1));
+    }
+
+    #[test]
+    fn a_frame_over_the_region_maximum_is_a_clear_error() {
+        let mut region = ShmRegion::create(4096).unwrap();
+        region.set_max_capacity(1 << 16);
+        let msg = Request::Eval {
+            id: 1,
+            code: "x".repeat(100_000),
+        };
+        let err = put_frame(&msg, &mut region).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProtocolError::Shm(ShmError::TooLarge { max: 65_536, .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_len_is_rejected_before_mapping_anything() {
+        // The file is big enough for the claimed frame, so only the length check
+        // stands between a lying peer and a 64 MiB+ decode.
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        parent.grow(128 << 20).unwrap();
+        for len in [MAX_FRAME_LEN as u64 + 1, u32::MAX.into(), u64::MAX] {
+            let err = take_frame::<Request>(0, len, &mut worker).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::FrameTooLarge { len: l, max: MAX_FRAME_LEN } if l == len),
+                "{len}: {err:?}"
+            );
+        }
+        assert_eq!(worker.capacity(), 4096);
+    }
+
+    #[test]
+    fn an_out_of_range_frame_is_rejected() {
+        let mut region = ShmRegion::create(4096).unwrap();
+        let cases = [
+            (4096, 1),
+            (4000, 200),
+            (u64::MAX, 2),
+            (0, MAX_FRAME_LEN as u64),
+            (1 << 40, 8),
+        ];
+        for (offset, len) in cases {
+            let err = take_frame::<Response>(offset, len, &mut region).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::ShmOutOfRange { capacity: 4096, .. }),
+                "({offset}, {len}): {err:?}"
+            );
+        }
+        assert_eq!(region.capacity(), 4096);
+    }
+
+    #[test]
+    fn a_truncated_frame_is_an_error() {
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        let msg = Request::Eval {
+            id: 7,
+            code: "1 + 1".into(),
+        };
+        let (offset, len) = put_frame(&msg, &mut parent).unwrap();
+        for cut in [0, 1, 2, len - 1] {
+            let err = take_frame::<Request>(offset, cut, &mut worker).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::Decode(_)),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        // A len past the end of the message leaves trailing bytes: also rejected.
+        let err = take_frame::<Request>(offset, len + 1, &mut worker).unwrap_err();
+        assert!(matches!(err, ProtocolError::Decode(_)), "{err:?}");
+        assert_eq!(
+            take_frame::<Request>(offset, len, &mut worker).unwrap(),
+            msg
+        );
+    }
+
+    #[test]
+    fn garbage_bytes_are_decode_errors_not_panics() {
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
+        // Empty; an unknown variant; a Call whose string claims ~4 GiB; Shutdown
+        // followed by a stray byte.
+        let bodies: [&[u8]; 4] = [&[], &[200], &[1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f], &[6, 0]];
         for body in bodies {
-            let mut frame = (body.len() as u32).to_le_bytes().to_vec();
-            frame.extend_from_slice(body);
-            let err = read_frame::<Request>(&mut &frame[..]).unwrap_err();
+            parent.as_mut_slice()[..body.len()].copy_from_slice(body);
+            let err = take_frame::<Request>(0, body.len() as u64, &mut worker).unwrap_err();
+            assert!(matches!(err, ProtocolError::Decode(_)), "{body:?}: {err:?}");
+            let err = take_frame::<Response>(0, body.len() as u64, &mut worker).unwrap_err();
             assert!(matches!(err, ProtocolError::Decode(_)), "{body:?}: {err:?}");
         }
     }
@@ -583,18 +616,20 @@ mod tests {
                 line: 1,
             },
         ];
+        let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
         for error in all {
-            let mut frame = Vec::new();
-            write_frame(
-                &mut frame,
-                &Response::Err {
-                    id: 9,
-                    error: error.clone(),
-                },
-            )
-            .unwrap();
-            match read_frame::<Response>(&mut &frame[..]).unwrap() {
-                Response::Err { id: 9, error: back } => assert_eq!(back, error),
+            worker.reset();
+            let msg = Response::Err {
+                id: 9,
+                error: error.clone(),
+                retire: None,
+            };
+            let (offset, len) = put_frame(&msg, &mut worker).unwrap();
+            match take_frame::<Response>(offset, len, &mut parent).unwrap() {
+                Response::Err {
+                    id: 9, error: back, ..
+                } => assert_eq!(back, error),
                 other => panic!("{other:?}"),
             }
         }
@@ -616,30 +651,40 @@ mod tests {
     #[test]
     fn call_args_get_distinct_shared_offsets() {
         let mut parent = ShmRegion::create(4096).unwrap();
+        let mut worker = peer_of(&parent);
         let values = [
             Value::doubles(vec![1.5; 1000]),
             Value::scalar_int(1),
             Value::integers(vec![2; 3000]),
         ];
+        parent.reset();
         let args: Vec<_> = values
             .iter()
             .map(|v| ("".to_owned(), put_value(v, &mut parent, 0).unwrap()))
             .collect();
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        write_frame(
-            &mut a,
-            &Request::Call {
-                id: 9,
-                function: "c".into(),
-                args,
-            },
-        )
-        .unwrap();
-        let mut worker =
-            ShmRegion::from_fd(parent.fd().try_clone_to_owned().unwrap(), 4096).unwrap();
-        let Request::Call { args, .. } = read_frame(&mut b).unwrap() else {
+        let mut ranges: Vec<_> = args
+            .iter()
+            .map(|(_, p)| match p {
+                Payload::Shared { offset, len } => (*offset, *len),
+                Payload::Inline(_) => panic!("{p:?} is inline"),
+            })
+            .collect();
+        let msg = Request::Call {
+            id: 9,
+            function: "c".into(),
+            args,
+        };
+        let (offset, len) = put_frame(&msg, &mut parent).unwrap();
+        ranges.push((offset, len));
+        for pair in ranges.windows(2) {
+            let ((a, a_len), (b, _)) = (pair[0], pair[1]);
+            assert!(a + a_len <= b, "overlap: {ranges:?}");
+        }
+
+        let Request::Call { args, .. } = take_frame(offset, len, &mut worker).unwrap() else {
             panic!("not a call")
         };
+        assert_eq!(worker.capacity(), parent.capacity());
         let got: Vec<_> = args
             .iter()
             .map(|(_, p)| take_value(p, &mut worker).unwrap())
@@ -650,49 +695,46 @@ mod tests {
     #[test]
     fn a_million_doubles_cross_shared_memory_both_ways_with_grow_and_remap() {
         let mut parent = ShmRegion::create(1 << 20).unwrap();
-        let fd = parent.fd().try_clone_to_owned().unwrap();
-        let mut worker = ShmRegion::from_fd(fd, parent.capacity()).unwrap();
-        let (mut parent_end, mut worker_end) = UnixStream::pair().unwrap();
+        let mut worker = peer_of(&parent);
 
+        parent.reset();
         let x = Value::doubles((0..1_000_000).map(f64::from).collect::<Vec<_>>());
         let value = put_value(&x, &mut parent, DEFAULT_INLINE_LIMIT).unwrap();
         assert_eq!(parent.capacity(), 8 << 20);
-        write_frame(
-            &mut parent_end,
-            &Request::Assign {
-                id: 1,
-                name: "x".into(),
-                value,
-            },
-        )
-        .unwrap();
+        let msg = Request::Assign {
+            id: 1,
+            name: "x".into(),
+            value,
+        };
+        let (offset, len) = put_frame(&msg, &mut parent).unwrap();
+        assert!(offset >= 8_000_024);
 
-        let Request::Assign { value, .. } = read_frame(&mut worker_end).unwrap() else {
+        // The frame itself lies past the worker's old mapping: taking it remaps.
+        let Request::Assign { value, .. } = take_frame(offset, len, &mut worker).unwrap() else {
             panic!()
         };
-        assert_eq!(take_value(&value, &mut worker).unwrap(), x);
         assert_eq!(worker.capacity(), 8 << 20);
+        assert_eq!(take_value(&value, &mut worker).unwrap(), x);
 
         worker.reset();
         let y = Value::doubles(vec![-0.5; 2_000_000])
             .with_attr("dim", Value::integers(vec![1000, 2000]));
         let value = put_value(&y, &mut worker, DEFAULT_INLINE_LIMIT).unwrap();
         assert_eq!(worker.capacity(), 16 << 20);
-        write_frame(
-            &mut worker_end,
-            &Response::Ok {
-                id: 1,
-                value,
-                output: Output::default(),
-            },
-        )
-        .unwrap();
+        let msg = Response::Ok {
+            id: 1,
+            value,
+            visible: true,
+            output: Output::default(),
+            retire: None,
+        };
+        let (offset, len) = put_frame(&msg, &mut worker).unwrap();
 
-        let Response::Ok { value, .. } = read_frame(&mut parent_end).unwrap() else {
+        let Response::Ok { value, .. } = take_frame(offset, len, &mut parent).unwrap() else {
             panic!()
         };
-        assert_eq!(take_value(&value, &mut parent).unwrap(), y);
         assert_eq!(parent.capacity(), 16 << 20);
+        assert_eq!(take_value(&value, &mut parent).unwrap(), y);
     }
 
     #[test]
@@ -736,8 +778,7 @@ mod tests {
     #[ignore = "timing, not a check"]
     fn time_a_million_doubles_through_shared_memory() {
         let mut parent = ShmRegion::create(16 << 20).unwrap();
-        let mut worker =
-            ShmRegion::from_fd(parent.fd().try_clone_to_owned().unwrap(), 16 << 20).unwrap();
+        let mut worker = peer_of(&parent);
         let x = Value::doubles((0..1_000_000).map(f64::from).collect::<Vec<_>>());
         for round in 0..5 {
             parent.reset();

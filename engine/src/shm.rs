@@ -20,10 +20,6 @@
     unsafe_code,
     reason = "mmap, mremap and munmap of the shared payload region; each block documents its SAFETY"
 )]
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the worker pool (next milestone)")
-)]
 
 use std::ffi::c_void;
 use std::fmt;
@@ -154,6 +150,7 @@ impl ShmRegion {
     }
 
     /// The hard cap on [`ShmRegion::grow`] and [`ShmRegion::remap_if_needed`].
+    #[cfg(test)]
     pub fn max_capacity(&self) -> usize {
         self.max
     }

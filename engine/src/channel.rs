@@ -1,0 +1,139 @@
+//! `Channel`: one side of a parent <-> worker link: the socketpair end, the shared
+//! control page and the shared payload region, used together to pass messages.
+//!
+//! Owns the turn-taking: a side resets the region, writes its payloads and its frame
+//! there, and publishes `(offset, len)` in the mailbox; the peer reads everything it
+//! was handed before it writes its answer. It must not know what the messages mean.
+//!
+//! ```text
+//!   parent Channel                                worker Channel
+//!   socket end  ◀──── socketpair: doorbell bytes, EOF = peer gone ────▶  socket end
+//!   Mailbox     ◀──── memfd page: seq, sleeping flag, frame (off, len) ─▶  Mailbox
+//!   ShmRegion   ◀──── memfd: payloads and frames, grows on demand ─────▶  ShmRegion
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::mailbox::{Mailbox, Woken};
+use crate::protocol::{self, Message, ProtocolError};
+use crate::shm::ShmRegion;
+
+/// The three fds that make a link, in the order they travel between processes.
+pub struct LinkFds {
+    pub socket: OwnedFd,
+    pub mailbox: OwnedFd,
+    pub region: OwnedFd,
+}
+
+/// What a receive returned.
+#[derive(Debug)]
+pub enum Received<M> {
+    Message(M),
+    /// The peer closed its socket end.
+    Hangup,
+    /// Extra fd `i` of the wait became readable.
+    Extra(usize),
+    TimedOut,
+}
+
+/// One side of a link.
+#[derive(Debug)]
+pub struct Channel {
+    socket: OwnedFd,
+    mailbox: Mailbox,
+    region: ShmRegion,
+    spin: Duration,
+}
+
+/// Initial size of the payload region: small values never grow it.
+const REGION_START: usize = 1 << 20;
+
+impl Channel {
+    /// Creates a link: this process's parent-side channel and the fds for the worker.
+    /// `max_payload` caps the shared region (requests and answers larger than that
+    /// are refused with a clear error instead of growing it further).
+    pub fn create(spin: Duration, max_payload: usize) -> io::Result<(Channel, LinkFds)> {
+        let (mine, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+            None,
+        )?;
+        let mailbox = Mailbox::create()?;
+        let mut region = ShmRegion::create(REGION_START).map_err(io::Error::other)?;
+        region.set_max_capacity(max_payload);
+        let fds = LinkFds {
+            socket: theirs,
+            mailbox: mailbox.as_fd().try_clone_to_owned()?,
+            region: region.fd().try_clone_to_owned()?,
+        };
+        let channel = Channel {
+            socket: mine,
+            mailbox,
+            region,
+            spin,
+        };
+        Ok((channel, fds))
+    }
+
+    /// The worker side of a link made by [`Channel::create`].
+    pub fn from_fds(fds: LinkFds, spin: Duration, max_payload: usize) -> io::Result<Channel> {
+        rustix::io::ioctl_fionbio(&fds.socket, true)?;
+        let capacity =
+            usize::try_from(rustix::fs::fstat(&fds.region)?.st_size).map_err(io::Error::other)?;
+        let mut region = ShmRegion::from_fd(fds.region, capacity).map_err(io::Error::other)?;
+        region.set_max_capacity(max_payload);
+        Ok(Channel {
+            socket: fds.socket,
+            mailbox: Mailbox::from_fd(fds.mailbox)?,
+            region,
+            spin,
+        })
+    }
+
+    /// Sends the message `build` makes; `build` may place payloads in the region first.
+    pub fn send<M: Message>(
+        &mut self,
+        build: impl FnOnce(&mut ShmRegion) -> Result<M, ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        self.region.reset();
+        let msg = build(&mut self.region)?;
+        let (offset, len) = protocol::put_frame(&msg, &mut self.region)?;
+        self.mailbox
+            .publish(offset, len, self.socket.as_fd())
+            .map_err(ProtocolError::Io)
+    }
+
+    /// Waits for the peer's next message, or for one of `extra` to become readable,
+    /// or for `deadline`. Payloads the message names stay readable in
+    /// [`Channel::region`] until this side sends.
+    pub fn recv<M: Message>(
+        &mut self,
+        extra: &[BorrowedFd<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<Received<M>, ProtocolError> {
+        let woken = self
+            .mailbox
+            .wait(self.spin, self.socket.as_fd(), extra, deadline)?;
+        Ok(match woken {
+            Woken::Frame { offset, len } => {
+                Received::Message(protocol::take_frame(offset, len, &mut self.region)?)
+            }
+            Woken::Hangup => Received::Hangup,
+            Woken::Extra(i) => Received::Extra(i),
+            Woken::TimedOut => Received::TimedOut,
+        })
+    }
+
+    /// Whether the peer took the last message this side sent.
+    pub fn delivered(&self) -> bool {
+        self.mailbox.delivered()
+    }
+
+    /// The shared payload region, for [`protocol::take_value`].
+    pub fn region(&mut self) -> &mut ShmRegion {
+        &mut self.region
+    }
+}

@@ -1,0 +1,159 @@
+//! `Session`: one worker held by one caller across calls, with state kept between them.
+//!
+//! Owns the worker for the session's life and gives it back on drop: the worker ends
+//! the session (drops its environment) and checks itself like after a stateless call,
+//! so the next user of that worker never sees this session's variables, options or
+//! packages (a worker that cannot prove it is clean is replaced). A fresh session's
+//! worker was forked for it alone and is discarded.
+
+use std::time::Duration;
+
+use rookery_ffi::Value;
+
+use super::worker::{Limits, WorkerConn};
+use super::{call_on, eval_on, CallOptions, Pool};
+use crate::protocol::{self, Request};
+use crate::{Error, Evaluation};
+
+/// A worker held across calls. `Send`, so it can move between threads (or tasks)
+/// between calls; one call at a time (`&mut self`).
+#[derive(Debug)]
+pub struct Session {
+    pool: Pool,
+    worker: Option<WorkerConn>,
+    fresh: bool,
+}
+
+fn _ensure_send() {
+    fn ensure<T: Send>() {}
+    ensure::<Session>();
+}
+
+impl Session {
+    pub(super) fn open(pool: Pool, worker: WorkerConn, fresh: bool) -> Result<Session, Error> {
+        let mut session = Session {
+            pool,
+            worker: Some(worker),
+            fresh,
+        };
+        session.simple(|id| Request::Open { id })?;
+        Ok(session)
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.worker.as_ref().map_or(0, |w| w.pid)
+    }
+
+    /// Parses and evaluates `code` in the session's environment.
+    pub fn eval(&mut self, code: &str) -> Result<Evaluation, Error> {
+        self.eval_with(code, &CallOptions::default())
+    }
+
+    /// [`Session::eval`] with a deadline or a cancel handle. After a timeout or a
+    /// cancel the session's worker is gone, and so is its state: later calls fail
+    /// with [`Error::Closed`].
+    pub fn eval_with(&mut self, code: &str, opts: &CallOptions) -> Result<Evaluation, Error> {
+        let pool = self.pool.clone();
+        self.run(|w| eval_on(&pool, w, code, opts))
+    }
+
+    /// Calls an R function in the session's environment.
+    pub fn call(&mut self, function: &str, args: &[(&str, &Value)]) -> Result<Value, Error> {
+        let pool = self.pool.clone();
+        let opts = CallOptions::default();
+        self.run(|w| call_on(&pool, w, function, args, &opts))
+            .map(|ev| ev.value)
+    }
+
+    /// Binds `name` to `value` in the session's environment.
+    pub fn assign(&mut self, name: &str, value: &Value) -> Result<(), Error> {
+        self.request(|id, region| {
+            let value = protocol::put_value(value, region, protocol::DEFAULT_INLINE_LIMIT)?;
+            Ok(Request::Assign {
+                id,
+                name: name.to_owned(),
+                value,
+            })
+        })
+        .map(|_| ())
+    }
+
+    /// The value bound to `name` in the session's environment (or its parents, the
+    /// global environment and the search path).
+    pub fn get(&mut self, name: &str) -> Result<Value, Error> {
+        self.request(|id, _| {
+            Ok(Request::Get {
+                id,
+                name: name.to_owned(),
+            })
+        })
+        .map(|ev| ev.value)
+    }
+
+    fn simple(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Evaluation, Error> {
+        self.request(|id, _| Ok(make(id)))
+    }
+
+    fn request(
+        &mut self,
+        build: impl FnOnce(u64, &mut crate::shm::ShmRegion) -> Result<Request, protocol::ProtocolError>,
+    ) -> Result<Evaluation, Error> {
+        let shared = self.pool.shared();
+        let limits = Limits {
+            timeout: shared.config.call_timeout,
+            grace: shared.config.grace,
+            cancel: None,
+        };
+        let zygote = &self.pool.shared().zygote;
+        let w = self.worker.as_mut().ok_or(Error::Closed)?;
+        let answer = w.request(zygote, limits, build);
+        let broken = w.broken;
+        if broken {
+            self.release();
+        }
+        answer.map(super::evaluation)
+    }
+
+    fn run(
+        &mut self,
+        f: impl FnOnce(&mut WorkerConn) -> Result<Evaluation, Error>,
+    ) -> Result<Evaluation, Error> {
+        let w = self.worker.as_mut().ok_or(Error::Closed)?;
+        let result = f(w);
+        if w.broken {
+            self.release();
+        }
+        result
+    }
+
+    /// Ends the session and gives the worker back (or discards it).
+    fn release(&mut self) {
+        let Some(mut w) = self.worker.take() else {
+            return;
+        };
+        let shared = self.pool.shared();
+        if !w.broken {
+            let limits = Limits {
+                timeout: Some(Duration::from_secs(5)),
+                grace: shared.config.grace,
+                cancel: None,
+            };
+            let _ = w.request(&shared.zygote, limits, |id, _| Ok(Request::Reset { id }));
+        }
+        if self.fresh {
+            w.retire(&shared.zygote);
+            if !w.wait_exit(Duration::from_millis(200)) {
+                w.kill();
+            }
+        } else {
+            shared.checkin(w);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

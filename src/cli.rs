@@ -18,6 +18,22 @@ struct Cli {
 enum Command {
     /// Evaluate R code in-process and print its value.
     Eval(EvalArgs),
+    /// Measure Rookery on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The prefork engine: round trip, transfer, respawn, batch, idle memory.
+    Pool {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Workers in the pool.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +55,9 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Eval(args) => report(eval(&args)),
+        Command::Bench(BenchCommand::Pool { json, workers }) => {
+            report(crate::bench::pool(json, workers))
+        }
     }
 }
 

@@ -5,5 +5,6 @@
 
 mod cli;
 mod local_eval;
+mod pool;
 mod support;
 mod values_roundtrip;

@@ -312,10 +312,21 @@ pub(crate) fn send_packet<M: Serialize>(
 }
 
 /// Receives one packet and the fds attached to it; `None` when the peer closed.
+///
+/// The buffer is sized from a peek at the packet: in the zygote, every page written
+/// after a fork stops being shared with the workers forked before, so a large
+/// scratch buffer per message would cost each worker that much private memory.
 pub(crate) fn recv_packet<M: for<'de> Deserialize<'de>>(
     socket: BorrowedFd<'_>,
 ) -> io::Result<Option<(M, Vec<OwnedFd>)>> {
-    let mut buf = vec![0u8; MAX_PACKET];
+    let size = loop {
+        match rustix::net::recv(socket, &mut [0u8; 1], RecvFlags::PEEK | RecvFlags::TRUNC) {
+            Ok((_, len)) => break len.min(MAX_PACKET),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut buf = vec![0u8; size.max(1)];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut ancillary = RecvAncillaryBuffer::new(&mut space);
     let received = loop {

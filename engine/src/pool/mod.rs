@@ -417,23 +417,24 @@ impl Pool {
 
     /// Current state of the pool. Reads each idle worker's memory from `/proc`.
     pub fn stats(&self) -> PoolStats {
-        let st = self.shared.state.lock();
-        PoolStats {
-            zygote_pid: self.shared.zygote.pid(),
-            idle: st
-                .idle
-                .iter()
-                .map(|w| {
-                    let kb = crate::worker::private_memory_kb_of(&w.pid.to_string());
-                    (w.pid, w.calls, kb.unwrap_or(0))
-                })
-                .collect(),
-            busy: st.out,
-            waiting: st.waiting,
-            spares: st.spares.len(),
-            respawned: st.spawned,
-            retired: st.retired,
+        let mut stats = {
+            let st = self.shared.state.lock();
+            PoolStats {
+                zygote_pid: self.shared.zygote.pid(),
+                idle: st.idle.iter().map(|w| (w.pid, w.calls, 0)).collect(),
+                busy: st.out,
+                waiting: st.waiting,
+                spares: st.spares.len(),
+                respawned: st.spawned,
+                retired: st.retired,
+            }
+        };
+        // Reading smaps_rollup takes about 0.2 ms per worker: never under the lock
+        // that every checkout takes.
+        for (pid, _, kb) in &mut stats.idle {
+            *kb = crate::worker::private_memory_kb_of(&pid.to_string()).unwrap_or(0);
         }
+        stats
     }
 
     /// Number of workers the pool keeps.

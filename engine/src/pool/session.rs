@@ -99,12 +99,8 @@ impl Session {
         &mut self,
         build: impl FnOnce(u64, &mut crate::shm::ShmRegion) -> Result<Request, protocol::ProtocolError>,
     ) -> Result<Evaluation, Error> {
-        let shared = self.pool.shared();
-        let limits = Limits {
-            timeout: shared.config.call_timeout,
-            grace: shared.config.grace,
-            cancel: None,
-        };
+        let defaults = CallOptions::default();
+        let limits = self.pool.limits(&defaults);
         let zygote = &self.pool.shared().zygote;
         let w = self.worker.as_mut().ok_or(Error::Closed)?;
         let answer = w.request(zygote, limits, build);

@@ -530,7 +530,8 @@ int rk_set_temp_dir(const char *path)
 
 /* What a stateless caller could leave behind, as pointers taken at a quiet moment:
    [0] symbols bound in the global env, [1] their values, [2] the values of
-   options(), [3] the environments on the search path. The list itself is preserved,
+   options(), [3] the environments on the search path, [4] the check below, [5] the
+   names of options(). The list itself is preserved,
    so none of the old objects can be freed and their addresses reused. */
 static SEXP rk_fp = NULL;
 static R_xlen_t rk_fp_nglobal = 0, rk_fp_nns = 0;
@@ -550,7 +551,7 @@ static const char *rk_extra_state_src =
 static void do_snapshot(void *d)
 {
     (void)d;
-    SEXP fp = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP fp = PROTECT(Rf_allocVector(VECSXP, 6));
     ParseStatus status;
     SEXP src = PROTECT(Rf_mkString(rk_extra_state_src));
     SEXP parsed = PROTECT(R_ParseVector(src, 1, &status, R_NilValue));
@@ -571,8 +572,13 @@ static void do_snapshot(void *d)
     SEXP opts = rk_options();
     SEXP ov = Rf_allocVector(VECSXP, Rf_length(opts));
     SET_VECTOR_ELT(fp, 2, ov);
+    SEXP ot = Rf_allocVector(VECSXP, Rf_length(opts));
+    SET_VECTOR_ELT(fp, 5, ot);
     R_xlen_t k = 0;
-    for (SEXP o = opts; o != R_NilValue; o = CDR(o)) SET_VECTOR_ELT(ov, k++, CAR(o));
+    for (SEXP o = opts; o != R_NilValue; o = CDR(o), k++) {
+        SET_VECTOR_ELT(ov, k, CAR(o));
+        SET_VECTOR_ELT(ot, k, TAG(o));
+    }
     R_xlen_t depth = 0;
     for (SEXP e = ENCLOS(R_GlobalEnv); e != R_EmptyEnv; e = ENCLOS(e)) depth++;
     SEXP sp = Rf_allocVector(VECSXP, depth);
@@ -620,8 +626,17 @@ static void do_changes(void *d)
             c |= 1;
     SEXP ov = VECTOR_ELT(rk_fp, 2);
     R_xlen_t k = 0, nopt = Rf_xlength(ov);
-    for (SEXP o = rk_options(); o != R_NilValue; o = CDR(o), k++)
-        if (k >= nopt || CAR(o) != VECTOR_ELT(ov, k)) { c |= 2; break; }
+    SEXP ot = VECTOR_ELT(rk_fp, 5);
+    for (SEXP o = rk_options(); o != R_NilValue; o = CDR(o), k++) {
+        if (k >= nopt || TAG(o) != VECTOR_ELT(ot, k)) { c |= 2; break; }
+        /* `op <- options(...); on.exit(options(op))`, common in packages (predict
+           methods among them), puts back equal values in new objects. */
+        if (CAR(o) != VECTOR_ELT(ov, k) && !R_compute_identical(CAR(o), VECTOR_ELT(ov, k),
+                                   IDENT_USE_CLOENV | IDENT_NUM_AS_BITS | IDENT_NA_AS_BITS)) {
+            c |= 2;
+            break;
+        }
+    }
     if (k != nopt) c |= 2;
     SEXP sp = VECTOR_ELT(rk_fp, 3);
     k = 0;

@@ -141,6 +141,19 @@ fn no_state_leaks_to_the_next_caller_of_a_recycled_worker() {
     let clean = pid_of(&pool);
     pool.eval("y <- runif(3); sum(y)").unwrap();
     assert_eq!(pid_of(&pool), clean);
+    // Options set and put back (`on.exit(options(op))`, as predict methods do) are
+    // not a change; options left changed are.
+    pool.eval(
+        "f <- function() { op <- options(digits = 3, warn = 1); on.exit(options(op)); 1 }; f()",
+    )
+    .unwrap();
+    assert_eq!(pid_of(&pool), clean);
+    pool.eval("options(digits = 4)").unwrap();
+    assert_ne!(pid_of(&pool), clean);
+    assert_eq!(
+        pool.eval("getOption('digits')").unwrap().value,
+        Value::integers(vec![7])
+    );
     // A session's state is gone for the next session on the same worker.
     let mut s = pool.session().unwrap();
     s.eval("secret <- 'abc'; options(rookery.session = 1)")

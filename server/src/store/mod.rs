@@ -1,0 +1,230 @@
+//! The store: users, tokens, grants, services and their versions, jobs, and the audit
+//! log, behind one small trait so that a shared backend (PostgreSQL, for several
+//! nodes) can replace the embedded SQLite one. Owns the record types and the trait;
+//! it must not know about HTTP or R. Passwords and tokens reach it only as hashes.
+
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// Seconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// What a user may do. Grants (`execute`) add to a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages users and may do everything.
+    Admin,
+    /// Publishes services, opens sessions, runs code.
+    Publisher,
+    /// Consumes the services it is granted; runs code only with the `execute` grant.
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Publisher => "publisher",
+            Role::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "publisher" => Ok(Role::Publisher),
+            "user" => Ok(Role::User),
+            other => Err(format!(
+                "unknown role `{other}` (expected admin, publisher or user)"
+            )),
+        }
+    }
+}
+
+/// The grant that lets a `user` run arbitrary R code (SQL Server's EXECUTE ANY
+/// EXTERNAL SCRIPT).
+pub const GRANT_EXECUTE: &str = "execute";
+
+/// The grant that lets a `user` call service `name` (any version): `service:NAME`.
+pub fn service_grant(name: &str) -> String {
+    format!("service:{name}")
+}
+
+/// A user as stored. `password_hash` is an argon2id PHC string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub role: Role,
+    pub grants: Vec<String>,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// Bearer tokens from `POST /login`, and API keys from `rookery key create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Access,
+    ApiKey,
+}
+
+/// A token as stored, keyed by the SHA-256 of the token string (never the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub user: String,
+    pub kind: TokenKind,
+    /// Free text for API keys (what the key is for).
+    pub label: Option<String>,
+    pub created_at: Timestamp,
+    /// `None`: does not expire (API keys may be created without an expiry).
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One published version of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub version: String,
+    pub owner: String,
+    pub description: String,
+    /// R code run once when the service's workers start (loads the model, defines
+    /// the function).
+    pub code: String,
+    /// The R function called with the input data frame.
+    pub function: String,
+    /// Declared input: see `formats::schema`.
+    pub inputs: serde_json::Value,
+    /// Declared output, for the OpenAPI document.
+    pub outputs: serde_json::Value,
+    /// Names of the model files stored beside the service (under the data folder).
+    pub files: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub retired: bool,
+}
+
+/// Where an asynchronous batch job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A batch job's metadata. Its result lives in a file in the owner's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub owner: String,
+    pub service: String,
+    pub version: String,
+    pub state: JobState,
+    pub rows_total: u64,
+    pub rows_done: u64,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    pub chunks_failed: u64,
+    /// Why it failed, or the first failed chunk's R error.
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One line of the audit log: who ran what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub request_id: String,
+    pub user: Option<String>,
+    pub route: String,
+    /// The session id or `service/version` the request touched.
+    pub target: Option<String>,
+    /// SHA-256 (hex) of the R code run, when the request ran code.
+    pub code_hash: Option<String>,
+    /// HTTP status and a short word: `200 ok`, `422 r_error`, ...
+    pub outcome: String,
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+/// Everything the server keeps. Implementations are internally synchronized and
+/// quick (an embedded database: microseconds per call).
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Fails with `Conflict` when the name is taken.
+    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// All users, by name.
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    fn set_password(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
+    fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError>;
+    /// Removes the user, its grants and all its tokens and keys.
+    fn remove_user(&self, name: &str) -> Result<(), StoreError>;
+    /// Idempotent.
+    fn grant(&self, name: &str, grant: &str) -> Result<(), StoreError>;
+    /// Idempotent.
+    fn revoke(&self, name: &str, grant: &str) -> Result<(), StoreError>;
+
+    fn put_token(&self, hash: &[u8; 32], token: &TokenRecord) -> Result<(), StoreError>;
+    fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    /// True when a token was deleted.
+    fn delete_token(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// The user's tokens and keys: (hash prefix in hex, record).
+    fn tokens_of(&self, user: &str) -> Result<Vec<(String, TokenRecord)>, StoreError>;
+    /// Deletes every token whose expiry is before `now`; returns how many.
+    fn purge_expired_tokens(&self, now: Timestamp) -> Result<usize, StoreError>;
+
+    /// Inserts or replaces `(name, version)`.
+    fn put_service(&self, service: &ServiceRecord) -> Result<(), StoreError>;
+    fn service(&self, name: &str, version: &str) -> Result<Option<ServiceRecord>, StoreError>;
+    /// Every version that is not retired, by name then creation.
+    fn services(&self) -> Result<Vec<ServiceRecord>, StoreError>;
+    /// True when a live version was retired.
+    fn retire_service(&self, name: &str, version: &str) -> Result<bool, StoreError>;
+
+    /// Inserts or replaces by id.
+    fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+    fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// Jobs still queued or running (after a restart: left behind by a stopped server).
+    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` entries, newest first.
+    fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}

@@ -1,0 +1,1166 @@
+//! The embedded store: [`SqliteStore`], the [`Store`] kept in one SQLite file in the
+//! data folder. Owns the schema, its migrations (keyed by `PRAGMA user_version`) and
+//! the mapping between rows and records. It must not hash, check or interpret what it
+//! keeps: passwords and tokens arrive already hashed, and names already validated.
+//!
+//! One connection behind a mutex: every call is a few microseconds, so a pool would
+//! only add contention. Writes run in `IMMEDIATE` transactions and the file is in WAL
+//! mode, so the admin CLI can change users while a server has the file open.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use serde::de::DeserializeOwned;
+
+use super::{
+    AuditEntry, JobRecord, JobState, Role, ServiceRecord, Store, StoreError, Timestamp, TokenKind,
+    TokenRecord, UserRecord,
+};
+
+/// How long a call waits for another process (the admin CLI) holding the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes of a token hash that [`Store::tokens_of`] shows (in hex) to tell tokens apart.
+const TOKEN_PREFIX_BYTES: usize = 6;
+
+/// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'publisher', 'user')),
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE grants (
+    user  TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    grant TEXT NOT NULL,
+    PRIMARY KEY (user, grant)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE tokens (
+    hash       BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
+    user       TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    kind       TEXT NOT NULL CHECK (kind IN ('access', 'api_key')),
+    label      TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX tokens_by_user ON tokens (user);
+CREATE INDEX tokens_by_expiry ON tokens (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE services (
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    description TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    function    TEXT NOT NULL,
+    inputs      TEXT NOT NULL CHECK (json_valid(inputs)),
+    outputs     TEXT NOT NULL CHECK (json_valid(outputs)),
+    files       TEXT NOT NULL CHECK (json_valid(files)),
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    retired     INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1)),
+    PRIMARY KEY (name, version)
+) STRICT;
+CREATE TABLE jobs (
+    id            TEXT PRIMARY KEY NOT NULL,
+    owner         TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    rows_total    INTEGER NOT NULL,
+    rows_done     INTEGER NOT NULL,
+    chunks_total  INTEGER NOT NULL,
+    chunks_done   INTEGER NOT NULL,
+    chunks_failed INTEGER NOT NULL,
+    error         TEXT,
+    created_at    INTEGER NOT NULL,
+    finished_at   INTEGER
+) STRICT;
+CREATE INDEX jobs_by_owner ON jobs (owner);
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    user       TEXT,
+    route      TEXT NOT NULL,
+    target     TEXT,
+    code_hash  TEXT,
+    outcome    TEXT NOT NULL
+) STRICT;
+";
+
+const TOKEN_COLUMNS: &str = "hash, user, kind, label, created_at, expires_at";
+const SERVICE_COLUMNS: &str = "name, version, owner, description, code, function, \
+     inputs, outputs, files, created_at, updated_at, retired";
+const JOB_COLUMNS: &str = "id, owner, service, version, state, rows_total, rows_done, \
+     chunks_total, chunks_done, chunks_failed, error, created_at, finished_at";
+
+/// The [`Store`] on an embedded SQLite database.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// `None` for an in-memory store.
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it, mode 0600, and its parent folder, mode 0700, when missing)
+    /// the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_private_file(path)?;
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(backend)?;
+        // With WAL, NORMAL loses at most the last commits on power loss, never integrity.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A fresh store that lives as long as the value (tests, throw-away servers).
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?, None)
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        f(&self.conn.lock()).map_err(backend)
+    }
+
+    /// Runs `f` in an immediate transaction, committed when `f` succeeds.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let out = f(&tx).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// What a write found, before it becomes a [`StoreError`] naming the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// The record (or the user it belongs to) does not exist.
+    Missing,
+    /// The key is taken.
+    Taken,
+}
+
+impl Outcome {
+    fn of_update(changed: usize) -> Outcome {
+        if changed > 0 {
+            Outcome::Done
+        } else {
+            Outcome::Missing
+        }
+    }
+
+    /// `what` names the record: "user `alice`".
+    fn check(self, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+        match self {
+            Outcome::Done => Ok(()),
+            Outcome::Missing => Err(StoreError::NotFound(what())),
+            Outcome::Taken => Err(StoreError::Conflict(what())),
+        }
+    }
+}
+
+fn user_named(name: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("user `{name}`")
+}
+
+/// Creates `path` (mode 0600) and its missing parent folders (mode 0700); leaves an
+/// existing file alone.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| backend(format_args!("{}: {e}", parent.display())))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| backend(format_args!("{}: {e}", path.display())))?;
+    Ok(())
+}
+
+/// Applies every migration past the file's `user_version`.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    while migrate_once(conn)? {}
+    Ok(())
+}
+
+/// Applies the next migration in one transaction that also reads the version, so two
+/// processes opening a new file do not both create the tables. False when up to date.
+fn migrate_once(conn: &mut Connection) -> Result<bool, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let version: usize = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    let Some(sql) = MIGRATIONS.get(version) else {
+        return match version > MIGRATIONS.len() {
+            true => Err(StoreError::Backend(format!(
+                "the database has schema version {version}, newer than this rookery knows ({})",
+                MIGRATIONS.len()
+            ))),
+            false => Ok(false),
+        };
+    };
+    tx.execute_batch(sql).map_err(backend)?;
+    tx.pragma_update(None, "user_version", version + 1)
+        .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(true)
+}
+
+// ---- enums as text ----
+
+fn text_error(what: &str, got: &str) -> FromSqlError {
+    FromSqlError::Other(format!("unknown {what} `{got}` in the database").into())
+}
+
+impl ToSql for Role {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for Role {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = value.as_str()?;
+        s.parse().map_err(|_| text_error("role", s))
+    }
+}
+
+fn token_kind_str(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Access => "access",
+        TokenKind::ApiKey => "api_key",
+    }
+}
+
+impl ToSql for TokenKind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(token_kind_str(*self).into())
+    }
+}
+
+impl FromSql for TokenKind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "access" => Ok(TokenKind::Access),
+            "api_key" => Ok(TokenKind::ApiKey),
+            other => Err(text_error("token kind", other)),
+        }
+    }
+}
+
+fn job_state_str(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+impl ToSql for JobState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(job_state_str(*self).into())
+    }
+}
+
+impl FromSql for JobState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "queued" => Ok(JobState::Queued),
+            "running" => Ok(JobState::Running),
+            "succeeded" => Ok(JobState::Succeeded),
+            "failed" => Ok(JobState::Failed),
+            "cancelled" => Ok(JobState::Cancelled),
+            other => Err(text_error("job state", other)),
+        }
+    }
+}
+
+/// Column `idx` of `row`, a JSON text, decoded.
+fn json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+// ---- users and grants ----
+
+fn user_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM users WHERE name = ?1")?
+        .exists([name])
+}
+
+fn grants_of(c: &Connection, name: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = c.prepare_cached("SELECT grant FROM grants WHERE user = ?1 ORDER BY grant")?;
+    let rows = stmt.query_map([name], |row| row.get(0))?;
+    rows.collect()
+}
+
+/// A user row without its grants.
+fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        name: row.get(0)?,
+        role: row.get(1)?,
+        grants: Vec::new(),
+        password_hash: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+fn load_user(c: &Connection, name: &str) -> rusqlite::Result<Option<UserRecord>> {
+    let found = c
+        .prepare_cached("SELECT name, role, password_hash, created_at FROM users WHERE name = ?1")?
+        .query_row([name], user_row)
+        .optional()?;
+    let Some(mut user) = found else {
+        return Ok(None);
+    };
+    user.grants = grants_of(c, name)?;
+    Ok(Some(user))
+}
+
+fn load_users(c: &Connection) -> rusqlite::Result<Vec<UserRecord>> {
+    let mut stmt =
+        c.prepare_cached("SELECT name, role, password_hash, created_at FROM users ORDER BY name")?;
+    let mut users = stmt
+        .query_map([], user_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for user in &mut users {
+        user.grants = grants_of(c, &user.name)?;
+    }
+    Ok(users)
+}
+
+fn insert_user(tx: &Transaction<'_>, user: &UserRecord) -> rusqlite::Result<Outcome> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO NOTHING",
+        )?
+        .execute(params![
+            user.name,
+            user.role,
+            user.password_hash,
+            user.created_at
+        ])?;
+    if inserted == 0 {
+        return Ok(Outcome::Taken);
+    }
+    for grant in &user.grants {
+        insert_grant(tx, &user.name, grant)?;
+    }
+    Ok(Outcome::Done)
+}
+
+fn insert_grant(c: &Connection, name: &str, grant: &str) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO grants (user, grant) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+        .execute([name, grant])?;
+    Ok(())
+}
+
+/// Runs an `UPDATE`/`DELETE` of one user; `Missing` when no row matched.
+fn change_user(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Outcome> {
+    Ok(Outcome::of_update(tx.prepare_cached(sql)?.execute(params)?))
+}
+
+/// Adds (`add`) or removes a grant; `Missing` when the user does not exist.
+fn change_grant(
+    tx: &Transaction<'_>,
+    name: &str,
+    grant: &str,
+    add: bool,
+) -> rusqlite::Result<Outcome> {
+    if !user_exists(tx, name)? {
+        return Ok(Outcome::Missing);
+    }
+    if add {
+        insert_grant(tx, name, grant)?;
+    } else {
+        tx.prepare_cached("DELETE FROM grants WHERE user = ?1 AND grant = ?2")?
+            .execute([name, grant])?;
+    }
+    Ok(Outcome::Done)
+}
+
+// ---- tokens ----
+
+fn token_row(row: &Row<'_>) -> rusqlite::Result<([u8; 32], TokenRecord)> {
+    let record = TokenRecord {
+        user: row.get(1)?,
+        kind: row.get(2)?,
+        label: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+    };
+    Ok((row.get(0)?, record))
+}
+
+/// `Missing` when the token's user does not exist, `Taken` when the hash is.
+fn insert_token(
+    tx: &Transaction<'_>,
+    hash: &[u8; 32],
+    t: &TokenRecord,
+) -> rusqlite::Result<Outcome> {
+    if !user_exists(tx, &t.user)? {
+        return Ok(Outcome::Missing);
+    }
+    let sql = format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (hash) DO NOTHING"
+    );
+    let inserted = tx.prepare_cached(&sql)?.execute(params![
+        hash,
+        t.user,
+        t.kind,
+        t.label,
+        t.created_at,
+        t.expires_at
+    ])?;
+    Ok(if inserted > 0 {
+        Outcome::Done
+    } else {
+        Outcome::Taken
+    })
+}
+
+fn load_tokens_of(c: &Connection, user: &str) -> rusqlite::Result<Vec<(String, TokenRecord)>> {
+    let sql =
+        format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE user = ?1 ORDER BY created_at, hash");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map([user], token_row)?;
+    rows.map(|r| r.map(|(hash, t)| (hex::encode(&hash[..TOKEN_PREFIX_BYTES]), t)))
+        .collect()
+}
+
+// ---- services ----
+
+fn service_row(row: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
+    Ok(ServiceRecord {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        owner: row.get(2)?,
+        description: row.get(3)?,
+        code: row.get(4)?,
+        function: row.get(5)?,
+        inputs: json_column(row, 6)?,
+        outputs: json_column(row, 7)?,
+        files: json_column(row, 8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+        retired: row.get(11)?,
+    })
+}
+
+fn upsert_service(tx: &Transaction<'_>, s: &ServiceRecord) -> rusqlite::Result<()> {
+    let sql = format!(
+        "INSERT OR REPLACE INTO services ({SERVICE_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    );
+    tx.prepare_cached(&sql)?.execute(params![
+        s.name,
+        s.version,
+        s.owner,
+        s.description,
+        s.code,
+        s.function,
+        to_json(&s.inputs)?,
+        to_json(&s.outputs)?,
+        to_json(&s.files)?,
+        s.created_at,
+        s.updated_at,
+        s.retired,
+    ])?;
+    Ok(())
+}
+
+// ---- jobs and audit ----
+
+fn job_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        service: row.get(2)?,
+        version: row.get(3)?,
+        state: row.get(4)?,
+        rows_total: row.get(5)?,
+        rows_done: row.get(6)?,
+        chunks_total: row.get(7)?,
+        chunks_done: row.get(8)?,
+        chunks_failed: row.get(9)?,
+        error: row.get(10)?,
+        created_at: row.get(11)?,
+        finished_at: row.get(12)?,
+    })
+}
+
+fn upsert_job(tx: &Transaction<'_>, j: &JobRecord) -> rusqlite::Result<()> {
+    let sql = format!(
+        "INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    );
+    tx.prepare_cached(&sql)?.execute(params![
+        j.id,
+        j.owner,
+        j.service,
+        j.version,
+        j.state,
+        j.rows_total,
+        j.rows_done,
+        j.chunks_total,
+        j.chunks_done,
+        j.chunks_failed,
+        j.error,
+        j.created_at,
+        j.finished_at,
+    ])?;
+    Ok(())
+}
+
+fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        at: row.get(0)?,
+        request_id: row.get(1)?,
+        user: row.get(2)?,
+        route: row.get(3)?,
+        target: row.get(4)?,
+        code_hash: row.get(5)?,
+        outcome: row.get(6)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.write(|tx| insert_user(tx, user))?
+            .check(user_named(&user.name))
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.read(|c| load_user(c, name))
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.read(load_users)
+    }
+
+    fn set_password(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
+        let sql = "UPDATE users SET password_hash = ?2 WHERE name = ?1";
+        self.write(|tx| change_user(tx, sql, [name, password_hash]))?
+            .check(user_named(name))
+    }
+
+    fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
+        let sql = "UPDATE users SET role = ?2 WHERE name = ?1";
+        self.write(|tx| change_user(tx, sql, params![name, role]))?
+            .check(user_named(name))
+    }
+
+    fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+        // Grants and tokens go with the user: ON DELETE CASCADE.
+        let sql = "DELETE FROM users WHERE name = ?1";
+        self.write(|tx| change_user(tx, sql, [name]))?
+            .check(user_named(name))
+    }
+
+    fn grant(&self, name: &str, grant: &str) -> Result<(), StoreError> {
+        self.write(|tx| change_grant(tx, name, grant, true))?
+            .check(user_named(name))
+    }
+
+    fn revoke(&self, name: &str, grant: &str) -> Result<(), StoreError> {
+        self.write(|tx| change_grant(tx, name, grant, false))?
+            .check(user_named(name))
+    }
+
+    fn put_token(&self, hash: &[u8; 32], token: &TokenRecord) -> Result<(), StoreError> {
+        match self.write(|tx| insert_token(tx, hash, token))? {
+            Outcome::Taken => Err(StoreError::Conflict("token".to_owned())),
+            other => other.check(user_named(&token.user)),
+        }
+    }
+
+    fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1");
+        let row = self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row([hash], token_row)
+                .optional()
+        })?;
+        Ok(row.map(|(_, record)| record))
+    }
+
+    fn delete_token(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM tokens WHERE hash = ?1")?
+                .execute([hash])?
+                > 0)
+        })
+    }
+
+    fn tokens_of(&self, user: &str) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.read(|c| load_tokens_of(c, user))
+    }
+
+    fn purge_expired_tokens(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let sql = "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1";
+        self.write(|tx| tx.prepare_cached(sql)?.execute([now]))
+    }
+
+    fn put_service(&self, service: &ServiceRecord) -> Result<(), StoreError> {
+        self.write(|tx| upsert_service(tx, service))
+    }
+
+    fn service(&self, name: &str, version: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        let sql =
+            format!("SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?1 AND version = ?2");
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row([name, version], service_row)
+                .optional()
+        })
+    }
+
+    fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE retired = 0 \
+             ORDER BY name, created_at, version"
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map([], service_row)?
+                .collect()
+        })
+    }
+
+    fn retire_service(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        let sql =
+            "UPDATE services SET retired = 1 WHERE name = ?1 AND version = ?2 AND retired = 0";
+        self.write(|tx| Ok(tx.prepare_cached(sql)?.execute([name, version])? > 0))
+    }
+
+    fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.write(|tx| upsert_job(tx, job))
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        self.read(|c| c.prepare_cached(&sql)?.query_row([id], job_row).optional())
+    }
+
+    fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map([], job_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+    }
+
+    fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let sql = "INSERT INTO audit (at, request_id, user, route, target, code_hash, outcome) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+        self.write(|tx| {
+            tx.prepare_cached(sql)?
+                .execute(params![
+                    e.at,
+                    e.request_id,
+                    e.user,
+                    e.route,
+                    e.target,
+                    e.code_hash,
+                    e.outcome
+                ])
+                .map(drop)
+        })
+    }
+
+    fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let sql = "SELECT at, request_id, user, route, target, code_hash, outcome \
+                   FROM audit ORDER BY seq DESC LIMIT ?1";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            c.prepare_cached(sql)?
+                .query_map([limit], audit_row)?
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::GRANT_EXECUTE;
+
+    fn store() -> SqliteStore {
+        SqliteStore::open_in_memory().unwrap()
+    }
+
+    fn user(name: &str, grants: &[&str]) -> UserRecord {
+        UserRecord {
+            name: name.to_owned(),
+            role: Role::User,
+            grants: grants.iter().map(|g| (*g).to_owned()).collect(),
+            password_hash: format!("$argon2id$hash-of-{name}"),
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn token(user: &str, kind: TokenKind, expires_at: Option<Timestamp>) -> TokenRecord {
+        TokenRecord {
+            user: user.to_owned(),
+            kind,
+            label: Some("ci".to_owned()),
+            created_at: 1_700_000_000,
+            expires_at,
+        }
+    }
+
+    fn service(name: &str, version: &str, created_at: Timestamp) -> ServiceRecord {
+        ServiceRecord {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            owner: "alice".to_owned(),
+            description: "scores".to_owned(),
+            code: "f <- function(d) d".to_owned(),
+            function: "f".to_owned(),
+            inputs: json!({"x": "double"}),
+            outputs: json!([{"name": "y", "type": "double"}]),
+            files: vec!["model.rds".to_owned()],
+            created_at,
+            updated_at: created_at + 1,
+            retired: false,
+        }
+    }
+
+    fn job(id: &str, state: JobState) -> JobRecord {
+        JobRecord {
+            id: id.to_owned(),
+            owner: "alice".to_owned(),
+            service: "scorer".to_owned(),
+            version: "v1".to_owned(),
+            state,
+            rows_total: 1 << 40,
+            rows_done: 10,
+            chunks_total: 3,
+            chunks_done: 1,
+            chunks_failed: 0,
+            error: None,
+            created_at: 5,
+            finished_at: None,
+        }
+    }
+
+    fn audit(at: Timestamp) -> AuditEntry {
+        AuditEntry {
+            at,
+            request_id: format!("req-{at}"),
+            user: Some("alice".to_owned()),
+            route: "POST /api/v1/eval".to_owned(),
+            target: None,
+            code_hash: Some("ab12".to_owned()),
+            outcome: "200 ok".to_owned(),
+        }
+    }
+
+    #[test]
+    fn users_round_trip_with_grants() {
+        let s = store();
+        let alice = user("alice", &[GRANT_EXECUTE, "service:b", "service:a"]);
+        s.create_user(&alice).unwrap();
+        s.create_user(&user("bob", &[])).unwrap();
+        let got = s.user("alice").unwrap().unwrap();
+        assert_eq!(got.grants, ["execute", "service:a", "service:b"]);
+        assert_eq!(got.password_hash, alice.password_hash);
+        assert_eq!(s.user("carol").unwrap(), None);
+        let names: Vec<_> = s.users().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["alice", "bob"]);
+    }
+
+    #[test]
+    fn a_taken_name_is_a_conflict() {
+        let s = store();
+        s.create_user(&user("alice", &[])).unwrap();
+        let err = s.create_user(&user("alice", &["execute"])).unwrap_err();
+        assert_eq!(err, StoreError::Conflict("user `alice`".into()));
+        assert!(s.user("alice").unwrap().unwrap().grants.is_empty());
+    }
+
+    #[test]
+    fn password_and_role_updates() {
+        let s = store();
+        s.create_user(&user("alice", &[])).unwrap();
+        s.set_password("alice", "$argon2id$new").unwrap();
+        s.set_role("alice", Role::Admin).unwrap();
+        let got = s.user("alice").unwrap().unwrap();
+        assert_eq!(
+            (got.password_hash.as_str(), got.role),
+            ("$argon2id$new", Role::Admin)
+        );
+        let missing = StoreError::NotFound("user `bob`".into());
+        assert_eq!(s.set_password("bob", "x"), Err(missing.clone()));
+        assert_eq!(s.set_role("bob", Role::User), Err(missing.clone()));
+        assert_eq!(s.remove_user("bob"), Err(missing));
+    }
+
+    #[test]
+    fn grants_are_idempotent_and_need_a_user() {
+        let s = store();
+        s.create_user(&user("bob", &[])).unwrap();
+        s.grant("bob", GRANT_EXECUTE).unwrap();
+        s.grant("bob", GRANT_EXECUTE).unwrap();
+        assert_eq!(s.user("bob").unwrap().unwrap().grants, ["execute"]);
+        s.revoke("bob", GRANT_EXECUTE).unwrap();
+        s.revoke("bob", GRANT_EXECUTE).unwrap();
+        assert!(s.user("bob").unwrap().unwrap().grants.is_empty());
+        assert!(matches!(
+            s.grant("nobody", "execute"),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.revoke("nobody", "execute"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let s = store();
+        s.create_user(&user("alice", &[])).unwrap();
+        let key = token("alice", TokenKind::ApiKey, None);
+        let access = TokenRecord {
+            label: None,
+            created_at: 1_700_000_001,
+            ..token("alice", TokenKind::Access, Some(1_700_003_600))
+        };
+        s.put_token(&[1; 32], &key).unwrap();
+        s.put_token(&[2; 32], &access).unwrap();
+        assert_eq!(s.token(&[1; 32]).unwrap(), Some(key.clone()));
+        assert_eq!(s.token(&[2; 32]).unwrap(), Some(access.clone()));
+        assert_eq!(s.token(&[3; 32]).unwrap(), None);
+        let listed = s.tokens_of("alice").unwrap();
+        assert_eq!(
+            listed,
+            [
+                ("010101010101".into(), key),
+                ("020202020202".into(), access)
+            ]
+        );
+        assert!(s.tokens_of("bob").unwrap().is_empty());
+        assert_eq!(s.delete_token(&[1; 32]), Ok(true));
+        assert_eq!(s.delete_token(&[1; 32]), Ok(false));
+        assert_eq!(s.token(&[1; 32]).unwrap(), None);
+    }
+
+    #[test]
+    fn token_conflicts_and_unknown_users() {
+        let s = store();
+        s.create_user(&user("alice", &[])).unwrap();
+        let t = token("alice", TokenKind::ApiKey, None);
+        s.put_token(&[7; 32], &t).unwrap();
+        assert!(matches!(
+            s.put_token(&[7; 32], &t),
+            Err(StoreError::Conflict(_))
+        ));
+        let orphan = token("nobody", TokenKind::Access, None);
+        let err = s.put_token(&[8; 32], &orphan).unwrap_err();
+        assert_eq!(err, StoreError::NotFound("user `nobody`".into()));
+    }
+
+    #[test]
+    fn purge_deletes_only_expired_tokens() {
+        let s = store();
+        s.create_user(&user("alice", &[])).unwrap();
+        s.put_token(&[1; 32], &token("alice", TokenKind::Access, Some(100)))
+            .unwrap();
+        s.put_token(&[2; 32], &token("alice", TokenKind::Access, Some(200)))
+            .unwrap();
+        s.put_token(&[3; 32], &token("alice", TokenKind::ApiKey, None))
+            .unwrap();
+        assert_eq!(
+            s.purge_expired_tokens(100),
+            Ok(0),
+            "expiring at `now` is kept"
+        );
+        assert_eq!(s.purge_expired_tokens(150), Ok(1));
+        assert_eq!(s.token(&[1; 32]).unwrap(), None);
+        assert!(s.token(&[2; 32]).unwrap().is_some());
+        assert_eq!(s.purge_expired_tokens(i64::MAX), Ok(1));
+        assert!(
+            s.token(&[3; 32]).unwrap().is_some(),
+            "no expiry, never purged"
+        );
+    }
+
+    #[test]
+    fn removing_a_user_cascades_to_grants_and_tokens() {
+        let s = store();
+        s.create_user(&user("alice", &["execute"])).unwrap();
+        s.create_user(&user("bob", &["execute"])).unwrap();
+        s.put_token(&[1; 32], &token("alice", TokenKind::ApiKey, None))
+            .unwrap();
+        s.put_token(&[2; 32], &token("bob", TokenKind::ApiKey, None))
+            .unwrap();
+        s.remove_user("alice").unwrap();
+        assert_eq!(s.user("alice").unwrap(), None);
+        assert_eq!(s.token(&[1; 32]).unwrap(), None);
+        let leftover: i64 = s
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM grants WHERE user = 'alice'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(leftover, 0);
+        // A new alice starts clean.
+        s.create_user(&user("alice", &[])).unwrap();
+        assert!(s.user("alice").unwrap().unwrap().grants.is_empty());
+        assert!(s.tokens_of("alice").unwrap().is_empty());
+        assert!(s.token(&[2; 32]).unwrap().is_some(), "bob keeps his key");
+    }
+
+    #[test]
+    fn services_versions_and_retirement() {
+        let s = store();
+        let v1 = service("scorer", "v1", 10);
+        let v2 = service("scorer", "v2", 20);
+        let other = service("alpha", "1.0", 30);
+        for svc in [&v2, &v1, &other] {
+            s.put_service(svc).unwrap();
+        }
+        assert_eq!(s.service("scorer", "v1").unwrap(), Some(v1.clone()));
+        assert_eq!(s.service("scorer", "v3").unwrap(), None);
+        let listed = s.services().unwrap();
+        assert_eq!(listed, [other.clone(), v1.clone(), v2.clone()]);
+        let edited = ServiceRecord {
+            description: "better".into(),
+            ..v1.clone()
+        };
+        s.put_service(&edited).unwrap();
+        assert_eq!(s.service("scorer", "v1").unwrap(), Some(edited));
+        assert_eq!(s.retire_service("scorer", "v1"), Ok(true));
+        assert_eq!(
+            s.retire_service("scorer", "v1"),
+            Ok(false),
+            "already retired"
+        );
+        assert_eq!(s.retire_service("nope", "v1"), Ok(false));
+        assert_eq!(s.services().unwrap(), [other, v2]);
+        assert!(s.service("scorer", "v1").unwrap().unwrap().retired);
+    }
+
+    #[test]
+    fn jobs_insert_and_replace() {
+        let s = store();
+        let queued = job("j1", JobState::Queued);
+        s.put_job(&queued).unwrap();
+        assert_eq!(s.job("j1").unwrap(), Some(queued.clone()));
+        let failed = JobRecord {
+            state: JobState::Failed,
+            chunks_failed: 1,
+            error: Some("Error: boom".into()),
+            finished_at: Some(9),
+            ..queued
+        };
+        s.put_job(&failed).unwrap();
+        assert_eq!(s.job("j1").unwrap(), Some(failed));
+        assert_eq!(s.job("j2").unwrap(), None);
+        for state in [JobState::Running, JobState::Succeeded, JobState::Cancelled] {
+            s.put_job(&job("j3", state)).unwrap();
+            assert_eq!(s.job("j3").unwrap().unwrap().state, state);
+            let unfinished = s.unfinished_jobs().unwrap();
+            assert_eq!(
+                unfinished.iter().any(|j| j.id == "j3"),
+                !state.is_finished(),
+                "{state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn audit_tail_is_newest_first() {
+        let s = store();
+        for at in 1..=5 {
+            s.append_audit(&audit(at)).unwrap();
+        }
+        let anonymous = AuditEntry {
+            user: None,
+            code_hash: None,
+            target: Some("scorer/v1".into()),
+            ..audit(6)
+        };
+        s.append_audit(&anonymous).unwrap();
+        let tail = s.audit_tail(3).unwrap();
+        assert_eq!(tail, [anonymous, audit(5), audit(4)]);
+        assert_eq!(s.audit_tail(100).unwrap().len(), 6);
+        assert!(s.audit_tail(0).unwrap().is_empty());
+        assert_eq!(s.audit_tail(usize::MAX).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn corrupt_rows_are_backend_errors() {
+        let s = store();
+        s.put_job(&job("j1", JobState::Queued)).unwrap();
+        s.write(|tx| tx.execute("UPDATE jobs SET state = 'exploded'", []))
+            .unwrap();
+        let err = s.job("j1").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains("exploded")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_store_is_private_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/data/rookery.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.path(), Some(path.as_path()));
+            s.create_user(&user("alice", &["execute"])).unwrap();
+            s.put_token(&[9; 32], &token("alice", TokenKind::ApiKey, None))
+                .unwrap();
+            s.put_service(&service("scorer", "v1", 1)).unwrap();
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.user("alice").unwrap().unwrap().grants, ["execute"]);
+        assert!(s.token(&[9; 32]).unwrap().is_some());
+        assert_eq!(s.services().unwrap().len(), 1);
+        let journal: String = s
+            .read(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let fk: bool = s
+            .read(|c| c.pragma_query_value(None, "foreign_keys", |r| r.get(0)))
+            .unwrap();
+        assert!(fk);
+    }
+
+    #[test]
+    fn two_handles_on_one_file_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery.db");
+        let server = SqliteStore::open(&path).unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        cli.create_user(&user("alice", &[])).unwrap();
+        assert!(server.user("alice").unwrap().is_some());
+    }
+
+    #[test]
+    fn migrations_set_the_version_and_refuse_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery.db");
+        let s = SqliteStore::open(&path).unwrap();
+        let version: usize = s
+            .read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        s.read(|c| c.pragma_update(None, "user_version", 99))
+            .unwrap();
+        drop(s);
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Backend(m) if m.contains("99")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Backend(_))
+        ));
+    }
+
+    #[test]
+    fn the_store_is_shareable_across_threads() {
+        fn ensure_send_sync<T: Send + Sync + 'static>() {}
+        ensure_send_sync::<SqliteStore>();
+        let s = std::sync::Arc::new(store());
+        s.create_user(&user("alice", &[])).unwrap();
+        let handles: Vec<_> = (0..4u8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    s.put_token(&[i; 32], &token("alice", TokenKind::Access, None))
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(s.tokens_of("alice").unwrap().len(), 4);
+    }
+}

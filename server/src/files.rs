@@ -1,0 +1,967 @@
+//! Per-user folders on disk, reached only through directory handles (cap-std).
+//!
+//! ```text
+//! <data>/users/                    UserDirs     (0700)
+//!   <user>/                        UserDir      (0700, R's working tree for that user)
+//!     sessions/<uuid>/             ConfinedDir  (0700, one per session)
+//!     jobs/                        ConfinedDir  (0700)
+//! ```
+//!
+//! This module owns every file access the server makes on a user's behalf. A caller
+//! names files by a relative, `/`-separated string; [`check_relative`] vets it
+//! lexically before the disk is touched, then the path is walked one component at a
+//! time with no-follow opens, so no symbolic link is ever traversed: not one that
+//! leaves the folder (cap-std refuses those anyway) and not one that stays inside it
+//! (a user's R code may plant links to another user's files). A link can be removed
+//! but never read, written or walked through. The only path strings that leave the
+//! module are the absolute folders from `path()`, for R's `setwd()`; it must never
+//! build a path to open from a string.
+//!
+//! `list` reports regular files and folders only: symbolic links, sockets, FIFOs,
+//! names that are not valid UTF-8 and names [`check_relative`] would refuse are
+//! left out, so every listed path can be read. [`ConfinedDir::total_size`] counts
+//! every regular file, listed or not.
+//!
+//! Known limit: a regular file is checked before it is opened and again after; if
+//! the user's own code swaps it for a FIFO in between, the open waits for a writer.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, Metadata, MetadataExt, OpenOptions};
+use cap_std::fs::{File, OpenOptionsExt};
+use serde::Serialize;
+
+/// Longest single path component, in bytes (the usual `NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Longest relative path, in bytes (the usual `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most components in one relative path.
+pub const MAX_COMPONENTS: usize = 32;
+/// Most entries one walk of a folder visits before giving up with [`FileError::TooMany`].
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// Deepest folder a walk descends into; deeper trees are [`FileError::TooMany`].
+pub const MAX_WALK_DEPTH: usize = 2 * MAX_COMPONENTS;
+/// Names starting with this are the module's temporary files, never a user's.
+pub const TEMP_PREFIX: &str = ".rookery-tmp-";
+
+const PRIVATE_DIR_MODE: u32 = 0o700;
+const PRIVATE_FILE_MODE: u32 = 0o600;
+const USERS: &str = "users";
+const SESSIONS: &str = "sessions";
+const JOBS: &str = "jobs";
+
+/// What went wrong with a file operation; plain data, mapped to HTTP by the routes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// The path broke a rule (lexical, or it meets a link or the wrong kind of file). 400.
+    #[error("bad path {path:?}: {reason}")]
+    BadPath { path: String, reason: &'static str },
+    /// Nothing at that path. 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A walk met more than [`MAX_LIST_ENTRIES`] entries or deeper than [`MAX_WALK_DEPTH`].
+    #[error(
+        "too many entries: more than {MAX_LIST_ENTRIES}, or deeper than {MAX_WALK_DEPTH} folders"
+    )]
+    TooMany,
+    /// Any other failure of the file system. 500.
+    #[error("file system error: {0}")]
+    Io(String),
+}
+
+/// One entry of [`ConfinedDir::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// Relative to the listed folder, `/`-separated.
+    pub path: String,
+    /// Bytes for a file; what the file system reports for a folder.
+    pub size: u64,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: i64,
+    pub is_dir: bool,
+}
+
+/// Checks a relative path lexically, before anything touches the disk. The error
+/// names the rule that was broken.
+pub fn check_relative(rel: &str) -> Result<(), FileError> {
+    match broken_rule(rel) {
+        None => Ok(()),
+        Some(reason) => Err(bad(rel, reason)),
+    }
+}
+
+fn broken_rule(rel: &str) -> Option<&'static str> {
+    if rel.is_empty() {
+        return Some("the path is empty");
+    }
+    if rel.len() > MAX_PATH_BYTES {
+        return Some("the path is longer than 4096 bytes");
+    }
+    if rel.starts_with('/') {
+        return Some("the path is absolute");
+    }
+    whole_path_rule(rel).or_else(|| components_rule(rel))
+}
+
+fn whole_path_rule(rel: &str) -> Option<&'static str> {
+    if rel.contains('\\') {
+        Some("the path contains a backslash")
+    } else if rel.contains('\0') {
+        Some("the path contains a NUL byte")
+    } else if rel.chars().any(char::is_control) {
+        Some("the path contains a control character")
+    } else if rel.split('/').count() > MAX_COMPONENTS {
+        Some("the path has more than 32 components")
+    } else {
+        None
+    }
+}
+
+fn components_rule(rel: &str) -> Option<&'static str> {
+    rel.split('/').find_map(component_rule)
+}
+
+fn component_rule(part: &str) -> Option<&'static str> {
+    match part {
+        "" => Some("the path has an empty component (`//` or a trailing `/`)"),
+        "." => Some("the path has a `.` component"),
+        ".." => Some("the path has a `..` component"),
+        _ if part.len() > MAX_COMPONENT_BYTES => Some("a component is longer than 255 bytes"),
+        _ if part.starts_with(TEMP_PREFIX) => {
+            Some("a component uses the reserved `.rookery-tmp-` prefix")
+        }
+        _ => None,
+    }
+}
+
+fn bad(rel: &str, reason: &'static str) -> FileError {
+    FileError::BadPath {
+        path: rel.to_owned(),
+        reason,
+    }
+}
+
+fn io_error(what: &str, e: &io::Error) -> FileError {
+    FileError::Io(format!("{what}: {e}"))
+}
+
+/// Turns a failed open of `name` (a component of `rel`) into the most telling error.
+fn explain(dir: &Dir, name: &str, rel: &str, e: &io::Error) -> FileError {
+    if e.kind() == io::ErrorKind::NotFound {
+        return FileError::NotFound(rel.to_owned());
+    }
+    match dir.symlink_metadata(name) {
+        Ok(m) if m.is_symlink() => bad(rel, "the path goes through a symbolic link"),
+        Ok(m) if !m.is_dir() && !m.is_file() => bad(rel, "the path meets a special file"),
+        Ok(m) if !m.is_dir() => bad(rel, "a parent of the path is not a folder"),
+        _ => io_error(rel, e),
+    }
+}
+
+/// Creates `name` in `dir` with mode 0700 unless it exists, and opens it, no-follow.
+fn ensure_private_dir(dir: &Dir, name: &str) -> io::Result<Dir> {
+    match dir.create_dir_with(name, DirBuilder::new().mode(PRIVATE_DIR_MODE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    dir.open_dir_nofollow(name)
+}
+
+/// The handle on `<data>/users`, from which each user's folder is opened.
+#[derive(Debug)]
+pub struct UserDirs {
+    dir: Dir,
+    root: PathBuf,
+}
+
+impl UserDirs {
+    /// Opens `<data>/users`, creating `data` if needed and `users` with mode 0700.
+    pub fn open(data: &Path) -> io::Result<UserDirs> {
+        std::fs::create_dir_all(data)?;
+        let base = Dir::open_ambient_dir(data, cap_std::ambient_authority())?;
+        let dir = ensure_private_dir(&base, USERS)?;
+        let root = data.canonicalize()?.join(USERS);
+        Ok(UserDirs { dir, root })
+    }
+
+    /// The folder of user `name` (one plain component), created 0700 on first use.
+    pub fn user(&self, name: &str) -> Result<UserDir, FileError> {
+        check_relative(name)?;
+        if name.contains('/') {
+            return Err(bad(name, "a user name must be one path component"));
+        }
+        let dir =
+            ensure_private_dir(&self.dir, name).map_err(|e| explain(&self.dir, name, name, &e))?;
+        Ok(UserDir {
+            dir,
+            path: self.root.join(name),
+        })
+    }
+}
+
+/// One user's folder: their sessions and jobs.
+#[derive(Debug)]
+pub struct UserDir {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl UserDir {
+    /// Creates the folder of a new session (mode 0700); an existing one is an error.
+    pub fn create_session(&self, id: &uuid::Uuid) -> Result<ConfinedDir, FileError> {
+        let sessions = self.private_subdir(SESSIONS)?;
+        let name = id.to_string();
+        sessions
+            .create_dir_with(&name, DirBuilder::new().mode(PRIVATE_DIR_MODE))
+            .map_err(|e| io_error(&session_rel(id), &e))?;
+        self.open_session(&sessions, id)
+    }
+
+    /// The folder of an existing session; [`FileError::NotFound`] if there is none.
+    pub fn session(&self, id: &uuid::Uuid) -> Result<ConfinedDir, FileError> {
+        let sessions = self.dir.open_dir_nofollow(SESSIONS);
+        let sessions = sessions.map_err(|e| explain(&self.dir, SESSIONS, &session_rel(id), &e))?;
+        self.open_session(&sessions, id)
+    }
+
+    /// Removes a session's folder and everything in it (links are removed, not followed).
+    pub fn remove_session(&self, id: &uuid::Uuid) -> Result<(), FileError> {
+        let rel = session_rel(id);
+        let sessions = self.dir.open_dir_nofollow(SESSIONS);
+        let sessions = sessions.map_err(|e| explain(&self.dir, SESSIONS, &rel, &e))?;
+        let name = id.to_string();
+        let meta = sessions
+            .symlink_metadata(&name)
+            .map_err(|e| explain(&sessions, &name, &rel, &e))?;
+        let removed = if meta.is_dir() {
+            sessions.remove_dir_all(&name)
+        } else {
+            sessions.remove_file_or_symlink(&name)
+        };
+        removed.map_err(|e| io_error(&rel, &e))
+    }
+
+    /// The user's `jobs` folder, created 0700 on first use.
+    pub fn jobs(&self) -> Result<ConfinedDir, FileError> {
+        let dir = self.private_subdir(JOBS)?;
+        Ok(ConfinedDir {
+            dir,
+            path: self.path.join(JOBS),
+        })
+    }
+
+    /// The absolute path of the user's folder, for R's `setwd()`; never open it.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn private_subdir(&self, name: &str) -> Result<Dir, FileError> {
+        ensure_private_dir(&self.dir, name).map_err(|e| explain(&self.dir, name, name, &e))
+    }
+
+    fn open_session(&self, sessions: &Dir, id: &uuid::Uuid) -> Result<ConfinedDir, FileError> {
+        let name = id.to_string();
+        let dir = sessions.open_dir_nofollow(&name);
+        let dir = dir.map_err(|e| explain(sessions, &name, &session_rel(id), &e))?;
+        Ok(ConfinedDir {
+            dir,
+            path: self.path.join(SESSIONS).join(name),
+        })
+    }
+}
+
+fn session_rel(id: &uuid::Uuid) -> String {
+    format!("{SESSIONS}/{id}")
+}
+
+/// A folder whose files are named only by checked relative paths, never through a link.
+#[derive(Debug)]
+pub struct ConfinedDir {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl ConfinedDir {
+    /// The bytes of the regular file at `rel`.
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>, FileError> {
+        check_relative(rel)?;
+        let (parent, name) = self.open_parent(rel, false)?;
+        let mut file = open_regular(&parent, name, rel)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| io_error(rel, &e))?;
+        Ok(bytes)
+    }
+
+    /// Writes `bytes` to `rel` whole: into a temporary name, then renamed over the
+    /// target, so a reader sees the old file or the new one. Missing parent folders
+    /// are created (0700); an existing link or folder at `rel` is refused.
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), FileError> {
+        check_relative(rel)?;
+        let (parent, name) = self.open_parent(rel, true)?;
+        refuse_non_file(&parent, name, rel)?;
+        let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let written =
+            write_new(&parent, &temp, bytes).and_then(|()| parent.rename(&temp, &parent, name));
+        written.map_err(|e| {
+            let _ = parent.remove_file(&temp);
+            io_error(rel, &e)
+        })
+    }
+
+    /// Removes the file, link or empty folder at `rel` (a link itself, not its target).
+    pub fn remove(&self, rel: &str) -> Result<(), FileError> {
+        check_relative(rel)?;
+        let (parent, name) = self.open_parent(rel, false)?;
+        let meta = parent
+            .symlink_metadata(name)
+            .map_err(|e| explain(&parent, name, rel, &e))?;
+        if !meta.is_dir() {
+            return parent
+                .remove_file_or_symlink(name)
+                .map_err(|e| io_error(rel, &e));
+        }
+        parent
+            .remove_dir(name)
+            .map_err(|e| match is_empty_dir(&parent, name) {
+                Ok(false) => bad(rel, "the folder is not empty"),
+                _ => io_error(rel, &e),
+            })
+    }
+
+    /// Every file and folder inside, recursively, sorted by path; links are left out.
+    pub fn list(&self) -> Result<Vec<FileEntry>, FileError> {
+        self.list_capped(MAX_LIST_ENTRIES)
+    }
+
+    /// The bytes of every regular file inside, listed or not (links are not followed).
+    pub fn total_size(&self) -> Result<u64, FileError> {
+        let mut walk = Walk::new(MAX_LIST_ENTRIES);
+        walk.dir(&self.dir, "", 0)?;
+        Ok(walk
+            .found
+            .iter()
+            .filter(|f| !f.entry.is_dir)
+            .map(|f| f.entry.size)
+            .sum())
+    }
+
+    /// The absolute path of this folder, for R's `setwd()`; never open it.
+    pub fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn list_capped(&self, cap: usize) -> Result<Vec<FileEntry>, FileError> {
+        let mut walk = Walk::new(cap);
+        walk.dir(&self.dir, "", 0)?;
+        let mut out: Vec<FileEntry> = walk
+            .found
+            .into_iter()
+            .filter(|f| f.listed)
+            .map(|f| f.entry)
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Opens the folder holding `rel`'s last component, walking component by component
+    /// without following links; with `create`, missing folders are made (0700).
+    fn open_parent<'a>(&self, rel: &'a str, create: bool) -> Result<(Dir, &'a str), FileError> {
+        let (folders, name) = match rel.rsplit_once('/') {
+            Some((folders, name)) => (Some(folders), name),
+            None => (None, rel),
+        };
+        let mut dir = self.dir.try_clone().map_err(|e| io_error(rel, &e))?;
+        for part in folders.into_iter().flat_map(|f| f.split('/')) {
+            dir = step(&dir, part, rel, create)?;
+        }
+        Ok((dir, name))
+    }
+}
+
+/// Opens the folder `name` inside `dir`, no-follow, creating it first if asked.
+fn step(dir: &Dir, name: &str, rel: &str, create: bool) -> Result<Dir, FileError> {
+    let opened = if create {
+        ensure_private_dir(dir, name)
+    } else {
+        dir.open_dir_nofollow(name)
+    };
+    opened.map_err(|e| explain(dir, name, rel, &e))
+}
+
+/// Opens a regular file for reading; links, folders and special files are refused.
+fn open_regular(dir: &Dir, name: &str, rel: &str) -> Result<File, FileError> {
+    let meta = dir
+        .symlink_metadata(name)
+        .map_err(|e| explain(dir, name, rel, &e))?;
+    kind_is_file(&meta, rel)?;
+    let mut opts = OpenOptions::new();
+    opts.read(true).follow(FollowSymlinks::No);
+    let file = dir
+        .open_with(name, &opts)
+        .map_err(|e| explain(dir, name, rel, &e))?;
+    kind_is_file(&file.metadata().map_err(|e| io_error(rel, &e))?, rel)?;
+    Ok(file)
+}
+
+fn kind_is_file(meta: &Metadata, rel: &str) -> Result<(), FileError> {
+    if meta.is_symlink() {
+        Err(bad(rel, "the path is a symbolic link"))
+    } else if meta.is_dir() {
+        Err(bad(rel, "the path is a folder"))
+    } else if !meta.is_file() {
+        Err(bad(rel, "the path is a special file"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Allows writing `name` only if nothing is there yet or a regular file is.
+fn refuse_non_file(dir: &Dir, name: &str, rel: &str) -> Result<(), FileError> {
+    match dir.symlink_metadata(name) {
+        Ok(meta) => kind_is_file(&meta, rel),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(rel, &e)),
+    }
+}
+
+fn write_new(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .follow(FollowSymlinks::No);
+    let mut file = dir.open_with(name, &opts)?;
+    file.write_all(bytes)?;
+    file.flush()
+}
+
+fn is_empty_dir(dir: &Dir, name: &str) -> io::Result<bool> {
+    Ok(dir.open_dir_nofollow(name)?.entries()?.next().is_none())
+}
+
+/// One thing a walk met: listed if [`check_relative`] accepts its path.
+#[derive(Debug)]
+struct Found {
+    entry: FileEntry,
+    listed: bool,
+}
+
+/// A bounded depth-first walk that never follows a link.
+#[derive(Debug)]
+struct Walk {
+    cap: usize,
+    seen: usize,
+    found: Vec<Found>,
+}
+
+impl Walk {
+    fn new(cap: usize) -> Walk {
+        Walk {
+            cap,
+            seen: 0,
+            found: Vec::new(),
+        }
+    }
+
+    fn dir(&mut self, dir: &Dir, prefix: &str, depth: usize) -> Result<(), FileError> {
+        if depth >= MAX_WALK_DEPTH {
+            return Err(FileError::TooMany);
+        }
+        let entries = dir.entries().map_err(|e| io_error(prefix, &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(prefix, &e))?;
+            self.seen += 1;
+            if self.seen > self.cap {
+                return Err(FileError::TooMany);
+            }
+            self.entry(dir, &entry.file_name().to_string_lossy(), prefix, depth)?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        dir: &Dir,
+        name: &str,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), FileError> {
+        let path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let meta = match dir.symlink_metadata(name) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // removed meanwhile
+            Err(e) => return Err(io_error(&path, &e)),
+        };
+        if !meta.is_dir() && !meta.is_file() {
+            return Ok(());
+        }
+        let listed = check_relative(&path).is_ok();
+        let entry = FileEntry {
+            size: meta.size(),
+            modified: meta.mtime(),
+            is_dir: meta.is_dir(),
+            path,
+        };
+        let sub = if entry.is_dir {
+            Some(entry.path.clone())
+        } else {
+            None
+        };
+        self.found.push(Found { entry, listed });
+        match sub {
+            Some(sub) => self.subdir(dir, name, &sub, depth),
+            None => Ok(()),
+        }
+    }
+
+    fn subdir(&mut self, dir: &Dir, name: &str, path: &str, depth: usize) -> Result<(), FileError> {
+        match dir.open_dir_nofollow(name) {
+            Ok(sub) => self.dir(&sub, path, depth + 1),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(explain(dir, name, path, &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        data: PathBuf,
+        users: UserDirs,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let users = UserDirs::open(&data).unwrap();
+        Fixture {
+            _tmp: tmp,
+            data,
+            users,
+        }
+    }
+
+    fn session(f: &Fixture, user: &str) -> ConfinedDir {
+        f.users
+            .user(user)
+            .unwrap()
+            .create_session(&uuid::Uuid::new_v4())
+            .unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn raw_names(p: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn reason(e: FileError) -> &'static str {
+        match e {
+            FileError::BadPath { reason, .. } => reason,
+            other => panic!("expected BadPath, got {other:?}"),
+        }
+    }
+
+    /// A file in bob's jobs folder, for alice's links to aim at.
+    fn bobs_secret(f: &Fixture) -> PathBuf {
+        f.users
+            .user("bob")
+            .unwrap()
+            .jobs()
+            .unwrap()
+            .write("secret.txt", b"bob only")
+            .unwrap();
+        f.data.join("users/bob/jobs/secret.txt")
+    }
+
+    #[test]
+    fn write_then_read_and_overwrite() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("a.txt", b"hello").unwrap();
+        assert_eq!(s.read("a.txt").unwrap(), b"hello");
+        s.write("a.txt", b"bye").unwrap();
+        assert_eq!(s.read("a.txt").unwrap(), b"bye");
+        assert_eq!(
+            raw_names(&s.path()),
+            ["a.txt"],
+            "no temporary file is left behind"
+        );
+        assert_eq!(mode(&s.path().join("a.txt")), 0o600);
+    }
+
+    #[test]
+    fn write_creates_nested_folders_0700() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("a/b/c.csv", b"x,y\n").unwrap();
+        assert_eq!(s.read("a/b/c.csv").unwrap(), b"x,y\n");
+        assert_eq!(mode(&s.path().join("a")), 0o700);
+        assert_eq!(mode(&s.path().join("a/b")), 0o700);
+    }
+
+    #[test]
+    fn list_is_recursive_and_sorted() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("z.txt", b"12345").unwrap();
+        s.write("a/b/c.txt", b"1").unwrap();
+        s.write("a/a.txt", b"").unwrap();
+        let list = s.list().unwrap();
+        let paths: Vec<&str> = list.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/a.txt", "a/b", "a/b/c.txt", "z.txt"]);
+        let z = list.iter().find(|e| e.path == "z.txt").unwrap();
+        assert_eq!((z.size, z.is_dir), (5, false));
+        assert!(z.modified > 1_600_000_000, "{}", z.modified);
+        assert!(list.iter().find(|e| e.path == "a/b").unwrap().is_dir);
+        assert_eq!(s.total_size().unwrap(), 6);
+    }
+
+    #[test]
+    fn list_leaves_out_links_special_and_unaddressable_names() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("ok.txt", b"1").unwrap();
+        std::fs::write(s.path().join("back\\slash"), b"22").unwrap();
+        symlink("ok.txt", s.path().join("link")).unwrap();
+        std::os::unix::net::UnixListener::bind(s.path().join("sock")).unwrap();
+        let paths: Vec<String> = s.list().unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["ok.txt"]);
+        assert_eq!(
+            s.total_size().unwrap(),
+            3,
+            "the quota counts unlisted files"
+        );
+    }
+
+    #[test]
+    fn list_stops_at_the_entry_cap() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        for i in 0..5 {
+            s.write(&format!("f{i}"), b"").unwrap();
+        }
+        assert_eq!(s.list_capped(5).unwrap().len(), 5);
+        assert_eq!(s.list_capped(4), Err(FileError::TooMany));
+    }
+
+    #[test]
+    fn walk_refuses_trees_deeper_than_the_limit() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        let deep = vec!["d"; MAX_WALK_DEPTH + 1].join("/");
+        std::fs::create_dir_all(s.path().join(deep)).unwrap();
+        assert_eq!(s.list(), Err(FileError::TooMany));
+    }
+
+    #[test]
+    fn remove_files_and_empty_folders_only() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("d/x.txt", b"1").unwrap();
+        assert_eq!(
+            reason(s.remove("d").unwrap_err()),
+            "the folder is not empty"
+        );
+        s.remove("d/x.txt").unwrap();
+        assert_eq!(
+            s.read("d/x.txt"),
+            Err(FileError::NotFound("d/x.txt".into()))
+        );
+        s.remove("d").unwrap();
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.remove("d"), Err(FileError::NotFound("d".into())));
+    }
+
+    #[test]
+    fn read_refuses_missing_and_folders() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("d/x.txt", b"1").unwrap();
+        assert_eq!(s.read("nope"), Err(FileError::NotFound("nope".into())));
+        assert_eq!(s.read("nope/x"), Err(FileError::NotFound("nope/x".into())));
+        assert_eq!(reason(s.read("d").unwrap_err()), "the path is a folder");
+        assert_eq!(
+            reason(s.read("d/x.txt/y").unwrap_err()),
+            "a parent of the path is not a folder"
+        );
+        assert_eq!(
+            reason(s.write("d", b"1").unwrap_err()),
+            "the path is a folder"
+        );
+    }
+
+    /// Each rule of [`check_relative`], with a path that breaks only that rule.
+    fn rejected() -> Vec<(String, &'static str)> {
+        let long_part = "x".repeat(MAX_COMPONENT_BYTES + 1);
+        let long_path = vec!["y".repeat(200); 21].join("/");
+        let many = vec!["p"; MAX_COMPONENTS + 1].join("/");
+        [
+            ("", "the path is empty"),
+            ("/etc/passwd", "the path is absolute"),
+            ("a/../b", "the path has a `..` component"),
+            ("..", "the path has a `..` component"),
+            ("./a", "the path has a `.` component"),
+            (
+                "a//b",
+                "the path has an empty component (`//` or a trailing `/`)",
+            ),
+            (
+                "a/",
+                "the path has an empty component (`//` or a trailing `/`)",
+            ),
+            ("a\\b", "the path contains a backslash"),
+            ("a\0b", "the path contains a NUL byte"),
+            ("a\nb", "the path contains a control character"),
+            ("a\u{7f}b", "the path contains a control character"),
+            (&long_part, "a component is longer than 255 bytes"),
+            (&long_path, "the path is longer than 4096 bytes"),
+            (&many, "the path has more than 32 components"),
+            (
+                ".rookery-tmp-x",
+                "a component uses the reserved `.rookery-tmp-` prefix",
+            ),
+        ]
+        .into_iter()
+        .map(|(p, r)| (p.to_owned(), r))
+        .collect()
+    }
+
+    #[test]
+    fn check_relative_names_each_broken_rule() {
+        for (path, want) in rejected() {
+            let got = check_relative(&path).unwrap_err();
+            assert_eq!(
+                got,
+                FileError::BadPath {
+                    path: path.clone(),
+                    reason: want
+                },
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_relative_accepts_plain_paths() {
+        let longest = vec!["z".repeat(MAX_COMPONENT_BYTES); 16].join("/");
+        let deepest = vec!["q"; MAX_COMPONENTS].join("/");
+        for ok in [
+            "a",
+            "a/b.csv",
+            ".hidden",
+            "..a",
+            "a..b",
+            "é/日本.txt",
+            "a b",
+            &longest,
+            &deepest,
+        ] {
+            check_relative(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejected_writes_create_nothing() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        let outside = f.data.join("escape.txt");
+        let absolute = outside.to_str().unwrap().to_owned();
+        let cases = rejected()
+            .into_iter()
+            .map(|(p, _)| p)
+            .chain([absolute, "../escape.txt".into()]);
+        for path in cases {
+            assert!(
+                matches!(s.write(&path, b"x"), Err(FileError::BadPath { .. })),
+                "{path:?}"
+            );
+        }
+        assert!(raw_names(&s.path()).is_empty());
+        assert!(!outside.exists());
+    }
+
+    #[test]
+    fn a_link_to_another_users_file_is_neither_read_nor_written() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        let target = bobs_secret(&f);
+        symlink(&target, s.path().join("abs")).unwrap();
+        symlink("../../../bob/jobs/secret.txt", s.path().join("rel")).unwrap();
+        for link in ["abs", "rel"] {
+            assert_eq!(
+                reason(s.read(link).unwrap_err()),
+                "the path is a symbolic link"
+            );
+            assert_eq!(
+                reason(s.write(link, b"pwned").unwrap_err()),
+                "the path is a symbolic link"
+            );
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"bob only");
+        s.remove("abs").unwrap();
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"bob only",
+            "removing a link spares its target"
+        );
+    }
+
+    #[test]
+    fn a_link_inside_the_session_is_refused_too() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        s.write("real.txt", b"mine").unwrap();
+        symlink("real.txt", s.path().join("alias")).unwrap();
+        assert_eq!(
+            reason(s.read("alias").unwrap_err()),
+            "the path is a symbolic link"
+        );
+    }
+
+    #[test]
+    fn a_linked_folder_is_not_traversed() {
+        let f = fixture();
+        let s = session(&f, "alice");
+        let target = bobs_secret(&f);
+        let bob_jobs = target.parent().unwrap().to_owned();
+        symlink(&bob_jobs, s.path().join("d")).unwrap();
+        std::fs::create_dir(s.path().join("inner")).unwrap();
+        symlink("inner", s.path().join("e")).unwrap();
+        let through = "the path goes through a symbolic link";
+        assert_eq!(reason(s.read("d/secret.txt").unwrap_err()), through);
+        assert_eq!(reason(s.write("d/new.txt", b"x").unwrap_err()), through);
+        assert_eq!(reason(s.write("d/sub/new.txt", b"x").unwrap_err()), through);
+        assert_eq!(reason(s.remove("d/secret.txt").unwrap_err()), through);
+        assert_eq!(reason(s.write("e/x.txt", b"x").unwrap_err()), through);
+        assert_eq!(raw_names(&bob_jobs), ["secret.txt"]);
+        assert_eq!(std::fs::read(&target).unwrap(), b"bob only");
+        assert!(raw_names(&s.path().join("inner")).is_empty());
+        let paths: Vec<String> = s.list().unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["inner"]);
+    }
+
+    #[test]
+    fn folders_are_private() {
+        let f = fixture();
+        let alice = f.users.user("alice").unwrap();
+        let s = alice.create_session(&uuid::Uuid::new_v4()).unwrap();
+        let jobs = alice.jobs().unwrap();
+        assert_eq!(
+            alice.path(),
+            f.data.canonicalize().unwrap().join("users/alice")
+        );
+        assert!(s.path().starts_with(alice.path().join("sessions")));
+        for p in [
+            f.data.join("users"),
+            alice.path(),
+            alice.path().join("sessions"),
+            s.path(),
+            jobs.path(),
+        ] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn two_users_are_apart_even_with_the_same_session_id() {
+        let f = fixture();
+        let id = uuid::Uuid::new_v4();
+        let alice = f.users.user("alice").unwrap();
+        let bob = f.users.user("bob").unwrap();
+        assert_ne!(alice.path(), bob.path());
+        alice
+            .create_session(&id)
+            .unwrap()
+            .write("x.txt", b"a")
+            .unwrap();
+        let bobs = bob.create_session(&id).unwrap();
+        assert_eq!(bobs.read("x.txt"), Err(FileError::NotFound("x.txt".into())));
+        assert_ne!(bobs.path(), alice.session(&id).unwrap().path());
+    }
+
+    #[test]
+    fn user_names_are_one_plain_component() {
+        let f = fixture();
+        for name in ["", "a/b", "..", ".", "/abs", "a\\b"] {
+            assert!(
+                matches!(f.users.user(name), Err(FileError::BadPath { .. })),
+                "{name:?}"
+            );
+        }
+        assert_eq!(raw_names(&f.data.join("users")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn session_lifecycle() {
+        let f = fixture();
+        let alice = f.users.user("alice").unwrap();
+        let id = uuid::Uuid::new_v4();
+        let missing = FileError::NotFound(format!("sessions/{id}"));
+        assert_eq!(alice.session(&id).unwrap_err(), missing);
+        alice
+            .create_session(&id)
+            .unwrap()
+            .write("d/x.txt", b"1")
+            .unwrap();
+        assert!(matches!(alice.create_session(&id), Err(FileError::Io(_))));
+        assert_eq!(alice.session(&id).unwrap().read("d/x.txt").unwrap(), b"1");
+        alice.remove_session(&id).unwrap();
+        assert_eq!(alice.session(&id).unwrap_err(), missing);
+        assert_eq!(alice.remove_session(&id).unwrap_err(), missing);
+    }
+
+    #[test]
+    fn removing_a_session_spares_what_its_links_point_to() {
+        let f = fixture();
+        let alice = f.users.user("alice").unwrap();
+        let id = uuid::Uuid::new_v4();
+        let target = bobs_secret(&f);
+        let s = alice.create_session(&id).unwrap();
+        symlink(target.parent().unwrap(), s.path().join("d")).unwrap();
+        alice.remove_session(&id).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"bob only");
+    }
+
+    #[test]
+    fn reopening_keeps_what_was_written() {
+        let f = fixture();
+        f.users
+            .user("alice")
+            .unwrap()
+            .jobs()
+            .unwrap()
+            .write("j.txt", b"1")
+            .unwrap();
+        let again = UserDirs::open(&f.data).unwrap();
+        assert_eq!(
+            again
+                .user("alice")
+                .unwrap()
+                .jobs()
+                .unwrap()
+                .read("j.txt")
+                .unwrap(),
+            b"1"
+        );
+    }
+}

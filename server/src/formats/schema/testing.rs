@@ -1,0 +1,46 @@
+//! Test helpers shared by the format modules: comparing R values bit for bit.
+
+use rookery_engine::value::Data;
+use rookery_engine::Value;
+
+/// True when `a` and `b` are the same R value, doubles compared by their bits (so NA
+/// equals NA, and NA differs from `NaN`), attributes in order.
+pub(crate) fn same(a: &Value, b: &Value) -> bool {
+    let attrs_match = a.attrs.0.len() == b.attrs.0.len()
+        && (a.attrs.iter().zip(b.attrs.iter()))
+            .all(|((n1, v1), (n2, v2))| n1 == n2 && same(v1, v2));
+    attrs_match && same_data(&a.data, &b.data)
+}
+
+fn same_data(a: &Data, b: &Data) -> bool {
+    match (a, b) {
+        (Data::Double(x), Data::Double(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        }
+        (Data::List(x), Data::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
+        _ => a == b,
+    }
+}
+
+/// Panics, showing both, unless `actual` and `expected` are [`same`].
+#[track_caller]
+pub(crate) fn assert_same(actual: &Value, expected: &Value) {
+    assert!(
+        same(actual, expected),
+        "values differ:\n  actual:   {actual:?}\n  expected: {expected:?}"
+    );
+}
+
+#[test]
+fn same_tells_na_from_nan_and_checks_attributes() {
+    use rookery_engine::value::na_real;
+    let na = Value::doubles([na_real()]);
+    assert!(same(&na, &Value::doubles([na_real()])));
+    assert!(!same(&na, &Value::doubles([f64::NAN])));
+    assert!(!same(&Value::date([1.0]), &Value::doubles([1.0])));
+    let nested = |x: f64| Value::list([Value::doubles([x])]);
+    assert!(same(&nested(2.0), &nested(2.0)));
+    assert!(!same(&nested(2.0), &nested(3.0)));
+}

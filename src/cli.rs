@@ -21,6 +21,14 @@ enum Command {
     /// Measure Rookery on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the HTTP server (sessions, services, batch jobs).
+    Serve(crate::serve::ServeArgs),
+    /// Manage users (passwords are stored only as argon2id hashes).
+    #[command(subcommand)]
+    User(crate::admin::UserCommand),
+    /// Manage API keys for services.
+    #[command(subcommand)]
+    Key(crate::admin::KeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +42,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Load an HTTP endpoint (wrk-like): requests/s and latency percentiles.
+    Http(crate::loadgen::HttpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,9 +65,13 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Eval(args) => report(eval(&args)),
+        Command::Serve(args) => report(crate::serve::run(&args)),
+        Command::User(cmd) => report(crate::admin::run_user(cmd)),
+        Command::Key(cmd) => report(crate::admin::run_key(cmd)),
         Command::Bench(BenchCommand::Pool { json, workers }) => {
             report(crate::bench::pool(json, workers))
         }
+        Command::Bench(BenchCommand::Http(args)) => report(crate::loadgen::command(&args)),
     }
 }
 

@@ -1,7 +1,10 @@
 //! The `rookery` command line.
 
+mod admin;
 mod bench;
 mod cli;
+mod loadgen;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     // A pool re-executes this binary as its zygote; that must happen before anything

@@ -31,5 +31,6 @@ pub use error::Error;
 pub use local::{Evaluation, LocalOptions, LocalR};
 pub use pool::{CallOptions, Pool, PoolBuilder, PoolStats, Session};
 pub use rookery_ffi::value;
+pub use rookery_ffi::Error as RError;
 pub use rookery_ffi::{Output, Value, Warning};
 pub use worker::zygote::run_zygote_if_requested;

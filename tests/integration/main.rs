@@ -3,8 +3,11 @@
 //! R runs once per process, so every test shares one in-process R through
 //! [`support::r`]; tests keep to their own variable names.
 
+mod admin;
 mod cli;
+mod loadgen;
 mod local_eval;
 mod pool;
+mod server;
 mod support;
 mod values_roundtrip;

@@ -1,0 +1,149 @@
+//! The `AuthUser` extractor: the only way a handler learns who is calling. Reads the
+//! bearer token, looks up its hash, checks expiry, loads the user, and offers the
+//! role and grant checks every route uses.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{service_grant, Role, TokenKind, GRANT_EXECUTE};
+
+use super::token;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub name: String,
+    pub role: Role,
+    pub grants: Vec<String>,
+    /// How the caller authenticated: an access token from login, or an API key.
+    pub via: TokenKind,
+    /// SHA-256 of the presented token, for logout.
+    pub token_hash: [u8; 32],
+}
+
+const CHALLENGE: &str = "Bearer realm=\"rookery\"";
+const CHALLENGE_INVALID: &str = "Bearer realm=\"rookery\", error=\"invalid_token\"";
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let auth = AuthUser::from_headers(&parts.headers, state)?;
+        parts.extensions.insert(CallerName(auth.name.clone()));
+        Ok(auth)
+    }
+}
+
+impl AuthUser {
+    /// Authenticates the bearer token of `headers`.
+    pub fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<AuthUser, AppError> {
+        let secret = bearer(headers)?;
+        if !token::looks_like_token(secret) {
+            return Err(AppError::Unauthenticated(CHALLENGE_INVALID));
+        }
+        let hash = token::hash(secret);
+        let record = state
+            .store
+            .token(&hash)?
+            .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
+        if record
+            .expires_at
+            .is_some_and(|at| at <= crate::admin::now())
+        {
+            return Err(AppError::Unauthenticated(CHALLENGE_INVALID));
+        }
+        let user = state
+            .store
+            .user(&record.user)?
+            .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
+        Ok(AuthUser {
+            name: user.name,
+            role: user.role,
+            grants: user.grants,
+            via: record.kind,
+            token_hash: hash,
+        })
+    }
+}
+
+/// Left in the request's extensions for the audit and log layers.
+#[derive(Debug, Clone)]
+pub struct CallerName(pub String);
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or(AppError::Unauthenticated(CHALLENGE))?;
+    let text = value
+        .to_str()
+        .map_err(|_| AppError::Unauthenticated(CHALLENGE_INVALID))?;
+    let (scheme, secret) = text
+        .split_once(' ')
+        .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AppError::Unauthenticated(CHALLENGE_INVALID));
+    }
+    Ok(secret.trim())
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Admins and publishers run code; users only with the `execute` grant.
+    pub fn require_execute(&self) -> Result<(), AppError> {
+        self.require_login()?;
+        let allowed = matches!(self.role, Role::Admin | Role::Publisher)
+            || self.grants.iter().any(|g| g == GRANT_EXECUTE);
+        allowed.then_some(()).ok_or_else(|| {
+            AppError::Forbidden(format!(
+                "user `{}` may not run arbitrary R code (needs the publisher role or the \
+                 `{GRANT_EXECUTE}` grant)",
+                self.name
+            ))
+        })
+    }
+
+    /// Admins and publishers publish services.
+    pub fn require_publisher(&self) -> Result<(), AppError> {
+        self.require_login()?;
+        matches!(self.role, Role::Admin | Role::Publisher)
+            .then_some(())
+            .ok_or_else(|| {
+                AppError::Forbidden(format!("user `{}` may not publish services", self.name))
+            })
+    }
+
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        self.require_login()?;
+        self.is_admin()
+            .then_some(())
+            .ok_or_else(|| AppError::Forbidden("this needs the admin role".into()))
+    }
+
+    /// Admins and publishers call any service; users the ones they are granted.
+    pub fn may_call_service(&self, name: &str) -> bool {
+        matches!(self.role, Role::Admin | Role::Publisher)
+            || self.grants.iter().any(|g| *g == service_grant(name))
+    }
+
+    /// API keys are for calling services; everything else needs a login.
+    fn require_login(&self) -> Result<(), AppError> {
+        match self.via {
+            TokenKind::Access => Ok(()),
+            TokenKind::ApiKey => Err(AppError::Forbidden(
+                "API keys may only call services; log in for this".into(),
+            )),
+        }
+    }
+
+    /// Whether this caller may see a resource owned by `owner`.
+    pub fn owns(&self, owner: &str) -> bool {
+        self.is_admin() || self.name == owner
+    }
+}

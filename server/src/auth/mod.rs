@@ -1,0 +1,9 @@
+//! Identity: password hashing, tokens, login rate limits, and the `AuthUser`
+//! extractor through which every protected route learns who is calling.
+
+pub mod extract;
+pub mod password;
+pub mod ratelimit;
+pub mod token;
+
+pub use extract::AuthUser;

@@ -1,0 +1,235 @@
+//! Server settings: the TOML config file (`rookery serve --config FILE`), with the
+//! defaults every field falls back to. Owns parsing and checking the settings; the
+//! command line overrides fields after loading (see the root binary's `serve`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `rookery serve` can be told. Unknown keys are an error, so a typo in
+/// the config file never silently leaves a default in place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener. Loopback unless TLS is configured.
+    pub listen: SocketAddr,
+    /// The data folder: the store (`rookery.db`), users' folders, services' files.
+    pub data: PathBuf,
+    /// Serve plain HTTP on a non-loopback address (logged loudly). Off by default.
+    pub insecure_plaintext: bool,
+    pub tls: Option<TlsConfig>,
+    pub limits: Limits,
+    pub pool: PoolConfig,
+    /// The program the R pools re-execute as their zygote (default: this program,
+    /// which must call `rookery_engine::run_zygote_if_requested` first in `main`).
+    /// Not a config-file key: embedding programs and tests set it.
+    #[serde(skip)]
+    pub zygote_program: Option<PathBuf>,
+}
+
+/// PEM files of the certificate chain and the private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Request and resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Deadline of one R call (session execute, service call), in seconds.
+    pub call_timeout_secs: u64,
+    /// Deadline of one chunk of a batch job, in seconds.
+    pub chunk_timeout_secs: u64,
+    /// Rows per chunk of a batch job.
+    pub batch_chunk_rows: usize,
+    /// A session unused this long is closed, in seconds.
+    pub session_idle_secs: u64,
+    /// Open sessions per user, and in total (each holds one R process).
+    pub sessions_per_user: usize,
+    pub sessions_total: usize,
+    /// Lifetime of an access token from `POST /login`, in seconds.
+    pub token_ttl_secs: u64,
+    /// How long a caller waits for a free worker before 503, in milliseconds.
+    pub queue_timeout_ms: u64,
+}
+
+/// The R worker pools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Warm workers per published service version (default: one per CPU).
+    pub service_workers: usize,
+    /// Callers allowed to wait for a worker of one service before 503.
+    pub max_queue: usize,
+    /// Recycle a worker after this many calls (0: never).
+    pub max_calls: u64,
+    /// Recycle a worker whose private memory exceeds this many MiB.
+    pub max_worker_mib: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("rookery-data"),
+            insecure_plaintext: false,
+            tls: None,
+            limits: Limits::default(),
+            pool: PoolConfig::default(),
+            zygote_program: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 << 20,
+            call_timeout_secs: 60,
+            chunk_timeout_secs: 600,
+            batch_chunk_rows: 10_000,
+            session_idle_secs: 1800,
+            sessions_per_user: 4,
+            sessions_total: 64,
+            token_ttl_secs: 3600,
+            queue_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            service_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_queue: 256,
+            max_calls: 0,
+            max_worker_mib: 2048,
+        }
+    }
+}
+
+/// A config file that cannot be used, or settings that contradict each other.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Refuses settings that would be unsafe or cannot work: plain HTTP on a
+    /// non-loopback address without `insecure_plaintext`, zero limits.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.insecure_plaintext {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve plain HTTP on {}: passwords and tokens would cross the \
+                 network in clear. Configure [tls] cert and key, or pass \
+                 --insecure-plaintext if something in front of Rookery terminates TLS",
+                self.listen
+            )));
+        }
+        let l = &self.limits;
+        let zero = [
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            ("limits.call_timeout_secs", l.call_timeout_secs),
+            ("limits.batch_chunk_rows", l.batch_chunk_rows as u64),
+            ("limits.token_ttl_secs", l.token_ttl_secs),
+            ("pool.service_workers", self.pool.service_workers as u64),
+        ];
+        match zero.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError::Invalid(format!("{name} must be above 0"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A pool builder with this config's zygote program.
+    pub fn pool_builder(&self) -> rookery_engine::PoolBuilder {
+        let builder = rookery_engine::Pool::builder();
+        match &self.zygote_program {
+            Some(p) => builder.program(p),
+            None => builder,
+        }
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.call_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\n[limits]\nmax_body_bytes = 10\n").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.max_body_bytes, 10);
+        assert_eq!(c.limits.call_timeout_secs, 60);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("listne = \"127.0.0.1:9000\"\n").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_the_explicit_flag() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("--insecure-plaintext"));
+        c.insecure_plaintext = true;
+        c.check().unwrap();
+        c.insecure_plaintext = false;
+        c.tls = Some(TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let mut c = Config::default();
+        c.limits.call_timeout_secs = 0;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("call_timeout_secs"));
+    }
+}

@@ -1,0 +1,19 @@
+//! The server's side of R: interactive sessions (one forked worker each), published
+//! services (a warm pool per version, model preloaded), and batch jobs. Everything
+//! here reaches R through `rookery-engine` on tokio's blocking pool, never on an
+//! async thread, and hands back plain data.
+
+mod jobs;
+mod services;
+mod sessions;
+
+pub use jobs::{result_file as jobs_result_file, JobHandle, Jobs};
+pub use services::{record_for, LiveService, ServiceSpec, Services};
+pub use sessions::{SessionEntry, Sessions};
+
+/// Runs a blocking engine call on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, crate::error::AppError> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}

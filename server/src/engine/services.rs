@@ -1,0 +1,358 @@
+//! Published services: for each live `(name, version)` a warm pool whose zygote ran
+//! the service's code (model loaded) in the version's own folder of model files.
+//! Owns publishing (files written, pool started and checked before anything is
+//! swapped in), updating a version in place without dropping calls in flight,
+//! retiring, and calling. The catalogue itself lives in the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use parking_lot::RwLock;
+use rookery_engine::{CallOptions, Pool, Value};
+use serde::Deserialize;
+
+use crate::admin::now;
+use crate::config::Config;
+use crate::error::AppError;
+use crate::formats::schema::Schema;
+use crate::store::ServiceRecord;
+
+use super::blocking;
+use super::sessions::is_r_name;
+
+/// The body of `POST /api/v1/services`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// R code run once in the service's zygote: load the model, define the function.
+    pub code: String,
+    /// The function called with the input data frame.
+    pub function: String,
+    /// The declared input schema (see `formats::schema`).
+    pub inputs: serde_json::Value,
+    /// The declared output, documented in the OpenAPI description.
+    #[serde(default)]
+    pub outputs: serde_json::Value,
+    /// Model files, base64-encoded, by file name; the code finds them in its working
+    /// directory (`readRDS("model.rds")`).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// A version that is serving.
+#[derive(Debug)]
+pub struct LiveService {
+    pub record: ServiceRecord,
+    pub schema: Schema,
+    pub pool: Pool,
+    dir: PathBuf,
+}
+
+type Key = (String, String);
+
+/// A model file: its plain name and its bytes.
+pub type ModelFile = (String, Vec<u8>);
+
+/// The live services.
+#[derive(Debug)]
+pub struct Services {
+    root: PathBuf,
+    config: Arc<Config>,
+    live: RwLock<HashMap<Key, Arc<LiveService>>>,
+}
+
+impl Services {
+    pub fn new(config: Arc<Config>) -> Services {
+        Services {
+            root: config.data.join("services"),
+            config,
+            live: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The live version `name/version`.
+    pub fn get(&self, name: &str, version: &str) -> Option<Arc<LiveService>> {
+        self.live
+            .read()
+            .get(&(name.to_owned(), version.to_owned()))
+            .cloned()
+    }
+
+    /// Every live version.
+    pub fn all(&self) -> Vec<Arc<LiveService>> {
+        let mut all: Vec<_> = self.live.read().values().cloned().collect();
+        all.sort_by(|a, b| {
+            (&a.record.name, &a.record.version).cmp(&(&b.record.name, &b.record.version))
+        });
+        all
+    }
+
+    /// Checks a spec before anything is written.
+    pub fn check(spec: &ServiceSpec) -> Result<(Schema, Vec<ModelFile>), AppError> {
+        check_service_name(&spec.name)?;
+        check_version(&spec.version)?;
+        if !is_r_name(&spec.function) {
+            return Err(AppError::BadRequest(format!(
+                "`function` must be an R function name, got `{}`",
+                spec.function
+            )));
+        }
+        let schema = Schema::parse(&spec.inputs)
+            .map_err(|e| AppError::BadRequest(format!("inputs: {e}")))?;
+        let files = spec
+            .files
+            .iter()
+            .map(|(name, b64)| decode_file(name, b64))
+            .collect::<Result<_, _>>()?;
+        Ok((schema, files))
+    }
+
+    /// The folder of a revision's model files: `<data>/services/NAME/VERSION/rev-T`,
+    /// where `T` is the record's `updated_at` (unique per version, see [`record_for`]).
+    fn dir_of(&self, record: &ServiceRecord) -> PathBuf {
+        self.root
+            .join(&record.name)
+            .join(&record.version)
+            .join(format!("rev-{}", record.updated_at))
+    }
+
+    /// Writes `files`, starts `record` and swaps it in: a version being replaced
+    /// keeps serving until the new pool is warm, and its calls in flight finish on
+    /// the old workers.
+    pub async fn publish(
+        &self,
+        record: ServiceRecord,
+        schema: Schema,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Arc<LiveService>, AppError> {
+        let dir = self.dir_of(&record);
+        let target = dir.clone();
+        blocking(move || write_files(&target, &files)).await??;
+        match self.start(record, schema).await {
+            Ok(live) => Ok(live),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a stored version whose files are already on disk (server start-up).
+    pub async fn start(
+        &self,
+        record: ServiceRecord,
+        schema: Schema,
+    ) -> Result<Arc<LiveService>, AppError> {
+        let dir = self.dir_of(&record);
+        let config = self.config.clone();
+        let code = record.code.clone();
+        let function = record.function.clone();
+        let build_dir = dir.clone();
+        let pool = blocking(move || build_pool(&config, &build_dir, &code, &function)).await??;
+        let live = Arc::new(LiveService {
+            record,
+            schema,
+            pool,
+            dir,
+        });
+        let key = (live.record.name.clone(), live.record.version.clone());
+        let old = self.live.write().insert(key, live.clone());
+        if let Some(old) = old {
+            let stale = old.dir.clone();
+            retire_in_background(Some(old), Some(stale));
+        }
+        Ok(live)
+    }
+
+    /// Stops serving `name/version`; calls in flight finish.
+    pub fn retire(&self, name: &str, version: &str) -> bool {
+        let old = self
+            .live
+            .write()
+            .remove(&(name.to_owned(), version.to_owned()));
+        let found = old.is_some();
+        let files = old.as_ref().map(|o| o.dir.clone());
+        retire_in_background(old, files);
+        found
+    }
+
+    /// Calls the service's function with `table` (already validated).
+    pub async fn call(&self, service: Arc<LiveService>, table: Value) -> Result<Value, AppError> {
+        let opts = CallOptions {
+            timeout: Some(self.config.call_timeout()),
+            cancel: None,
+        };
+        blocking(move || {
+            service
+                .pool
+                .call_with(&service.record.function, &[("", &table)], &opts)
+        })
+        .await?
+        .map_err(AppError::from)
+    }
+
+    /// Stops every pool (server shutdown).
+    pub fn shutdown(&self, drain: Duration) {
+        let all: Vec<_> = self.live.write().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.pool.shutdown(drain);
+        }
+    }
+}
+
+/// Drops a replaced or retired version off the async threads (the last clone of its
+/// pool shuts its workers and zygote down, which takes a few milliseconds; a call in
+/// flight holds a clone until it ends), then removes its files.
+fn retire_in_background(old: Option<Arc<LiveService>>, files: Option<PathBuf>) {
+    std::thread::spawn(move || {
+        if let Some(old) = old {
+            let pool = old.pool.clone();
+            drop(old);
+            pool.shutdown(Duration::from_secs(30));
+        }
+        if let Some(dir) = files {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    });
+}
+
+fn build_pool(config: &Config, dir: &Path, code: &str, function: &str) -> Result<Pool, AppError> {
+    let dir_text = dir
+        .to_str()
+        .ok_or_else(|| AppError::Internal(format!("{} is not UTF-8", dir.display())))?;
+    let mut builder = config
+        .pool_builder()
+        .workers(config.pool.service_workers)
+        .spares(1)
+        .init(format!("setwd({dir_text:?})"))
+        .init(code.to_owned())
+        .call_timeout(Some(config.call_timeout()))
+        .max_queue(config.pool.max_queue)
+        .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
+        .max_private_memory(config.pool.max_worker_mib << 20);
+    if config.pool.max_calls > 0 {
+        builder = builder.max_calls(config.pool.max_calls);
+    }
+    let pool = builder.build().map_err(|e| match e {
+        rookery_engine::Error::Spawn(msg) => AppError::r(
+            "service_code_failed",
+            format!("the service's code failed when its workers started: {msg}"),
+        ),
+        other => AppError::from(other),
+    })?;
+    let probe = pool.eval(&format!("is.function({function})"));
+    let is_fn = probe
+        .ok()
+        .and_then(|ev| ev.value.as_logicals()?.first()?.to_option());
+    if is_fn != Some(true) {
+        pool.shutdown(Duration::ZERO);
+        return Err(AppError::BadRequest(format!(
+            "the service's code does not define a function `{function}`"
+        )));
+    }
+    Ok(pool)
+}
+
+fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), AppError> {
+    let io = |e: std::io::Error| AppError::Internal(format!("writing service files: {e}"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn decode_file(name: &str, b64: &str) -> Result<(String, Vec<u8>), AppError> {
+    crate::files::check_relative(name)?;
+    if name.contains('/') {
+        return Err(AppError::BadRequest(format!(
+            "model file `{name}`: give plain file names, without folders"
+        )));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| AppError::BadRequest(format!("model file `{name}`: not base64: {e}")))?;
+    Ok((name.to_owned(), bytes))
+}
+
+/// Service names: lower-case letters, digits, `-` and `_`, starting with a letter.
+pub fn check_service_name(name: &str) -> Result<(), AppError> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+    ok.then_some(()).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "service name `{name}`: use lower-case letters, digits, `-` and `_`, starting \
+             with a letter, at most 64"
+        ))
+    })
+}
+
+/// Versions: letters, digits, `.`, `-`, `_`; at most 32; not `.` or `..`.
+pub fn check_version(version: &str) -> Result<(), AppError> {
+    let ok = !version.is_empty()
+        && version.len() <= 32
+        && version != "."
+        && version != ".."
+        && version
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
+    ok.then_some(()).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "version `{version}`: use letters, digits, `.`, `-` and `_`, at most 32"
+        ))
+    })
+}
+
+/// A new record for `spec` owned by `owner`, keeping the owner and creation time of
+/// the version it replaces. `updated_at` always moves forward, so each revision of a
+/// version gets its own folder of files.
+pub fn record_for(
+    spec: &ServiceSpec,
+    owner: &str,
+    previous: Option<&ServiceRecord>,
+) -> ServiceRecord {
+    let at = previous.map_or(now(), |p| now().max(p.updated_at + 1));
+    ServiceRecord {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        owner: previous.map_or_else(|| owner.to_owned(), |p| p.owner.clone()),
+        description: spec.description.clone(),
+        code: spec.code.clone(),
+        function: spec.function.clone(),
+        inputs: spec.inputs.clone(),
+        outputs: spec.outputs.clone(),
+        files: spec.files.keys().cloned().collect(),
+        created_at: previous.map_or(at, |p| p.created_at),
+        updated_at: at,
+        retired: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_versions() {
+        check_service_name("glm").unwrap();
+        check_service_name("rf-2_b").unwrap();
+        for bad in ["", "Glm", "1x", "a/b", "a.b", &"x".repeat(65)] {
+            assert!(check_service_name(bad).is_err(), "{bad}");
+        }
+        check_version("1").unwrap();
+        check_version("2.0.1-rc_1").unwrap();
+        for bad in ["", ".", "..", "a/b", "v 1", &"1".repeat(33)] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+}

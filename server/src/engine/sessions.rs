@@ -1,0 +1,289 @@
+//! Interactive sessions: each holds one R worker forked for it alone (pristine, and
+//! never shared), working in the session's GUID folder inside its owner's folder.
+//! Owns opening, executing, reading objects, idle expiry and closing. A session whose
+//! worker died or timed out gets a new worker in the same folder: its objects are
+//! lost, its files are kept, and the caller is told.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rookery_engine::{CallOptions, Error as EngineError, Evaluation, Pool, Session, Value};
+use uuid::Uuid;
+
+use crate::admin::now;
+use crate::error::AppError;
+use crate::files::{ConfinedDir, UserDirs};
+use crate::store::Timestamp;
+
+use super::blocking;
+
+/// One open session.
+#[derive(Debug)]
+pub struct SessionEntry {
+    pub id: Uuid,
+    pub owner: String,
+    pub dir: ConfinedDir,
+    pub created_at: Timestamp,
+    last_used: AtomicI64,
+    worker: Arc<tokio::sync::Mutex<Option<Session>>>,
+}
+
+impl SessionEntry {
+    pub fn last_used(&self) -> Timestamp {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        self.last_used.store(now(), Ordering::Relaxed);
+    }
+}
+
+/// Every open session, by id.
+#[derive(Debug)]
+pub struct Sessions {
+    pool: Pool,
+    dirs: Arc<UserDirs>,
+    open: Mutex<HashMap<Uuid, Arc<SessionEntry>>>,
+    per_user: usize,
+    total: usize,
+    idle: Duration,
+    timeout: Duration,
+}
+
+impl Sessions {
+    /// `pool` forks each session's worker; its own warm workers are not used.
+    pub fn new(pool: Pool, dirs: Arc<UserDirs>, limits: &crate::config::Limits) -> Sessions {
+        Sessions {
+            pool,
+            dirs,
+            open: Mutex::new(HashMap::new()),
+            per_user: limits.sessions_per_user,
+            total: limits.sessions_total,
+            idle: Duration::from_secs(limits.session_idle_secs),
+            timeout: Duration::from_secs(limits.call_timeout_secs),
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Opens a session for `owner`: a GUID folder and a freshly forked worker in it.
+    pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, AppError> {
+        self.check_capacity(owner)?;
+        let id = Uuid::new_v4();
+        let dir = self.dirs.user(owner)?.create_session(&id)?;
+        let pool = self.pool.clone();
+        let path = dir.path();
+        let session = match blocking(move || start_worker(&pool, &path)).await? {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.dirs.user(owner).and_then(|u| u.remove_session(&id));
+                return Err(e.into());
+            }
+        };
+        let entry = Arc::new(SessionEntry {
+            id,
+            owner: owner.to_owned(),
+            dir,
+            created_at: now(),
+            last_used: AtomicI64::new(now()),
+            worker: Arc::new(tokio::sync::Mutex::new(Some(session))),
+        });
+        self.open.lock().insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    fn check_capacity(&self, owner: &str) -> Result<(), AppError> {
+        let open = self.open.lock();
+        let mine = open.values().filter(|s| s.owner == owner).count();
+        if mine >= self.per_user {
+            return Err(AppError::Conflict(format!(
+                "user `{owner}` already has {mine} open sessions (the limit); close one first"
+            )));
+        }
+        if open.len() >= self.total {
+            return Err(AppError::Busy);
+        }
+        Ok(())
+    }
+
+    /// The session `id` if `caller` may reach it (its owner, or an admin). Someone
+    /// else's session is reported exactly like a missing one.
+    pub fn get(
+        &self,
+        id: &str,
+        caller: &crate::auth::AuthUser,
+    ) -> Result<Arc<SessionEntry>, AppError> {
+        let missing = || AppError::not_found(format!("session `{id}`"));
+        let id = Uuid::parse_str(id).map_err(|_| missing())?;
+        let entry = self.open.lock().get(&id).cloned().ok_or_else(missing)?;
+        if !caller.owns(&entry.owner) {
+            return Err(missing());
+        }
+        entry.touch();
+        Ok(entry)
+    }
+
+    /// The sessions `caller` owns (all of them for an admin).
+    pub fn list(&self, caller: &crate::auth::AuthUser) -> Vec<Arc<SessionEntry>> {
+        let mut list: Vec<_> = self
+            .open
+            .lock()
+            .values()
+            .filter(|s| caller.owns(&s.owner))
+            .cloned()
+            .collect();
+        list.sort_by_key(|s| s.created_at);
+        list
+    }
+
+    /// Runs `code` in the session. Calls to one session queue behind each other.
+    pub async fn execute(
+        &self,
+        entry: &SessionEntry,
+        code: String,
+    ) -> Result<Evaluation, AppError> {
+        let opts = CallOptions {
+            timeout: Some(self.timeout),
+            cancel: None,
+        };
+        let result = self
+            .with_worker(entry, move |s| s.eval_with(&code, &opts))
+            .await;
+        entry.touch();
+        result
+    }
+
+    /// The value bound to `name` in the session.
+    pub async fn object(&self, entry: &SessionEntry, name: String) -> Result<Value, AppError> {
+        if !is_r_name(&name) {
+            return Err(AppError::BadRequest(format!(
+                "`{name}` is not an R variable name"
+            )));
+        }
+        let probe = format!("exists({name:?}, inherits = FALSE)");
+        let exists = self.with_worker(entry, move |s| s.eval(&probe)).await?;
+        if exists
+            .value
+            .as_logicals()
+            .and_then(|l| l.first()?.to_option())
+            != Some(true)
+        {
+            return Err(AppError::not_found(format!("object `{name}`")));
+        }
+        self.with_worker(entry, move |s| s.get(&name)).await
+    }
+
+    /// Runs `f` on the session's worker on the blocking pool. If the worker is gone
+    /// afterwards (timeout, crash), a new one is started in the same folder so the
+    /// next call works; the error still reaches this caller.
+    async fn with_worker<T: Send + 'static>(
+        &self,
+        entry: &SessionEntry,
+        f: impl FnOnce(&mut Session) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        let mut guard = entry.worker.clone().lock_owned().await;
+        let pool = self.pool.clone();
+        let path = entry.dir.path();
+        blocking(move || {
+            if guard.is_none() {
+                *guard = Some(start_worker(&pool, &path)?);
+            }
+            let session = guard.as_mut().expect("set above");
+            let result = f(session);
+            if matches!(
+                result,
+                Err(EngineError::Timeout { .. }
+                    | EngineError::WorkerDied { .. }
+                    | EngineError::Cancelled)
+            ) {
+                *guard = start_worker(&pool, &path).ok();
+            }
+            result.map_err(AppError::from)
+        })
+        .await?
+    }
+
+    /// Closes the session: stops its worker and removes its folder.
+    pub async fn close(&self, entry: &SessionEntry) -> Result<(), AppError> {
+        self.open.lock().remove(&entry.id);
+        let worker = entry.worker.clone();
+        blocking(move || drop(worker.blocking_lock().take())).await?;
+        self.dirs.user(&entry.owner)?.remove_session(&entry.id)?;
+        Ok(())
+    }
+
+    /// Closes every session idle for longer than the configured TTL; returns how many.
+    pub async fn expire_idle(&self) -> usize {
+        let cutoff = now() - self.idle.as_secs() as i64;
+        let stale: Vec<_> = self
+            .open
+            .lock()
+            .values()
+            .filter(|s| s.last_used() < cutoff)
+            .cloned()
+            .collect();
+        for s in &stale {
+            if let Err(e) = self.close(s).await {
+                tracing::warn!(session = %s.id, error = %e, "closing an idle session failed");
+            }
+        }
+        stale.len()
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.lock().len()
+    }
+
+    /// Closes everything (server shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self.open.lock().values().cloned().collect();
+        for s in &all {
+            let _ = self.close(s).await;
+        }
+    }
+}
+
+/// A worker forked for one session, working in `dir`.
+fn start_worker(pool: &Pool, dir: &std::path::Path) -> Result<Session, EngineError> {
+    let mut session = pool.fresh_session()?;
+    let dir = dir.to_str().ok_or_else(|| {
+        EngineError::Spawn(format!("session folder {} is not UTF-8", dir.display()))
+    })?;
+    session.eval(&format!("setwd({dir:?}); invisible(NULL)"))?;
+    Ok(session)
+}
+
+/// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with
+/// `.` not followed by a digit).
+pub fn is_r_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let start_ok = match b.first() {
+        Some(c) if c.is_ascii_alphabetic() => true,
+        Some(b'.') => !b.get(1).is_some_and(u8::is_ascii_digit),
+        _ => false,
+    };
+    start_ok
+        && b.len() <= 256
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_r_name;
+
+    #[test]
+    fn r_names() {
+        for ok in ["x", "model_1", ".hidden", "a.b"] {
+            assert!(is_r_name(ok), "{ok}");
+        }
+        for bad in ["", "1x", "_x", "a b", "x;y", ".1", "a$b", "`x`"] {
+            assert!(!is_r_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `AppError`: every way a request can fail, and the HTTP answer for each. Owns the
+//! mapping from engine, store and file errors to status codes and to the JSON error
+//! body `{"error": {"code", "message", ...}}`; handlers just use `?`.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rookery_engine::Error as EngineError;
+use serde_json::json;
+
+use crate::files::FileError;
+use crate::store::StoreError;
+
+/// A failed request. Plain data; turned into a response by `IntoResponse`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Malformed input: bad JSON, a path outside the user's folder, a bad name.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The input did not match the service's declared schema.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("authentication required")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown, or owned by someone else (never revealed).
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMedia(String),
+    #[error("too many failed logins; retry later")]
+    RateLimited(Duration),
+    /// The R code failed: parse error or R error.
+    #[error("{}", .0.message)]
+    R(Box<RFailure>),
+    #[error("all R workers are busy; retry shortly")]
+    Busy,
+    #[error("the R call ran past its {0:?} deadline and was stopped")]
+    Timeout(Duration),
+    #[error("the R process died during the call ({0}); it has been replaced")]
+    WorkerDied(String),
+    #[error("the call was cancelled")]
+    Cancelled,
+    #[error("the server is shutting down")]
+    Unavailable,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) | AppError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::R(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Busy | AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
+            AppError::Cancelled => StatusCode::CONFLICT,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable word for clients and the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Invalid(_) => "invalid_input",
+            AppError::Unauthenticated(_) => "unauthenticated",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
+            AppError::TooLarge(_) => "too_large",
+            AppError::UnsupportedMedia(_) => "unsupported_media_type",
+            AppError::RateLimited(_) => "rate_limited",
+            AppError::R(f) => f.kind,
+            AppError::Busy => "busy",
+            AppError::Timeout(_) => "timeout",
+            AppError::WorkerDied(_) => "worker_died",
+            AppError::Cancelled => "cancelled",
+            AppError::Unavailable => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> AppError {
+        AppError::NotFound(what.into())
+    }
+
+    /// The `{"error": {...}}` body.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let AppError::R(f) = self {
+            error["call"] = json!(f.call);
+            error["classes"] = json!(f.classes);
+            error["stdout"] = json!(f.stdout);
+            error["stderr"] = json!(f.stderr);
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            AppError::Unauthenticated(challenge) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            AppError::RateLimited(after) => {
+                headers.insert(header::RETRY_AFTER, retry_after(*after));
+            }
+            AppError::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
+    }
+}
+
+/// What R said when code failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RFailure {
+    /// `r_error`, `parse_error`, `unsupported_value`, `out_of_memory`, ...
+    pub kind: &'static str,
+    pub message: String,
+    pub call: Option<String>,
+    pub classes: Vec<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AppError {
+    /// An R failure with no call, classes or output.
+    pub fn r(kind: &'static str, message: String) -> AppError {
+        AppError::R(Box::new(RFailure {
+            kind,
+            message,
+            call: None,
+            classes: vec![],
+            stdout: String::new(),
+            stderr: String::new(),
+        }))
+    }
+}
+
+/// Left on an error response so the metrics and audit layers can name the outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+fn retry_after(after: Duration) -> HeaderValue {
+    HeaderValue::from(after.as_secs().max(1))
+}
+
+impl From<EngineError> for AppError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::R(r) => from_r(r),
+            EngineError::Timeout { after } => AppError::Timeout(after),
+            EngineError::WorkerDied { .. } => AppError::WorkerDied(e.to_string()),
+            EngineError::Busy { .. } => AppError::Busy,
+            EngineError::Cancelled => AppError::Cancelled,
+            EngineError::Closed => AppError::Unavailable,
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn from_r(e: rookery_engine::RError) -> AppError {
+    use rookery_engine::RError;
+    match e {
+        RError::Parse { .. } => r_error("parse_error", e.to_string(), None, vec![], None),
+        RError::R {
+            message,
+            call,
+            classes,
+            output,
+        } => r_error("r_error", message, call, classes, Some(*output)),
+        RError::Interrupted { .. } => AppError::Cancelled,
+        RError::Unsupported { .. } | RError::InvalidValue(_) => {
+            r_error("unsupported_value", e.to_string(), None, vec![], None)
+        }
+        RError::Alloc(_) => r_error("out_of_memory", e.to_string(), None, vec![], None),
+        other => AppError::Internal(other.to_string()),
+    }
+}
+
+fn r_error(
+    kind: &'static str,
+    message: String,
+    call: Option<String>,
+    classes: Vec<String>,
+    output: Option<rookery_engine::Output>,
+) -> AppError {
+    let output = output.unwrap_or_default();
+    AppError::R(Box::new(RFailure {
+        kind,
+        message,
+        call,
+        classes,
+        stdout: output.stdout,
+        stderr: output.stderr,
+    }))
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => AppError::NotFound(what),
+            StoreError::Conflict(what) => AppError::Conflict(format!("{what} already exists")),
+            StoreError::Backend(msg) => AppError::Internal(msg),
+        }
+    }
+}
+
+impl From<FileError> for AppError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::BadPath { .. } => AppError::BadRequest(e.to_string()),
+            FileError::NotFound(path) => AppError::NotFound(format!("file `{path}`")),
+            FileError::TooMany => AppError::Conflict(e.to_string()),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::Internal(format!("a worker task failed: {e}"))
+    }
+}

@@ -1,0 +1,177 @@
+//! The OpenAPI 3.1 description of the API (`GET /api/v1/openapi.json`), with one
+//! concrete path per live service carrying its declared input schema. Owns the
+//! document only; the routes themselves are in `routes`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value as Json_};
+
+use crate::engine::LiveService;
+
+fn op(summary: &str, tag: &str, ok: &str) -> Json_ {
+    json!({
+        "summary": summary,
+        "tags": [tag],
+        "responses": {
+            ok: { "description": "success" },
+            "default": { "$ref": "#/components/responses/Error" },
+        },
+    })
+}
+
+fn with_body(mut op: Json_, schema: Json_) -> Json_ {
+    op["requestBody"] = json!({
+        "required": true,
+        "content": { "application/json": { "schema": schema } },
+    });
+    op
+}
+
+fn id_param(name: &str) -> Json_ {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+fn fixed_paths() -> Map<String, Json_> {
+    let code =
+        json!({"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}});
+    let login = json!({"type": "object", "required": ["username", "password"],
+        "properties": {"username": {"type": "string"}, "password": {"type": "string", "format": "password"}}});
+    let spec = json!({"type": "object", "required": ["name", "version", "code", "function", "inputs"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+            "description": {"type": "string"}, "code": {"type": "string"},
+            "function": {"type": "string"}, "inputs": {"type": "object"}, "outputs": {},
+            "files": {"type": "object", "additionalProperties": {"type": "string", "contentEncoding": "base64"}}}});
+    let mut p = Map::new();
+    let mut add = |path: &str, item: Json_| {
+        p.insert(format!("/api/v1{path}"), item);
+    };
+    add(
+        "/login",
+        json!({"post": with_body(op("Log in; returns a bearer token", "auth", "200"), login)}),
+    );
+    add(
+        "/logout",
+        json!({"post": op("Revoke the token of this request", "auth", "204")}),
+    );
+    add(
+        "/me",
+        json!({"get": op("Who the token belongs to", "auth", "200")}),
+    );
+    add(
+        "/sessions",
+        json!({
+        "post": op("Open a session (one R process, a private GUID folder)", "sessions", "201"),
+        "get": op("List your sessions", "sessions", "200")}),
+    );
+    add(
+        "/sessions/{id}",
+        json!({"parameters": [id_param("id")],
+        "get": op("Describe a session", "sessions", "200"),
+        "delete": op("Close a session and remove its folder", "sessions", "204")}),
+    );
+    add(
+        "/sessions/{id}/execute",
+        json!({"parameters": [id_param("id")],
+        "post": with_body(op("Run R code in the session", "sessions", "200"), code)}),
+    );
+    add(
+        "/sessions/{id}/objects/{name}",
+        json!({"parameters": [id_param("id"), id_param("name")],
+        "get": op("A session variable as JSON", "sessions", "200")}),
+    );
+    add(
+        "/sessions/{id}/files",
+        json!({"parameters": [id_param("id")],
+        "get": op("List the session's files", "files", "200")}),
+    );
+    add(
+        "/sessions/{id}/files/{path}",
+        json!({"parameters": [id_param("id"), id_param("path")],
+        "get": op("Download a file", "files", "200"),
+        "put": op("Upload a file (raw body)", "files", "201"),
+        "delete": op("Delete a file", "files", "204")}),
+    );
+    add(
+        "/services",
+        json!({
+        "post": with_body(op("Publish or update a service version", "services", "201"), spec),
+        "get": op("List the services you may call", "services", "200")}),
+    );
+    add(
+        "/services/{name}/{version}",
+        json!({"parameters": [id_param("name"), id_param("version")],
+        "get": op("Describe a service version", "services", "200"),
+        "post": op("Call a service (JSON records/columns or Arrow IPC)", "services", "200"),
+        "delete": op("Retire a service version", "services", "204")}),
+    );
+    add(
+        "/services/{name}/{version}/batch",
+        json!({"parameters": [id_param("name"), id_param("version")],
+        "post": op("Start a batch job over a table", "jobs", "202")}),
+    );
+    add(
+        "/jobs/{id}",
+        json!({"parameters": [id_param("id")],
+        "get": op("A job's state, progress and result", "jobs", "200"),
+        "delete": op("Cancel a job", "jobs", "202")}),
+    );
+    add(
+        "/jobs/{id}/result",
+        json!({"parameters": [id_param("id")],
+        "get": op("A finished job's result", "jobs", "200")}),
+    );
+    p
+}
+
+fn service_path(s: &LiveService) -> Json_ {
+    let input = s.schema.to_json_schema();
+    let output = if s.record.outputs.is_null() {
+        json!({})
+    } else {
+        s.record.outputs.clone()
+    };
+    json!({"post": {
+        "summary": if s.record.description.is_empty() { format!("Call {}", s.record.name) } else { s.record.description.clone() },
+        "tags": ["published services"],
+        "requestBody": {"required": true, "content": {
+            "application/json": {"schema": input},
+            "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "contentMediaType": "application/vnd.apache.arrow.stream"}},
+        }},
+        "responses": {
+            "200": {"description": "the function's result", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"result": output}}},
+                "application/vnd.apache.arrow.stream": {},
+            }},
+            "default": {"$ref": "#/components/responses/Error"},
+        },
+    }})
+}
+
+/// The whole document.
+pub fn document(services: &[Arc<LiveService>]) -> Json_ {
+    let mut paths = fixed_paths();
+    for s in services {
+        let path = format!("/api/v1/services/{}/{}", s.record.name, s.record.version);
+        paths.insert(path, service_path(s));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Rookery",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Run R code fast and safely: sessions, published services, batch jobs.",
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "call": {"type": ["string", "null"]}, "classes": {"type": "array", "items": {"type": "string"}},
+                }}},
+            }}}}},
+        },
+    })
+}

@@ -1,0 +1,74 @@
+//! Operations: `/healthz` (the process answers), `/readyz` (every pool warm),
+//! `/metrics` (Prometheus text), `/api/v1/openapi.json`.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value as Json_};
+
+use crate::auth::AuthUser;
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<Json_> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 once the stored services are loaded and every pool has a live worker.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
+    let loaded = state.ready.load(Ordering::Acquire);
+    let warm = |s: rookery_engine::PoolStats| !s.idle.is_empty() || s.busy > 0;
+    let sessions = warm(state.sessions.pool().stats());
+    let services: Vec<_> = state
+        .services
+        .all()
+        .iter()
+        .map(|s| {
+            (
+                format!("{}/{}", s.record.name, s.record.version),
+                warm(s.pool.stats()),
+            )
+        })
+        .collect();
+    let ready = loaded && sessions && services.iter().all(|(_, w)| *w);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ready,
+        "services_loaded": loaded,
+        "sessions_pool_warm": sessions,
+        "services": services.into_iter().map(|(n, w)| json!({"service": n, "warm": w})).collect::<Vec<_>>(),
+    });
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.render(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// The OpenAPI 3.1 description of the API, with a path for each service the caller
+/// may call (none without a token).
+pub async fn openapi(State(state): State<AppState>, headers: HeaderMap) -> Json<Json_> {
+    let services = match AuthUser::from_headers(&headers, &state) {
+        Ok(user) => state
+            .services
+            .all()
+            .into_iter()
+            .filter(|s| user.may_call_service(&s.record.name))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Json(crate::openapi::document(&services))
+}

@@ -1,0 +1,209 @@
+//! `/sessions`: open, list, execute code, read objects, the session's files, close.
+//! Only the owner (or an admin) reaches a session; anyone else gets the same 404 as
+//! for a session that does not exist.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rookery_engine::value::json::{to_json, JsonOptions};
+use rookery_engine::Evaluation;
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+
+use crate::audit::Entry;
+use crate::auth::AuthUser;
+use crate::engine::{blocking, SessionEntry};
+use crate::error::AppError;
+use crate::state::AppState;
+
+use super::body::{JsonBody, RawBody, RequestId};
+
+fn describe(s: &SessionEntry) -> Json_ {
+    json!({
+        "id": s.id,
+        "owner": s.owner,
+        "created_at": s.created_at,
+        "last_used": s.last_used(),
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    RequestId(rid): RequestId,
+    user: AuthUser,
+) -> Result<(StatusCode, Json<Json_>), AppError> {
+    user.require_execute()?;
+    let result = state.sessions.open(&user.name).await;
+    let outcome = outcome_of(&result);
+    let target = result.as_ref().ok().map(|s| s.id.to_string());
+    state.audit.record(Entry {
+        request_id: &rid,
+        user: Some(&user.name),
+        route: "POST /api/v1/sessions",
+        target,
+        code: None,
+        outcome,
+    });
+    let entry = result?;
+    Ok((StatusCode::CREATED, Json(describe(&entry))))
+}
+
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Json_>, AppError> {
+    user.require_execute()?;
+    let all: Vec<_> = state
+        .sessions
+        .list(&user)
+        .iter()
+        .map(|s| describe(s))
+        .collect();
+    Ok(Json(json!({ "sessions": all })))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    user: AuthUser,
+) -> Result<Json<Json_>, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    Ok(Json(describe(&entry)))
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    user: AuthUser,
+) -> Result<StatusCode, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    state.sessions.close(&entry).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    code: String,
+}
+
+/// Runs code in the session: the value (JSON), whether it was visible, console
+/// output and warnings; an R error is a 422 with R's message, call and classes.
+pub async fn execute(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RequestId(rid): RequestId,
+    user: AuthUser,
+    JsonBody(body): JsonBody<Execute>,
+) -> Result<Json<Json_>, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    let result = state.sessions.execute(&entry, body.code.clone()).await;
+    state.audit.record(Entry {
+        request_id: &rid,
+        user: Some(&user.name),
+        route: "POST /api/v1/sessions/{id}/execute",
+        target: Some(entry.id.to_string()),
+        code: Some(&body.code),
+        outcome: outcome_of(&result),
+    });
+    match result {
+        Ok(ev) => Ok(Json(evaluation_json(ev))),
+        // The code ran, but its value (a function, an environment, a model with
+        // formulas inside) has no JSON form: say so instead of failing the call.
+        Err(AppError::R(f)) if f.kind == "unsupported_value" => Ok(Json(json!({
+            "result": null,
+            "visible": true,
+            "note": format!("{}; assign it to a variable to keep it in the session", f.message),
+        }))),
+        Err(e) => Err(e),
+    }
+}
+
+fn evaluation_json(ev: Evaluation) -> Json_ {
+    let opts = JsonOptions {
+        auto_unbox: true,
+        ..JsonOptions::default()
+    };
+    let value: Json_ = serde_json::from_str(&to_json(&ev.value, &opts)).unwrap_or(Json_::Null);
+    json!({
+        "result": value,
+        "visible": ev.visible,
+        "stdout": ev.output.stdout,
+        "stderr": ev.output.stderr,
+        "warnings": ev.output.warnings.iter().map(|w| json!({
+            "message": w.message, "call": w.call,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The value of one variable of the session, as JSON.
+pub async fn object(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    user: AuthUser,
+) -> Result<Response, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    let value = state.sessions.object(&entry, name).await?;
+    let text = to_json(&value, &JsonOptions::default());
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+pub async fn list_files(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    user: AuthUser,
+) -> Result<Json<Json_>, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    let files = blocking(move || entry.dir.list()).await??;
+    Ok(Json(json!({ "files": files })))
+}
+
+pub async fn get_file(
+    State(state): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    user: AuthUser,
+) -> Result<Response, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    let bytes = blocking(move || entry.dir.read(&path)).await??;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+pub async fn put_file(
+    State(state): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    user: AuthUser,
+    RawBody(bytes): RawBody,
+) -> Result<StatusCode, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    blocking(move || entry.dir.write(&path, &bytes)).await??;
+    Ok(StatusCode::CREATED)
+}
+
+pub async fn delete_file(
+    State(state): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    user: AuthUser,
+) -> Result<StatusCode, AppError> {
+    user.require_execute()?;
+    let entry = state.sessions.get(&id, &user)?;
+    blocking(move || entry.dir.remove(&path)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `200 ok`, or the error's status and code, for the audit log.
+pub fn outcome_of<T>(result: &Result<T, AppError>) -> String {
+    match result {
+        Ok(_) => "200 ok".into(),
+        Err(e) => format!("{} {}", e.status().as_u16(), e.code()),
+    }
+}

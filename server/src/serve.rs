@@ -1,0 +1,242 @@
+//! Start-up and shutdown: open the store and folders, warm the sessions pool, bind
+//! the listener (plain HTTP on loopback, TLS elsewhere), load the stored services
+//! while `/readyz` says "not yet", run the housekeeping tasks, and on SIGINT/SIGTERM
+//! stop taking connections, close sessions and stop every pool.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+use crate::audit::AuditLog;
+use crate::auth::ratelimit::LoginLimiter;
+use crate::config::Config;
+use crate::engine::{Jobs, Services, Sessions};
+use crate::files::UserDirs;
+use crate::formats::schema::Schema;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{SqliteStore, Store};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot start R: {0}")]
+    Engine(#[from] rookery_engine::Error),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The store file inside the data folder.
+pub fn store_path(data: &std::path::Path) -> std::path::PathBuf {
+    data.join("rookery.db")
+}
+
+/// A server's state, built but not yet listening.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub state: AppState,
+}
+
+impl Server {
+    /// Opens the store and folders and starts the sessions pool. Blocking (R starts).
+    pub fn open(config: Config) -> Result<Server, ServeError> {
+        config.check()?;
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data)
+            .map_err(|e| ServeError::Io(format!("creating {}: {e}", config.data.display())))?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path(&config.data))?);
+        let dirs = Arc::new(
+            UserDirs::open(&config.data)
+                .map_err(|e| ServeError::Io(format!("users' folders: {e}")))?,
+        );
+        let pool = config
+            .pool_builder()
+            .workers(1)
+            .spares(1)
+            .call_timeout(Some(config.call_timeout()))
+            .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
+            .max_private_memory(config.pool.max_worker_mib << 20)
+            .build()?;
+        let jobs = Arc::new(Jobs::new(store.clone(), &config.limits));
+        let orphans = jobs.recover().map_err(|e| ServeError::Io(e.to_string()))?;
+        if orphans > 0 {
+            tracing::warn!(
+                jobs = orphans,
+                "jobs left running by a stopped server marked failed"
+            );
+        }
+        let state = AppState {
+            sessions: Arc::new(Sessions::new(pool, dirs.clone(), &config.limits)),
+            services: Arc::new(Services::new(config.clone())),
+            jobs,
+            metrics: Arc::new(Metrics::new()),
+            limiter: Arc::new(LoginLimiter::default()),
+            audit: AuditLog::start(store.clone()),
+            ready: Arc::new(AtomicBool::new(false)),
+            config,
+            store,
+            dirs,
+        };
+        Ok(Server { state })
+    }
+
+    pub fn router(&self) -> Router {
+        crate::routes::router(self.state.clone())
+    }
+
+    /// Starts every stored live service; a service whose code no longer starts is
+    /// logged and skipped. Sets `/readyz` when done. Returns how many started.
+    pub async fn load_services(&self) -> usize {
+        let records = match self.state.store.services() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the stored services");
+                Vec::new()
+            }
+        };
+        let mut started = 0;
+        for record in records {
+            let what = format!("{}/{}", record.name, record.version);
+            let schema = match Schema::parse(&record.inputs) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(service = %what, error = %e, "stored schema is invalid");
+                    continue;
+                }
+            };
+            match self.state.services.start(record, schema).await {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!(service = %what, error = %e, "service did not start"),
+            }
+        }
+        self.state.ready.store(true, Ordering::Release);
+        started
+    }
+
+    /// Housekeeping: idle sessions, expired tokens, finished jobs, every 30 s.
+    pub fn spawn_housekeeping(&self) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let closed = state.sessions.expire_idle().await;
+                if closed > 0 {
+                    tracing::info!(closed, "closed idle sessions");
+                }
+                if let Err(e) = state.store.purge_expired_tokens(crate::admin::now()) {
+                    tracing::warn!(error = %e, "purging expired tokens failed");
+                }
+                state.jobs.prune();
+            }
+        });
+    }
+
+    /// Closes sessions and stops every pool.
+    pub async fn shut_down(&self) {
+        self.state.sessions.close_all().await;
+        let services = self.state.services.clone();
+        let sessions = self.state.sessions.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            services.shutdown(Duration::from_secs(10));
+            sessions.pool().shutdown(Duration::from_secs(1));
+        })
+        .await;
+    }
+}
+
+/// Serves until SIGINT or SIGTERM. `on_listening` is told the bound address (port 0
+/// in the config picks a free one).
+pub async fn run(server: Server, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let config = server.state.config.clone();
+    if !config.listen.ip().is_loopback() && config.tls.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "SERVING PLAIN HTTP ON A NON-LOOPBACK ADDRESS (--insecure-plaintext): passwords \
+             and tokens cross the network unencrypted"
+        );
+    }
+    let app = server
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let bound = match &config.tls {
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|e| ServeError::Io(format!("TLS certificate or key: {e}")))?;
+            let std_listener = bind(config.listen)?;
+            let addr = local_addr(&std_listener)?;
+            let server_task = axum_server::from_tcp_rustls(std_listener, rustls)
+                .handle(handle.clone())
+                .serve(app);
+            (addr, tokio::spawn(server_task))
+        }
+        None => {
+            let std_listener = bind(config.listen)?;
+            let addr = local_addr(&std_listener)?;
+            let server_task = axum_server::from_tcp(std_listener)
+                .handle(handle.clone())
+                .serve(app);
+            (addr, tokio::spawn(server_task))
+        }
+    };
+    let (addr, task) = bound;
+    on_listening(addr);
+    if !server.state.ready.load(Ordering::Acquire) {
+        let loaded = server.load_services().await;
+        tracing::info!(services = loaded, "stored services started");
+    }
+    tracing::info!(%addr, tls = config.tls.is_some(), "ready");
+    server.spawn_housekeeping();
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = task.await;
+    server.shut_down().await;
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| ServeError::Io(format!("cannot listen on {addr}: {e}")))?;
+    l.set_nonblocking(true)
+        .map_err(|e| ServeError::Io(format!("listener: {e}")))?;
+    Ok(l)
+}
+
+fn local_addr(l: &std::net::TcpListener) -> Result<SocketAddr, ServeError> {
+    l.local_addr()
+        .map_err(|e| ServeError::Io(format!("listener: {e}")))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// JSON logs on stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,28 @@
+//! `AppState`: what every handler can reach (store, folders, R pools, jobs,
+//! metrics, limits). Cheap to clone: a handful of `Arc`s.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::auth::ratelimit::LoginLimiter;
+use crate::config::Config;
+use crate::engine::{Jobs, Services, Sessions};
+use crate::files::UserDirs;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub dirs: Arc<UserDirs>,
+    pub sessions: Arc<Sessions>,
+    pub services: Arc<Services>,
+    pub jobs: Arc<Jobs>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<LoginLimiter>,
+    pub audit: AuditLog,
+    /// Set once the stored services are loaded.
+    pub ready: Arc<AtomicBool>,
+}

@@ -1,0 +1,95 @@
+//! `rookery serve`: the HTTP server, from a TOML config file and/or flags, with an
+//! optional demo (a user, two scoring services, an API key and a curl line).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rookery_server::{Config, Server};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The data folder (store, users' folders, services' files).
+    #[arg(long, env = "ROOKERY_DATA")]
+    data: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Warm workers per service version.
+    #[arg(long)]
+    service_workers: Option<usize>,
+    /// Set up the demo: user `demo`, services glm/1 and rf/1, an API key, a curl line.
+    #[arg(long)]
+    demo: bool,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = &self.data {
+            config.data = data.clone();
+        }
+        if let Some(n) = self.service_workers {
+            config.pool.service_workers = n;
+        }
+        config.insecure_plaintext |= self.insecure_plaintext;
+        config.check()?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    rookery_server::serve::init_logging();
+    let config = args.config()?;
+    let tls = config.tls.is_some();
+    // The pools start (and re-execute this program as their zygotes) before any
+    // runtime thread exists.
+    let server = Server::open(config).context("starting the server")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rookery-http")
+        .build()?;
+    runtime.block_on(async move {
+        server.load_services().await;
+        let demo = match args.demo {
+            true => Some(
+                rookery_server::demo::install(&server.state, crate::bench::DEMO_MODEL)
+                    .await
+                    .context("setting up the demo")?,
+            ),
+            false => None,
+        };
+        rookery_server::run(server, |addr| announce(addr, tls, demo.as_ref())).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Tells the operator where the server is (stdout, one line first, so scripts and
+/// tests can read the address), and how to call the demo.
+fn announce(addr: SocketAddr, tls: bool, demo: Option<&rookery_server::demo::DemoCredentials>) {
+    let scheme = if tls { "https" } else { "http" };
+    let base = format!("{scheme}://{addr}");
+    println!("rookery listening on {base}");
+    if let Some(d) = demo {
+        if let Some(pw) = &d.password {
+            println!("demo user: demo, password: {pw} (shown once; stored only as a hash)");
+        }
+        println!("demo API key: {}", d.api_key);
+        println!(
+            "try:\n  {}",
+            rookery_server::demo::curl_line(&base, &d.api_key)
+        );
+    }
+}

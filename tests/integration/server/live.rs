@@ -1,0 +1,130 @@
+//! A real `rookery serve --demo` on loopback: the README's first command, driven over
+//! TCP, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+/// One HTTP/1.1 request over a fresh connection; returns status and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn serve_demo_answers_the_printed_curl_line_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--demo",
+            "--service-workers",
+            "1",
+            "--data",
+        ])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("serve prints its address").unwrap();
+    let first = next();
+    let addr = first
+        .strip_prefix("rookery listening on http://")
+        .expect(&first)
+        .to_owned();
+    let mut key = None;
+    let mut curl = None;
+    for _ in 0..5 {
+        let line = next();
+        if let Some(k) = line.strip_prefix("demo API key: ") {
+            key = Some(k.to_owned());
+        }
+        if line.trim_start().starts_with("curl ") {
+            curl = Some(line);
+            break;
+        }
+    }
+    let key = key.expect("an API key is printed");
+    assert!(curl.expect("a curl line is printed").contains(&key));
+    let auth = format!("Bearer {key}");
+    let row = r#"[{"x1":0.1,"x2":-0.2,"x3":0.3,"x4":0.4,"x5":0.5,"x6":0.6,"x7":0.7,"x8":0.8,"x9":0.9,"x10":1.0}]"#;
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/services/glm/1",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        row,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p = v["result"][0].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{body}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/api/v1/services/rf/1",
+        &[("Authorization", &auth)],
+        row,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(&addr, "GET", "/readyz", &[], "");
+    assert_eq!(status, 200);
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/api/v1/sessions",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 403, "an API key opens no session");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_with_a_clear_message() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-plaintext"), "{err}");
+}

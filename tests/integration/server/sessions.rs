@@ -1,0 +1,318 @@
+//! Sessions: state kept between calls, output, R errors, objects, files, owners,
+//! deadlines and crashes.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use rookery_server::store::Role;
+use serde_json::{json, Value as Json};
+
+use super::{call, code, send, shared, user};
+
+async fn open(token: &str) -> String {
+    let (status, body) = call("POST", "/api/v1/sessions", Some(token), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn exec(token: &str, id: &str, code: &str) -> (StatusCode, Json) {
+    call(
+        "POST",
+        &format!("/api/v1/sessions/{id}/execute"),
+        Some(token),
+        Some(json!({ "code": code })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_session_keeps_state_and_reports_output_warnings_and_errors() {
+    let t = user("sam", Role::Publisher, &[]);
+    let id = open(&t).await;
+    let (status, body) = exec(&t, &id, "x <- c(1.5, 2.5); y <- 'kept'").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["visible"], false);
+    let (status, body) = exec(&t, &id, "print('hello'); warning('careful'); sum(x)").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!(4));
+    assert!(body["stdout"].as_str().unwrap().contains("hello"));
+    assert_eq!(body["warnings"][0]["message"], "careful");
+    let (status, body) = exec(&t, &id, "f <- function(v) stop('bad value: ', v); f(7)").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(code(&body), "r_error");
+    assert_eq!(body["error"]["message"], "bad value: 7");
+    assert_eq!(body["error"]["call"], "f(7)");
+    assert!(body["error"]["classes"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("error")));
+    let (status, body) = exec(&t, &id, "1 +* 2").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code(&body), "parse_error");
+    // The error did not lose the session's state.
+    let (_, body) = call(
+        "GET",
+        &format!("/api/v1/sessions/{id}/objects/y"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(body, json!(["kept"]));
+    let (status, _) = call(
+        "GET",
+        &format!("/api/v1/sessions/{id}/objects/nope"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(
+        "GET",
+        &format!("/api/v1/sessions/{id}/objects/a;b"),
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A value with no JSON form is not an error: the code ran.
+    let (status, body) = exec(&t, &id, "g <- function() 1; g").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["note"].as_str().unwrap().contains("closure"));
+    let (status, _) = call("DELETE", &format!("/api/v1/sessions/{id}"), Some(&t), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = exec(&t, &id, "1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_reaches_a_session() {
+    let owner = user("olga", Role::Publisher, &[]);
+    let other = user("oscar", Role::Publisher, &[]);
+    let admin = super::token_for(&shared().server, "root");
+    let id = open(&owner).await;
+    exec(&owner, &id, "secret <- 42").await;
+    for uri in [
+        format!("/api/v1/sessions/{id}"),
+        format!("/api/v1/sessions/{id}/objects/secret"),
+        format!("/api/v1/sessions/{id}/files"),
+    ] {
+        let (status, body) = call("GET", &uri, Some(&other), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("session `{id}` not found")
+        );
+    }
+    let (status, _) = exec(&other, &id, "secret").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = call("GET", "/api/v1/sessions", Some(&other), None).await;
+    assert!(!list.to_string().contains(&id));
+    let (status, body) = call(
+        "GET",
+        &format!("/api/v1/sessions/{id}/objects/secret"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!([42]));
+    call(
+        "DELETE",
+        &format!("/api/v1/sessions/{id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn files_live_in_the_session_folder_and_paths_cannot_leave_it() {
+    let t = user("fiona", Role::Publisher, &[]);
+    let other = user("felix", Role::Publisher, &[]);
+    let id = open(&t).await;
+    let theirs = open(&other).await;
+    let router = &shared().router;
+    let base = format!("/api/v1/sessions/{id}/files");
+    let (status, _) = send(
+        router,
+        "PUT",
+        &format!("{base}/data/in.csv"),
+        Some(&t),
+        Body::from("a,b\n1,2\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // R works in the same folder.
+    let (status, body) = exec(
+        &t,
+        &id,
+        "d <- read.csv('data/in.csv'); writeLines(as.character(d$a + d$b), 'out.txt'); d$b",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, bytes) = super::send_raw(
+        router,
+        "GET",
+        &format!("{base}/out.txt"),
+        Some(&t),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, b"3\n");
+    let (_, listing) = call("GET", &base, Some(&t), None).await;
+    let names: Vec<_> = listing["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.contains(&"data/in.csv".to_owned()) && names.contains(&"out.txt".to_owned()),
+        "{names:?}"
+    );
+    // Paths that try to leave the folder.
+    for bad in [
+        "../x",
+        "data/../../x",
+        "%2Fetc%2Fpasswd",
+        "a%00b",
+        "./x",
+        &"n".repeat(300),
+    ] {
+        let (status, body) = send(
+            router,
+            "PUT",
+            &format!("{base}/{bad}"),
+            Some(&t),
+            Body::from("x"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let (status, _) = send(
+            router,
+            "GET",
+            &format!("{base}/{bad}"),
+            Some(&t),
+            Body::empty(),
+        )
+        .await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+            "{bad}: {status}"
+        );
+    }
+    // A symlink made by R code that points into another user's session is not followed.
+    send(
+        router,
+        "PUT",
+        &format!("/api/v1/sessions/{theirs}/files/private.txt"),
+        Some(&other),
+        Body::from("felix only"),
+    )
+    .await;
+    let target = shared()
+        .server
+        .state
+        .config
+        .data
+        .join(format!("users/felix/sessions/{theirs}/private.txt"));
+    assert!(target.exists());
+    let code = format!("file.symlink({:?}, 'peek.txt')", target.to_str().unwrap());
+    let (status, body) = exec(&t, &id, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(
+        router,
+        "GET",
+        &format!("{base}/peek.txt"),
+        Some(&t),
+        Body::empty(),
+    )
+    .await;
+    assert_ne!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains("felix only"));
+    let (status, _) = send(
+        router,
+        "PUT",
+        &format!("{base}/peek.txt"),
+        Some(&t),
+        Body::from("overwritten"),
+    )
+    .await;
+    assert_ne!(status, StatusCode::CREATED);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "felix only");
+    let (status, _) = send(
+        router,
+        "DELETE",
+        &format!("{base}/out.txt"),
+        Some(&t),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        router,
+        "GET",
+        &format!("{base}/out.txt"),
+        Some(&t),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (tok, sid) in [(&t, &id), (&other, &theirs)] {
+        call(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            Some(tok),
+            None,
+        )
+        .await;
+    }
+    assert!(!target.exists(), "closing a session removes its folder");
+}
+
+#[tokio::test]
+async fn a_timeout_is_504_and_a_crash_502_and_the_session_goes_on() {
+    let t = user("tim", Role::Publisher, &[]);
+    let id = open(&t).await;
+    exec(&t, &id, "before <- 1").await;
+    let (status, body) = exec(&t, &id, "Sys.sleep(30)").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(code(&body), "timeout");
+    let (status, body) = exec(&t, &id, "1 + 1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!(2));
+    let (status, body) = exec(&t, &id, "tools::pskill(Sys.getpid(), 9L)").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(code(&body), "worker_died");
+    let (status, body) = exec(&t, &id, "exists('before')").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!(false), "a new worker starts clean");
+    call("DELETE", &format!("/api/v1/sessions/{id}"), Some(&t), None).await;
+}
+
+#[tokio::test]
+async fn unknown_sessions_are_404() {
+    let t = user("ulla", Role::Publisher, &[]);
+    for id in ["not-a-uuid", "6f1c3c1e-3c55-4d2e-9d7e-0a4e1d1b2c3d"] {
+        let (status, body) = call(
+            "POST",
+            &format!("/api/v1/sessions/{id}/execute"),
+            Some(&t),
+            Some(json!({"code": "1"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, body) = call(
+        "POST",
+        "/api/v1/sessions/x/execute",
+        Some(&t),
+        Some(json!({"cod": "1"})),
+    )
+    .await;
+    assert!(
+        status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
+        "{body}"
+    );
+}

@@ -45,6 +45,10 @@ pub struct Channel {
     mailbox: Mailbox,
     region: ShmRegion,
     spin: Duration,
+    /// How long the previous `recv` waited. Spinning pays only when messages come
+    /// back within the spin budget; after a longer wait (a slow R call, an idle
+    /// peer) the next `recv` sleeps at once instead of burning CPU the peer needs.
+    last_wait: Duration,
 }
 
 /// Initial size of the payload region: small values never grow it.
@@ -74,6 +78,7 @@ impl Channel {
             mailbox,
             region,
             spin,
+            last_wait: Duration::ZERO,
         };
         Ok((channel, fds))
     }
@@ -90,6 +95,7 @@ impl Channel {
             mailbox: Mailbox::from_fd(fds.mailbox)?,
             region,
             spin,
+            last_wait: Duration::ZERO,
         })
     }
 
@@ -114,9 +120,16 @@ impl Channel {
         extra: &[BorrowedFd<'_>],
         deadline: Option<Instant>,
     ) -> Result<Received<M>, ProtocolError> {
+        let spin = if self.last_wait <= self.spin {
+            self.spin
+        } else {
+            Duration::ZERO
+        };
+        let started = Instant::now();
         let woken = self
             .mailbox
-            .wait(self.spin, self.socket.as_fd(), extra, deadline)?;
+            .wait(spin, self.socket.as_fd(), extra, deadline)?;
+        self.last_wait = started.elapsed();
         Ok(match woken {
             Woken::Frame { offset, len } => {
                 Received::Message(protocol::take_frame(offset, len, &mut self.region)?)

@@ -211,7 +211,9 @@ impl PoolBuilder {
 
     /// How long both sides poll for the next message before sleeping (default
     /// 100 µs). Polling saves two wake-ups per call (≈ 15 µs) for back-to-back calls
-    /// and costs that much CPU after each call; zero always sleeps.
+    /// and costs that much CPU after each call; zero always sleeps. A side whose
+    /// previous wait outlasted the budget (slow calls, idle peers) sleeps at once,
+    /// so slow calls do not pay for it.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.zygote.worker.spin = spin;
         self

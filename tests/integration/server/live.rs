@@ -128,3 +128,87 @@ fn plain_http_off_loopback_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--insecure-plaintext"), "{err}");
 }
+
+/// One HTTPS request over rustls, trusting only `cert_der`.
+fn https(
+    addr: &str,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+    path: &str,
+) -> (u16, String) {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // A server may close without close_notify; what arrived before is the answer.
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+#[test]
+fn tls_serves_any_address_and_plain_clients_get_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = data.path().join("cert.pem");
+    let key_path = data.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let config = data.path().join("rookery.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"0.0.0.0:0\"\ndata = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+            data.path().join("data"),
+            cert_path,
+            key_path
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let port = first.rsplit(':').next().unwrap().to_owned();
+    assert!(
+        first.starts_with("rookery listening on https://"),
+        "{first}"
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let (status, text) = https(&addr, cert.cert.der().clone(), "/healthz");
+    assert_eq!(status, 200, "{text}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -316,3 +316,68 @@ async fn unknown_sessions_are_404() {
         "{body}"
     );
 }
+
+#[test]
+fn idle_sessions_expire_and_each_user_has_a_session_limit() {
+    let (server, _data) = super::server_with(|c| {
+        c.limits.session_idle_secs = 1;
+        c.limits.sessions_per_user = 1;
+    });
+    let router = server.router();
+    let token = super::token_for(&server, "pub");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (status, body) = send(
+            &router,
+            "POST",
+            "/api/v1/sessions",
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, body) = send(
+            &router,
+            "POST",
+            "/api/v1/sessions",
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let folder = server
+            .state
+            .config
+            .data
+            .join(format!("users/pub/sessions/{id}"));
+        assert!(folder.is_dir());
+        assert_eq!(server.state.sessions.expire_idle().await, 0, "not idle yet");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(server.state.sessions.expire_idle().await, 1);
+        let (status, _) = send(
+            &router,
+            "GET",
+            &format!("/api/v1/sessions/{id}"),
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!folder.exists(), "an expired session's folder is removed");
+        let (status, _) = send(
+            &router,
+            "POST",
+            "/api/v1/sessions",
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "the limit counts open sessions only"
+        );
+        server.shut_down().await;
+    });
+}

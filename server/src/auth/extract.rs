@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let auth = AuthUser::from_headers(&parts.headers, state)?;
-        parts.extensions.insert(CallerName(auth.name.clone()));
+        tracing::Span::current().record("user", auth.name.as_str());
         Ok(auth)
     }
 }
@@ -69,10 +69,6 @@ impl AuthUser {
         })
     }
 }
-
-/// Left in the request's extensions for the audit and log layers.
-#[derive(Debug, Clone)]
-pub struct CallerName(pub String);
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let value = headers

@@ -20,7 +20,7 @@ use crate::formats::tabular::{self, Layout};
 use crate::state::AppState;
 
 use super::body::{content_type, parse_json, RawBody, RequestId};
-use super::sessions::outcome_of;
+use super::sessions::{outcome_of, outcome_or};
 
 fn describe(s: &LiveService) -> Json_ {
     let r = &s.record;
@@ -193,7 +193,7 @@ pub async fn batch(
         route: "POST /api/v1/services/{name}/{version}/batch",
         target: Some(format!("{name}/{version}")),
         code: None,
-        outcome: outcome_of(&result).replace("200", "202"),
+        outcome: outcome_or(&result, "202 accepted"),
     });
     let job = result?;
     Ok((StatusCode::ACCEPTED, Json(super::jobs::describe(&job))))

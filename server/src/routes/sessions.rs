@@ -3,7 +3,11 @@
 //! for a session that does not exist.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,6 +31,29 @@ fn describe(s: &SessionEntry) -> Json_ {
         "created_at": s.created_at,
         "last_used": s.last_used(),
     })
+}
+
+/// A session the caller may use: the caller runs code (role or grant), and owns the
+/// session named by the route's `{id}` (or is an admin). Anything else is the same
+/// 404 as a missing session.
+pub struct OwnedSession {
+    pub user: AuthUser,
+    pub entry: Arc<SessionEntry>,
+}
+
+impl FromRequestParts<AppState> for OwnedSession {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        user.require_execute()?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
+        let id = params.get("id").map_or("", String::as_str);
+        let entry = state.sessions.get(id, &user)?;
+        Ok(OwnedSession { user, entry })
+    }
 }
 
 pub async fn create(
@@ -61,23 +88,14 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<
     Ok(Json(json!({ "sessions": all })))
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    user: AuthUser,
-) -> Result<Json<Json_>, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
-    Ok(Json(describe(&entry)))
+pub async fn show(OwnedSession { entry, .. }: OwnedSession) -> Json<Json_> {
+    Json(describe(&entry))
 }
 
 pub async fn close(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    user: AuthUser,
+    OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<StatusCode, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     state.sessions.close(&entry).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -92,13 +110,10 @@ pub struct Execute {
 /// output and warnings; an R error is a 422 with R's message, call and classes.
 pub async fn execute(
     State(state): State<AppState>,
-    Path(id): Path<String>,
     RequestId(rid): RequestId,
-    user: AuthUser,
+    OwnedSession { user, entry }: OwnedSession,
     JsonBody(body): JsonBody<Execute>,
 ) -> Result<Json<Json_>, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     let result = state.sessions.execute(&entry, body.code.clone()).await;
     state.audit.record(Entry {
         request_id: &rid,
@@ -141,34 +156,23 @@ fn evaluation_json(ev: Evaluation) -> Json_ {
 /// The value of one variable of the session, as JSON.
 pub async fn object(
     State(state): State<AppState>,
-    Path((id, name)): Path<(String, String)>,
-    user: AuthUser,
+    Path((_, name)): Path<(String, String)>,
+    OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<Response, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     let value = state.sessions.object(&entry, name).await?;
     let text = to_json(&value, &JsonOptions::default());
     Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
-pub async fn list_files(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    user: AuthUser,
-) -> Result<Json<Json_>, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
+pub async fn list_files(OwnedSession { entry, .. }: OwnedSession) -> Result<Json<Json_>, AppError> {
     let files = blocking(move || entry.dir.list()).await??;
     Ok(Json(json!({ "files": files })))
 }
 
 pub async fn get_file(
-    State(state): State<AppState>,
-    Path((id, path)): Path<(String, String)>,
-    user: AuthUser,
+    Path((_, path)): Path<(String, String)>,
+    OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<Response, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     let bytes = blocking(move || entry.dir.read(&path)).await??;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -178,32 +182,31 @@ pub async fn get_file(
 }
 
 pub async fn put_file(
-    State(state): State<AppState>,
-    Path((id, path)): Path<(String, String)>,
-    user: AuthUser,
+    Path((_, path)): Path<(String, String)>,
+    OwnedSession { entry, .. }: OwnedSession,
     RawBody(bytes): RawBody,
 ) -> Result<StatusCode, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     blocking(move || entry.dir.write(&path, &bytes)).await??;
     Ok(StatusCode::CREATED)
 }
 
 pub async fn delete_file(
-    State(state): State<AppState>,
-    Path((id, path)): Path<(String, String)>,
-    user: AuthUser,
+    Path((_, path)): Path<(String, String)>,
+    OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<StatusCode, AppError> {
-    user.require_execute()?;
-    let entry = state.sessions.get(&id, &user)?;
     blocking(move || entry.dir.remove(&path)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `200 ok`, or the error's status and code, for the audit log.
 pub fn outcome_of<T>(result: &Result<T, AppError>) -> String {
+    outcome_or(result, "200 ok")
+}
+
+/// `ok` on success, else the error's status and code.
+pub fn outcome_or<T>(result: &Result<T, AppError>, ok: &str) -> String {
     match result {
-        Ok(_) => "200 ok".into(),
+        Ok(_) => ok.into(),
         Err(e) => format!("{} {}", e.status().as_u16(), e.code()),
     }
 }

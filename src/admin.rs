@@ -113,7 +113,10 @@ pub fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { name, data } => change_password(&data.data, &name),
         UserCommand::Remove { name, data } => {
             admin::remove_user(&open_store(&data.data)?, &name)?;
-            done(format_args!("removed user {name} with its grants and keys"))
+            rookery_server::files::UserDirs::open(&data.data)?.remove_user(&name)?;
+            done(format_args!(
+                "removed user {name} with its grants, keys and folder"
+            ))
         }
         UserCommand::Grant { name, grant, data } => {
             admin::grant(&open_store(&data.data)?, &name, &grant)?;

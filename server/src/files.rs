@@ -200,6 +200,22 @@ impl UserDirs {
             path: self.root.join(name),
         })
     }
+
+    /// Removes user `name`'s folder and everything in it (links removed, never
+    /// followed); a user without a folder is fine.
+    pub fn remove_user(&self, name: &str) -> Result<(), FileError> {
+        check_relative(name)?;
+        if name.contains('/') {
+            return Err(bad(name, "a user name must be one path component"));
+        }
+        match self.dir.symlink_metadata(name) {
+            Ok(meta) if meta.is_dir() => self.dir.remove_dir_all(name),
+            Ok(_) => self.dir.remove_file_or_symlink(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| io_error(name, &e))
+    }
 }
 
 /// One user's folder: their sessions and jobs.

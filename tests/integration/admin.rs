@@ -219,7 +219,11 @@ fn api_keys_are_printed_once_and_go_with_their_user() {
     assert_eq!(record.expires_at, Some(record.created_at + 30 * 86_400));
     assert_not_on_disk(&data, secret);
 
+    let folder = data.join("users/alice/sessions/some-session");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("notes.txt"), "mine").unwrap();
     ok(&data, &["user", "remove", "alice"], "");
+    assert!(!data.join("users/alice").exists(), "the folder went too");
     let s = store(&data);
     assert!(s.user("alice").unwrap().is_none());
     assert!(

@@ -120,6 +120,26 @@ fn fixed_paths() -> Map<String, Json_> {
         json!({"parameters": [id_param("id")],
         "get": op("A finished job's result", "jobs", "200")}),
     );
+    add(
+        "/users",
+        json!({"get": op("List users (admin)", "admin", "200"),
+        "post": op("Create a user (admin)", "admin", "201")}),
+    );
+    add(
+        "/users/{name}",
+        json!({"parameters": [id_param("name")],
+        "delete": op("Remove a user, its keys and folder (admin)", "admin", "204")}),
+    );
+    add(
+        "/users/{name}/grants/{grant}",
+        json!({"parameters": [id_param("name"), id_param("grant")],
+        "put": op("Give a grant (admin)", "admin", "204"),
+        "delete": op("Take a grant (admin)", "admin", "204")}),
+    );
+    add(
+        "/audit",
+        json!({"get": op("The newest audit entries (admin)", "admin", "200")}),
+    );
     p
 }
 

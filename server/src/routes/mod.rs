@@ -8,11 +8,12 @@ mod jobs;
 mod ops;
 mod services;
 mod sessions;
+mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -52,7 +53,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/services/{name}/{version}/batch", post(services::batch))
         .route("/jobs/{id}", get(jobs::show).delete(jobs::cancel))
-        .route("/jobs/{id}/result", get(jobs::result));
+        .route("/jobs/{id}/result", get(jobs::result))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{name}", delete(users::remove))
+        .route(
+            "/users/{name}/grants/{grant}",
+            put(users::grant).delete(users::revoke),
+        )
+        .route("/audit", get(users::audit_log));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/api/v1", api)

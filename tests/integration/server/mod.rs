@@ -8,6 +8,7 @@ mod live;
 mod ops;
 mod services;
 mod sessions;
+mod users;
 
 use std::sync::OnceLock;
 use std::time::Duration;

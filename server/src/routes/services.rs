@@ -91,20 +91,26 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> Json<Json_> 
     Json(json!({ "services": all }))
 }
 
-/// The live version, if the caller may call it (else 404, like a missing one).
+/// The live version, if the caller may call it: 404 when there is no such version,
+/// 403 when the caller lacks the role or the `service:NAME` grant.
 fn find(
     state: &AppState,
     user: &AuthUser,
     name: &str,
     version: &str,
 ) -> Result<Arc<LiveService>, AppError> {
-    state
+    let service = state
         .services
         .get(name, version)
-        .filter(|_| user.may_call_service(name))
-        .ok_or_else(|| AppError::not_found(format!("service {name}/{version}")))
+        .ok_or_else(|| AppError::not_found(format!("service {name}/{version}")))?;
+    if !user.may_call_service(name) {
+        return Err(AppError::Forbidden(format!(
+            "user `{}` is not granted service `{name}` (grant `service:{name}`)",
+            user.name
+        )));
+    }
+    Ok(service)
 }
-
 pub async fn show(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,

@@ -118,7 +118,7 @@ async fn bad_input_is_rejected_before_r_runs() {
 }
 
 #[tokio::test]
-async fn without_a_grant_a_service_does_not_exist() {
+async fn without_a_grant_a_service_is_forbidden_and_unlisted() {
     let t = user("ivan", Role::User, &[]);
     let (status, _) = call(
         "POST",
@@ -127,7 +127,7 @@ async fn without_a_grant_a_service_does_not_exist() {
         Some(json!([{"x": 1}])),
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, list) = call("GET", "/api/v1/services", Some(&t), None).await;
     assert_eq!(list["services"], json!([]));
     let (status, _) = call(

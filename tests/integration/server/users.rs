@@ -60,7 +60,7 @@ async fn an_admin_manages_users_and_grants_over_http() {
     .await;
     assert_eq!(
         status,
-        StatusCode::NOT_FOUND,
+        StatusCode::FORBIDDEN,
         "a revoked grant takes effect at once"
     );
     let (_, list) = call("GET", "/api/v1/users", Some(&admin), None).await;

@@ -82,10 +82,8 @@ fn write_loop(store: Arc<dyn Store>, rx: Receiver<AuditEntry>) {
                 break;
             }
         }
-        for e in &batch {
-            if let Err(err) = store.append_audit(e) {
-                tracing::error!(error = %err, "writing the audit log failed");
-            }
+        if let Err(err) = store.append_audit_batch(&batch) {
+            tracing::error!(error = %err, entries = batch.len(), "writing the audit log failed");
         }
     }
 }

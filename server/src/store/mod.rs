@@ -225,6 +225,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Several entries at once (one transaction where the backend has them).
+    fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        entries.iter().try_for_each(|e| self.append_audit(e))
+    }
     /// The newest `limit` entries, newest first.
     fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }

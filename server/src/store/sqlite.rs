@@ -717,11 +717,16 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.append_audit_batch(std::slice::from_ref(e))
+    }
+
+    fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         let sql = "INSERT INTO audit (at, request_id, user, route, target, code_hash, outcome) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
         self.write(|tx| {
-            tx.prepare_cached(sql)?
-                .execute(params![
+            let mut insert = tx.prepare_cached(sql)?;
+            for e in entries {
+                insert.execute(params![
                     e.at,
                     e.request_id,
                     e.user,
@@ -729,8 +734,9 @@ impl Store for SqliteStore {
                     e.target,
                     e.code_hash,
                     e.outcome
-                ])
-                .map(drop)
+                ])?;
+            }
+            Ok(())
         })
     }
 
@@ -1060,6 +1066,14 @@ mod tests {
         assert_eq!(s.audit_tail(100).unwrap().len(), 6);
         assert!(s.audit_tail(0).unwrap().is_empty());
         assert_eq!(s.audit_tail(usize::MAX).unwrap().len(), 6);
+        let batch: Vec<_> = (7..=9).map(audit).collect();
+        s.append_audit_batch(&batch).unwrap();
+        let tail = s.audit_tail(3).unwrap();
+        assert_eq!(
+            tail,
+            [audit(9), audit(8), audit(7)],
+            "a batch keeps its order"
+        );
     }
 
     #[test]

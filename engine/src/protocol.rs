@@ -606,6 +606,10 @@ mod tests {
             },
             rookery_ffi::Error::Unsupported {
                 r_type: "closure".into(),
+                output: Box::new(rookery_ffi::Output {
+                    stdout: "printed first".into(),
+                    ..Default::default()
+                }),
             },
             rookery_ffi::Error::InvalidValue("dim".into()),
             rookery_ffi::Error::Alloc("8 GB".into()),

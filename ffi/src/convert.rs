@@ -173,6 +173,7 @@ unsafe fn read(r: RToken<'_>, x: SEXP, depth: usize) -> Result<Value, Error> {
             other => {
                 return Err(Error::Unsupported {
                     r_type: crate::sexp::type_name(other).to_owned(),
+                    output: Box::default(),
                 })
             }
         };

@@ -36,7 +36,11 @@ pub enum Error {
 
     /// An R object that has no [`crate::Value`] form (a closure, an environment, ...).
     #[error("cannot convert an R object of type '{r_type}' to a value")]
-    Unsupported { r_type: String },
+    Unsupported {
+        r_type: String,
+        /// What the call printed and warned (the code ran; only its value is lost).
+        output: Box<Output>,
+    },
 
     /// A Rust value that R rejects (say a `dim` that does not match the length).
     #[error("invalid value: {0}")]

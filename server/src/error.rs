@@ -199,9 +199,11 @@ fn from_r(e: rookery_engine::RError) -> AppError {
             output,
         } => r_error("r_error", message, call, classes, Some(*output)),
         RError::Interrupted { .. } => AppError::Cancelled,
-        RError::Unsupported { .. } | RError::InvalidValue(_) => {
-            r_error("unsupported_value", e.to_string(), None, vec![], None)
+        RError::Unsupported { ref output, .. } => {
+            let output = Some((**output).clone());
+            r_error("unsupported_value", e.to_string(), None, vec![], output)
         }
+        RError::InvalidValue(_) => r_error("unsupported_value", e.to_string(), None, vec![], None),
         RError::Alloc(_) => r_error("out_of_memory", e.to_string(), None, vec![], None),
         other => AppError::Internal(other.to_string()),
     }

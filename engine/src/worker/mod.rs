@@ -220,8 +220,15 @@ impl<'r> Worker<'r> {
         self.calls += 1;
         let r = self.r;
         let env = self.env()?;
-        let mut outcome =
-            f(r, env).and_then(|ev| Ok((r.to_value(&ev.value)?, ev.visible, ev.output)));
+        let mut outcome = f(r, env).and_then(|ev| match r.to_value(&ev.value) {
+            Ok(value) => Ok((value, ev.visible, ev.output)),
+            // The code ran; keep what it printed and warned with the error.
+            Err(RError::Unsupported { r_type, .. }) => Err(RError::Unsupported {
+                r_type,
+                output: Box::new(ev.output),
+            }),
+            Err(e) => Err(e),
+        });
         let text = self.capture.drain().unwrap_or_default();
         if !text.is_empty() {
             append_output(&mut outcome, &String::from_utf8_lossy(&text));
@@ -371,9 +378,11 @@ fn call_in<'r>(
 fn append_output(outcome: &mut Outcome, text: &str) {
     match outcome {
         Ok((_, _, output)) => output.stdout.push_str(text),
-        Err(RError::R { output, .. } | RError::Interrupted { output }) => {
-            output.stdout.push_str(text)
-        }
+        Err(
+            RError::R { output, .. }
+            | RError::Interrupted { output }
+            | RError::Unsupported { output, .. },
+        ) => output.stdout.push_str(text),
         Err(_) => {}
     }
 }

@@ -130,6 +130,8 @@ pub async fn execute(
         Err(AppError::R(f)) if f.kind == "unsupported_value" => Ok(Json(json!({
             "result": null,
             "visible": true,
+            "stdout": f.stdout,
+            "stderr": f.stderr,
             "note": format!("{}; assign it to a variable to keep it in the session", f.message),
         }))),
         Err(e) => Err(e),

@@ -74,9 +74,10 @@ async fn a_session_keeps_state_and_reports_output_warnings_and_errors() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // A value with no JSON form is not an error: the code ran.
-    let (status, body) = exec(&t, &id, "g <- function() 1; g").await;
+    let (status, body) = exec(&t, &id, "cat('shown\\n'); g <- function() 1; g").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["note"].as_str().unwrap().contains("closure"));
+    assert_eq!(body["stdout"], "shown\n", "the output of that call is kept");
     let (status, _) = call("DELETE", &format!("/api/v1/sessions/{id}"), Some(&t), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = exec(&t, &id, "1").await;

@@ -107,38 +107,41 @@ pub async fn remove(
 
 /// Gives a grant (`execute` or `service:NAME`).
 pub async fn grant(
-    State(state): State<AppState>,
-    Path((name, grant)): Path<(String, String)>,
-    RequestId(rid): RequestId,
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    rid: RequestId,
     user: AuthUser,
 ) -> Result<StatusCode, AppError> {
-    user.require_admin()?;
-    admin::grant(state.store.as_ref(), &name, &grant)?;
-    audit(
-        &state,
-        &rid,
-        &user,
-        "PUT /api/v1/users/{name}/grants/{grant}",
-        &name,
-    );
-    Ok(StatusCode::NO_CONTENT)
+    change_grant(state, path, rid, user, true)
 }
 
+/// Takes a grant back.
 pub async fn revoke(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    rid: RequestId,
+    user: AuthUser,
+) -> Result<StatusCode, AppError> {
+    change_grant(state, path, rid, user, false)
+}
+
+fn change_grant(
     State(state): State<AppState>,
     Path((name, grant)): Path<(String, String)>,
     RequestId(rid): RequestId,
     user: AuthUser,
+    give: bool,
 ) -> Result<StatusCode, AppError> {
     user.require_admin()?;
-    admin::revoke(state.store.as_ref(), &name, &grant)?;
-    audit(
-        &state,
-        &rid,
-        &user,
-        "DELETE /api/v1/users/{name}/grants/{grant}",
-        &name,
-    );
+    let store = state.store.as_ref();
+    let route = if give {
+        admin::grant(store, &name, &grant)?;
+        "PUT /api/v1/users/{name}/grants/{grant}"
+    } else {
+        admin::revoke(store, &name, &grant)?;
+        "DELETE /api/v1/users/{name}/grants/{grant}"
+    };
+    audit(&state, &rid, &user, route, &name);
     Ok(StatusCode::NO_CONTENT)
 }
 

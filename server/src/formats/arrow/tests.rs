@@ -15,19 +15,7 @@ use rookery_engine::value::{na_real, Complex, Data, Logical, RString, NA_INTEGER
 use rookery_engine::Value;
 
 use super::*;
-use crate::formats::schema::testing::{assert_same, same};
-
-fn frame(columns: Vec<(&str, Value)>) -> Value {
-    let named = columns
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v))
-        .collect();
-    Value::data_frame(named).expect("equal lengths")
-}
-
-fn levels(names: &[&str]) -> Vec<RString> {
-    names.iter().map(|l| Some((*l).to_owned())).collect()
-}
+use crate::formats::schema::testing::{assert_same, frame, levels, same};
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter(columns).expect("valid batch")

@@ -1,6 +1,7 @@
-//! Test helpers shared by the format modules: comparing R values bit for bit.
+//! Test helpers shared by the format modules: building frames, comparing R values bit
+//! for bit.
 
-use rookery_engine::value::Data;
+use rookery_engine::value::{Data, RString};
 use rookery_engine::Value;
 
 /// True when `a` and `b` are the same R value, doubles compared by their bits (so NA
@@ -43,4 +44,18 @@ fn same_tells_na_from_nan_and_checks_attributes() {
     let nested = |x: f64| Value::list([Value::doubles([x])]);
     assert!(same(&nested(2.0), &nested(2.0)));
     assert!(!same(&nested(2.0), &nested(3.0)));
+}
+
+/// A data frame from `(name, column)` pairs of equal length.
+pub(crate) fn frame(columns: Vec<(&str, Value)>) -> Value {
+    let named = columns
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    Value::data_frame(named).expect("equal lengths")
+}
+
+/// Factor levels from string slices.
+pub(crate) fn levels(names: &[&str]) -> Vec<RString> {
+    names.iter().map(|l| Some((*l).to_owned())).collect()
 }

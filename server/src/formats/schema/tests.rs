@@ -4,7 +4,7 @@ use rookery_engine::value::{na_real, Data, Logical, NA_INTEGER};
 use rookery_engine::Value;
 use serde_json::json;
 
-use super::testing::assert_same;
+use super::testing::{assert_same, frame};
 use super::*;
 
 fn example() -> Json {
@@ -31,14 +31,6 @@ fn schema(columns: Vec<ColumnSpec>) -> Schema {
         columns,
         max_rows: None,
     }
-}
-
-fn frame(columns: Vec<(&str, Value)>) -> Value {
-    let named = columns
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v))
-        .collect();
-    Value::data_frame(named).expect("equal lengths")
 }
 
 fn parse_error(json: Json) -> String {

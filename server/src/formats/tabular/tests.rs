@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::formats::schema::testing::assert_same;
+use crate::formats::schema::testing::{frame, levels};
 use crate::formats::schema::{CellProblem, ColumnType};
 
 fn schema(json: serde_json::Value) -> Schema {
@@ -31,18 +32,6 @@ fn error(text: &str, schema: &Schema) -> String {
     read(text, Some(schema))
         .expect_err("should be refused")
         .to_string()
-}
-
-fn frame(columns: Vec<(&str, Value)>) -> Value {
-    let named = columns
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v))
-        .collect();
-    Value::data_frame(named).expect("equal lengths")
-}
-
-fn levels(names: &[&str]) -> Vec<RString> {
-    names.iter().map(|l| Some((*l).to_owned())).collect()
 }
 
 const RECORDS: &str = r#"[

@@ -219,8 +219,15 @@ fn layout_of(format: Option<&str>) -> Result<Layout, AppError> {
 fn read_table(service: &LiveService, headers: &HeaderMap, bytes: &[u8]) -> Result<Value, AppError> {
     let media = content_type(headers);
     let table = match media.as_str() {
-        "" | "application/json" => tabular::table_from_json(bytes, Some(&service.schema))
-            .map_err(|e| AppError::BadRequest(e.to_string()))?,
+        // curl's `-d` labels JSON as a form; plain text is a common label too.
+        ""
+        | "application/json"
+        | "text/json"
+        | "text/plain"
+        | "application/x-www-form-urlencoded" => {
+            tabular::table_from_json(bytes, Some(&service.schema))
+                .map_err(|e| AppError::BadRequest(e.to_string()))?
+        }
         ARROW_STREAM | ARROW_FILE => {
             arrow::table_from_ipc(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?
         }

@@ -104,6 +104,22 @@ async fn bad_input_is_rejected_before_r_runs() {
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // curl -d labels JSON as a form: it is read as JSON.
+    let (status, _, bytes) = send_raw(
+        &shared().router,
+        "POST",
+        "/api/v1/services/double/1",
+        Some(&t),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Body::from("[{\"x\": 2}]"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let big = format!("[{}]", vec!["{\"x\": 1.0}"; 200_000].join(","));
     let (status, body) = send(
         &shared().router,

@@ -41,12 +41,38 @@ impl SessionEntry {
     }
 }
 
+/// Open sessions, and sessions being opened (counted against the limits while their
+/// worker starts, so concurrent opens cannot overshoot them).
+#[derive(Debug, Default)]
+struct Registry {
+    open: HashMap<Uuid, Arc<SessionEntry>>,
+    opening: HashMap<String, usize>,
+}
+
+/// A place held for a session being opened; given back on drop.
+struct Reservation<'a> {
+    sessions: &'a Sessions,
+    owner: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut reg = self.sessions.registry.lock();
+        if let Some(n) = reg.opening.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                reg.opening.remove(&self.owner);
+            }
+        }
+    }
+}
+
 /// Every open session, by id.
 #[derive(Debug)]
 pub struct Sessions {
     pool: Pool,
     dirs: Arc<UserDirs>,
-    open: Mutex<HashMap<Uuid, Arc<SessionEntry>>>,
+    registry: Mutex<Registry>,
     per_user: usize,
     total: usize,
     idle: Duration,
@@ -59,7 +85,7 @@ impl Sessions {
         Sessions {
             pool,
             dirs,
-            open: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             per_user: limits.sessions_per_user,
             total: limits.sessions_total,
             idle: Duration::from_secs(limits.session_idle_secs),
@@ -73,7 +99,7 @@ impl Sessions {
 
     /// Opens a session for `owner`: a GUID folder and a freshly forked worker in it.
     pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, AppError> {
-        self.check_capacity(owner)?;
+        let _place = self.reserve(owner)?;
         let id = Uuid::new_v4();
         let dir = self.dirs.user(owner)?.create_session(&id)?;
         let pool = self.pool.clone();
@@ -93,22 +119,28 @@ impl Sessions {
             last_used: AtomicI64::new(now()),
             worker: Arc::new(tokio::sync::Mutex::new(Some(session))),
         });
-        self.open.lock().insert(id, entry.clone());
+        self.registry.lock().open.insert(id, entry.clone());
         Ok(entry)
     }
 
-    fn check_capacity(&self, owner: &str) -> Result<(), AppError> {
-        let open = self.open.lock();
-        let mine = open.values().filter(|s| s.owner == owner).count();
+    /// Holds a place for a new session of `owner` if the limits allow one more.
+    fn reserve(&self, owner: &str) -> Result<Reservation<'_>, AppError> {
+        let mut reg = self.registry.lock();
+        let opening = reg.opening.get(owner).copied().unwrap_or(0);
+        let mine = reg.open.values().filter(|s| s.owner == owner).count() + opening;
         if mine >= self.per_user {
             return Err(AppError::Conflict(format!(
                 "user `{owner}` already has {mine} open sessions (the limit); close one first"
             )));
         }
-        if open.len() >= self.total {
+        if reg.open.len() + reg.opening.values().sum::<usize>() >= self.total {
             return Err(AppError::Busy);
         }
-        Ok(())
+        *reg.opening.entry(owner.to_owned()).or_default() += 1;
+        Ok(Reservation {
+            sessions: self,
+            owner: owner.to_owned(),
+        })
     }
 
     /// The session `id` if `caller` may reach it (its owner, or an admin). Someone
@@ -120,7 +152,13 @@ impl Sessions {
     ) -> Result<Arc<SessionEntry>, AppError> {
         let missing = || AppError::not_found(format!("session `{id}`"));
         let id = Uuid::parse_str(id).map_err(|_| missing())?;
-        let entry = self.open.lock().get(&id).cloned().ok_or_else(missing)?;
+        let entry = self
+            .registry
+            .lock()
+            .open
+            .get(&id)
+            .cloned()
+            .ok_or_else(missing)?;
         if !caller.owns(&entry.owner) {
             return Err(missing());
         }
@@ -131,8 +169,9 @@ impl Sessions {
     /// The sessions `caller` owns (all of them for an admin).
     pub fn list(&self, caller: &crate::auth::AuthUser) -> Vec<Arc<SessionEntry>> {
         let mut list: Vec<_> = self
-            .open
+            .registry
             .lock()
+            .open
             .values()
             .filter(|s| caller.owns(&s.owner))
             .cloned()
@@ -210,7 +249,7 @@ impl Sessions {
 
     /// Closes the session: stops its worker and removes its folder.
     pub async fn close(&self, entry: &SessionEntry) -> Result<(), AppError> {
-        self.open.lock().remove(&entry.id);
+        self.registry.lock().open.remove(&entry.id);
         let worker = entry.worker.clone();
         blocking(move || drop(worker.blocking_lock().take())).await?;
         self.dirs.user(&entry.owner)?.remove_session(&entry.id)?;
@@ -221,8 +260,9 @@ impl Sessions {
     pub async fn expire_idle(&self) -> usize {
         let cutoff = now() - self.idle.as_secs() as i64;
         let stale: Vec<_> = self
-            .open
+            .registry
             .lock()
+            .open
             .values()
             .filter(|s| s.last_used() < cutoff)
             .cloned()
@@ -236,12 +276,12 @@ impl Sessions {
     }
 
     pub fn count(&self) -> usize {
-        self.open.lock().len()
+        self.registry.lock().open.len()
     }
 
     /// Closes everything (server shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<_> = self.open.lock().values().cloned().collect();
+        let all: Vec<_> = self.registry.lock().open.values().cloned().collect();
         for s in &all {
             let _ = self.close(s).await;
         }

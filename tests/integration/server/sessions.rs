@@ -328,25 +328,29 @@ fn idle_sessions_expire_and_each_user_has_a_session_limit() {
     let token = super::token_for(&server, "pub");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (status, body) = send(
-            &router,
-            "POST",
-            "/api/v1/sessions",
-            Some(&token),
-            Body::empty(),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let id = body["id"].as_str().unwrap().to_owned();
-        let (status, body) = send(
-            &router,
-            "POST",
-            "/api/v1/sessions",
-            Some(&token),
-            Body::empty(),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        // Three opens at once, a limit of one: exactly one gets a session.
+        let open = || {
+            send(
+                &router,
+                "POST",
+                "/api/v1/sessions",
+                Some(&token),
+                Body::empty(),
+            )
+        };
+        let (a, b, c) = tokio::join!(open(), open(), open());
+        let created: Vec<_> = [&a, &b, &c]
+            .into_iter()
+            .filter(|r| r.0 == StatusCode::CREATED)
+            .collect();
+        assert_eq!(created.len(), 1, "{a:?} {b:?} {c:?}");
+        for r in [&a, &b, &c]
+            .into_iter()
+            .filter(|r| r.0 != StatusCode::CREATED)
+        {
+            assert_eq!(r.0, StatusCode::CONFLICT, "{r:?}");
+        }
+        let id = created[0].1["id"].as_str().unwrap().to_owned();
         let folder = server
             .state
             .config

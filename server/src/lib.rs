@@ -22,6 +22,7 @@ pub mod files;
 pub mod formats;
 pub mod metrics;
 pub mod openapi;
+pub mod qap;
 pub mod routes;
 pub mod serve;
 pub mod state;

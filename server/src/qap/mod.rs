@@ -1,0 +1,18 @@
+//! QAP1, the Rserve wire protocol (see `docs/qap1.md`): the byte codec under the
+//! upcoming QAP1 endpoint.
+//!
+//! - [`frame`]: ID string, 16-byte message header, command/response/status codes,
+//!   DT_* parameter lists.
+//! - [`sexp`]: XT_* R objects to and from [`rookery_engine::Value`].
+//!
+//! Owns bytes only: no sockets, no sessions, no R. Decoding never panics and never
+//! trusts a length; errors are [`QapError`], which a server maps to a QAP1 status with
+//! [`QapError::status`].
+
+pub mod frame;
+pub mod sexp;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{decode_params, encode_message, Header, Param, QapError, HEADER_LEN, ID_STRING};
+pub use sexp::{decode, decode_with_depth, encode, encode_into};

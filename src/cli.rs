@@ -44,6 +44,8 @@ enum BenchCommand {
     },
     /// Load an HTTP endpoint (wrk-like): requests/s and latency percentiles.
     Http(crate::loadgen::HttpArgs),
+    /// Drive any QAP1 server (Rserve, or Rookery's QAP1 endpoint) and print latency and throughput.
+    Qap(crate::qapbench::QapArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +74,7 @@ pub fn run() -> ExitCode {
             report(crate::bench::pool(json, workers))
         }
         Command::Bench(BenchCommand::Http(args)) => report(crate::loadgen::command(&args)),
+        Command::Bench(BenchCommand::Qap(args)) => report(crate::qapbench::command(&args)),
     }
 }
 

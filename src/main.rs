@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod cli;
 mod loadgen;
+mod qapbench;
 mod serve;
 
 fn main() -> std::process::ExitCode {

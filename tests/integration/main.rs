@@ -8,6 +8,7 @@ mod cli;
 mod loadgen;
 mod local_eval;
 mod pool;
+mod qap_bench;
 mod qap_rserve;
 mod server;
 mod support;

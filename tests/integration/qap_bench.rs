@@ -1,0 +1,285 @@
+//! `rookery bench qap`, run as a user would: against a real Rserve the test starts
+//! (TCP, Unix socket, and with plaintext login required), and against peers that are
+//! not QAP1 servers or hang up, which must give clear errors and non-zero exits.
+//!
+//! Each Rserve is the installed package's daemon on a free loopback port, killed by
+//! its pidfile when the test ends, pass or fail. No assertion depends on speed.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Small counts so a full run takes a few seconds.
+const QUICK: &[&str] = &[
+    "--calls",
+    "50",
+    "--warmup-calls",
+    "5",
+    "--connects",
+    "5",
+    "--repeats",
+    "2",
+    "--duration",
+    "150ms",
+];
+
+const JSON_KEYS: [&str; 7] = [
+    "eval_1p1_p50_us",
+    "eval_1p1_p99_us",
+    "connect_eval_close_p50_ms",
+    "connect_eval_close_p99_ms",
+    "transfer_1e6_out_ms",
+    "transfer_1e6_in_ms",
+    "evals_per_s",
+];
+
+/// A running Rserve daemon, killed (by the pid it wrote) on drop.
+struct Rserve {
+    pid: i32,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Rserve {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Rserve {
+    /// Starts the installed Rserve with `conf` as its configuration file (`{dir}` in it
+    /// stands for the daemon's own temporary directory); with `unix`, it listens on
+    /// `socket()` instead of TCP.
+    fn start(conf: &str, unix: bool) -> Rserve {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("rookery-qapb-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("wd")).expect("temp dir");
+        let conf = conf.replace("{dir}", &dir.to_string_lossy());
+        std::fs::write(dir.join("conf"), conf).expect("conf file");
+        let mut cmd = Command::new("R");
+        cmd.arg("CMD").arg(rserve_binary()).arg("--no-save");
+        cmd.args(["--RS-port", &port.to_string(), "--RS-conf"])
+            .arg(dir.join("conf"));
+        cmd.arg("--RS-pidfile").arg(dir.join("pid"));
+        cmd.arg("--RS-workdir").arg(dir.join("wd"));
+        if unix {
+            cmd.arg("--RS-socket").arg(dir.join("sock"));
+        }
+        let status = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("R CMD Rserve runs");
+        assert!(status.success(), "Rserve failed to start: {status}");
+        let pid = wait_for_pid(&dir, port, unix);
+        Rserve { pid, port, dir }
+    }
+
+    fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+}
+
+/// The Rserve executable of the installed R package (scripts/install-deps installs it).
+fn rserve_binary() -> PathBuf {
+    let out = Command::new("Rscript")
+        .args([
+            "-e",
+            r#"cat(system.file("libs", "Rserve", package = "Rserve"))"#,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("Rscript runs");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.is_file(),
+        "Rserve is not installed (Debian r-cran-rserve; run scripts/install-deps)"
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Waits until the daemon has written its pid and accepts connections.
+fn wait_for_pid(dir: &Path, port: u16, unix: bool) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid = std::fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let up = if unix {
+            UnixStream::connect(dir.join("sock")).is_ok()
+        } else {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        };
+        if let (Some(pid), true) = (pid, up) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "Rserve did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `rookery bench qap ARGS` with `env` set.
+fn bench(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["bench", "qap"])
+        .args(args)
+        .env_remove("ROOKERY_QAP_PASSWORD")
+        .envs(env.iter().copied())
+        .output()
+        .expect("rookery runs")
+}
+
+/// Runs a quick `--json` benchmark that must succeed, and returns its report.
+fn quick_json(target: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let args = [target, QUICK, &["--json"]].concat();
+    let out = bench(&args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+/// Exactly the documented keys, every figure positive, four concurrency levels.
+fn assert_figures(report: &serde_json::Value) {
+    let obj = report.as_object().expect("a JSON object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = JSON_KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "{report}");
+    for key in &JSON_KEYS[..6] {
+        let x = obj[*key].as_f64().unwrap_or(0.0);
+        assert!(x > 0.0 && x.is_finite(), "{key} = {}", obj[*key]);
+    }
+    let rates = obj["evals_per_s"].as_object().expect("evals_per_s object");
+    let mut levels: Vec<&str> = rates.keys().map(String::as_str).collect();
+    levels.sort_unstable();
+    assert_eq!(levels, ["1", "16", "2", "4"], "{report}");
+    for (n, rate) in rates {
+        assert!(
+            rate.as_f64().unwrap_or(0.0) > 0.0,
+            "evals_per_s[{n}] = {rate}"
+        );
+    }
+}
+
+/// Fails with a non-zero exit and returns stderr.
+fn expect_failure(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = bench(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail; stderr: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no report on failure");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn every_figure_against_rserve() {
+    let rs = Rserve::start("", false);
+    let target = rs.target();
+    assert_figures(&quick_json(&["--target", &target], &[]));
+    let out = bench(&[&["--target", &target], QUICK].concat(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "eval_1p1",
+        "connect_eval_close",
+        "transfer_1e6_out",
+        "transfer_1e6_in",
+    ] {
+        assert!(table.contains(name), "{name} missing from\n{table}");
+    }
+    assert!(
+        table.contains("evals_per_s") && table.contains("16: "),
+        "{table}"
+    );
+}
+
+#[test]
+fn unix_socket_target() {
+    let rs = Rserve::start("", true);
+    let socket = rs.socket();
+    assert_figures(&quick_json(
+        &["--unix", socket.to_str().expect("utf-8 path")],
+        &[],
+    ));
+}
+
+#[test]
+fn plaintext_login_when_the_server_asks() {
+    let conf = "auth required\nplaintext enable\npwdfile {dir}/users\n";
+    let rs = Rserve::start(conf, false);
+    std::fs::write(rs.dir.join("users"), "alice secret\n").expect("pwdfile");
+    let target = rs.target();
+    let stderr = expect_failure(&["--target", &target, "--json"], &[]);
+    assert!(stderr.contains("requires authentication"), "{stderr}");
+    assert!(stderr.contains("--user"), "{stderr}");
+    let login = ["--target", &target, "--user", "alice"];
+    let stderr = expect_failure(&login, &[("ROOKERY_QAP_PASSWORD", "wrong")]);
+    assert!(stderr.contains("CMD_login as \"alice\""), "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert_figures(&quick_json(&login, &[("ROOKERY_QAP_PASSWORD", "secret")]));
+}
+
+#[test]
+fn nothing_listening_is_a_clear_error() {
+    let target = format!("127.0.0.1:{}", free_port());
+    let stderr = expect_failure(&["--target", &target, "--json"], &[]);
+    assert!(
+        stderr.contains(&format!("cannot connect to {target}")),
+        "{stderr}"
+    );
+}
+
+/// Accepts one connection, writes `greeting`, then reads up to one request and closes.
+fn one_shot_peer(greeting: &'static [u8]) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.write_all(greeting).expect("greeting");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = s.read(&mut [0; 64]);
+    });
+    (addr, peer)
+}
+
+#[test]
+fn an_http_server_is_not_a_qap1_server() {
+    let (target, peer) = one_shot_peer(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let stderr = expect_failure(&["--target", &target], &[]);
+    assert!(stderr.contains("not a QAP1 server"), "{stderr}");
+    assert!(stderr.contains("HTTP/1.1 400"), "{stderr}");
+    peer.join().expect("peer thread");
+}
+
+#[test]
+fn a_server_that_hangs_up_mid_benchmark_is_an_error() {
+    let (target, peer) = one_shot_peer(b"Rsrv0103QAP1\r\n\r\n--------------\r\n");
+    let stderr = expect_failure(&["--target", &target], &[]);
+    assert!(stderr.contains("eval_1p1"), "{stderr}");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+    peer.join().expect("peer thread");
+}

@@ -10,6 +10,7 @@ mod local_eval;
 mod pool;
 mod qap_bench;
 mod qap_rserve;
+mod rserve;
 mod server;
 mod support;
 mod values_roundtrip;

@@ -4,13 +4,11 @@
 //! Rserve has read them (CMD_setSEXP / CMD_assignSEXP).
 //!
 //! Each test starts its own Rserve daemon on a free loopback port and kills it by the
-//! pid it wrote; without an Rserve installation the tests say so and pass.
+//! pid it wrote (`crate::rserve`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use rookery_engine::value::{na_real, Complex, Data, Value, NA_INTEGER};
 use rookery_server::qap::frame::{
@@ -18,87 +16,8 @@ use rookery_server::qap::frame::{
 };
 use rookery_server::qap::sexp;
 
+use crate::rserve::Rserve;
 use crate::support::{r, value};
-
-/// A running Rserve daemon, killed on drop.
-struct Rserve {
-    pid: i32,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Rserve {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The Rserve executable of the installed R package, if there is one.
-fn rserve_binary() -> Option<PathBuf> {
-    let out = Command::new("Rscript")
-        .args([
-            "-e",
-            r#"cat(system.file("libs", "Rserve", package = "Rserve"))"#,
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    path.is_file().then_some(path)
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// Starts Rserve; panics when it is not installed (scripts/install-deps installs it).
-fn start_rserve(test: &str) -> Option<Rserve> {
-    let Some(bin) = rserve_binary() else {
-        // scripts/install-deps installs it (r-cran-rserve): never skip silently.
-        panic!("{test}: Rserve is not installed (Debian r-cran-rserve; run scripts/install-deps)");
-    };
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("rookery-qap-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(dir.join("wd")).expect("temp dir");
-    let pidfile = dir.join("pid");
-    // `R CMD Rserve` needs the binary in R's bin/; run the package's binary instead.
-    let status = Command::new("R")
-        .arg("CMD")
-        .arg(&bin)
-        .args(["--no-save", "--RS-port", &port.to_string(), "--RS-pidfile"])
-        .arg(&pidfile)
-        .arg("--RS-workdir")
-        .arg(dir.join("wd"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("R CMD Rserve runs");
-    assert!(status.success(), "Rserve failed to start: {status}");
-    let pid = wait_for_pid(&pidfile, port);
-    Some(Rserve { pid, port, dir })
-}
-
-/// Waits until the daemon has written its pid and accepts connections.
-fn wait_for_pid(pidfile: &Path, port: u16) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pid = std::fs::read_to_string(pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        if let (Some(pid), Ok(_)) = (pid, TcpStream::connect(("127.0.0.1", port))) {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Rserve did not come up on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A tiny blocking QAP1 client built only on the codec.
 struct Client {
@@ -223,9 +142,7 @@ const SAME_BYTES: &[&str] = &[
 
 #[test]
 fn rserve_values_match_rookery_r_byte_for_byte() {
-    let Some(rs) = start_rserve("rserve_values_match_rookery_r_byte_for_byte") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     for code in SAME_BYTES {
         let wire = c.eval_payload(code).expect(code);
@@ -246,9 +163,7 @@ fn rserve_values_match_rookery_r_byte_for_byte() {
 
 #[test]
 fn large_results_use_large_headers() {
-    let Some(rs) = start_rserve("large_results_use_large_headers") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     let wire = c.eval_payload("as.double(seq_len(3e6))").unwrap();
     assert_eq!(wire[0], dt::SEXP | dt::LARGE);
@@ -262,9 +177,7 @@ fn large_results_use_large_headers() {
 
 #[test]
 fn values_rserve_sends_that_only_decode() {
-    let Some(rs) = start_rserve("values_rserve_sends_that_only_decode") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     // Rserve leaves raw padding uninitialised, so only the value is compared.
     for code in ["as.raw(1:5)", r#""\xffA""#] {
@@ -292,9 +205,7 @@ fn values_rserve_sends_that_only_decode() {
 
 #[test]
 fn rserve_error_statuses() {
-    let Some(rs) = start_rserve("rserve_error_statuses") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     assert_eq!(c.eval_payload("1+").unwrap_err(), status::PARSE_INCOMPLETE);
     assert_eq!(c.eval_payload("1+)").unwrap_err(), status::PARSE_ERROR);
@@ -373,9 +284,7 @@ fn rust_values() -> Vec<(Value, &'static str)> {
 
 #[test]
 fn values_we_encode_are_identical_in_rserve() {
-    let Some(rs) = start_rserve("values_we_encode_are_identical_in_rserve") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     let yes = Value::scalar_bool(true);
     for (v, literal) in rust_values() {
@@ -397,9 +306,7 @@ fn values_we_encode_are_identical_in_rserve() {
 
 #[test]
 fn rookery_values_sent_to_rserve_come_back_unchanged() {
-    let Some(rs) = start_rserve("rookery_values_sent_to_rserve_come_back_unchanged") else {
-        return;
-    };
+    let rs = Rserve::start("", false);
     let mut c = Client::connect(&rs);
     for code in SAME_BYTES {
         let v = value(code);

@@ -1,0 +1,106 @@
+//! A real Rserve for the tests that compare with it: the installed package's daemon
+//! (Debian r-cran-rserve, which scripts/install-deps installs) on a free loopback port,
+//! optionally with a config file or a Unix socket, killed by its pidfile on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running Rserve daemon, killed (by the pid it wrote) on drop.
+pub struct Rserve {
+    pid: i32,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Drop for Rserve {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Rserve {
+    /// Starts the installed Rserve with `conf` as its configuration file (`{dir}` in it
+    /// stands for the daemon's own temporary directory); with `unix`, it listens on
+    /// `socket()` instead of TCP.
+    pub fn start(conf: &str, unix: bool) -> Rserve {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("rookery-qapb-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("wd")).expect("temp dir");
+        let conf = conf.replace("{dir}", &dir.to_string_lossy());
+        std::fs::write(dir.join("conf"), conf).expect("conf file");
+        let mut cmd = Command::new("R");
+        cmd.arg("CMD").arg(rserve_binary()).arg("--no-save");
+        cmd.args(["--RS-port", &port.to_string(), "--RS-conf"])
+            .arg(dir.join("conf"));
+        cmd.arg("--RS-pidfile").arg(dir.join("pid"));
+        cmd.arg("--RS-workdir").arg(dir.join("wd"));
+        if unix {
+            cmd.arg("--RS-socket").arg(dir.join("sock"));
+        }
+        let status = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("R CMD Rserve runs");
+        assert!(status.success(), "Rserve failed to start: {status}");
+        let pid = wait_for_pid(&dir, port, unix);
+        Rserve { pid, port, dir }
+    }
+
+    pub fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+}
+
+/// The Rserve executable of the installed R package (scripts/install-deps installs it).
+fn rserve_binary() -> PathBuf {
+    let out = Command::new("Rscript")
+        .args([
+            "-e",
+            r#"cat(system.file("libs", "Rserve", package = "Rserve"))"#,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("Rscript runs");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.is_file(),
+        "Rserve is not installed (Debian r-cran-rserve; run scripts/install-deps)"
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Waits until the daemon has written its pid and accepts connections.
+fn wait_for_pid(dir: &Path, port: u16, unix: bool) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pid = std::fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let up = if unix {
+            UnixStream::connect(dir.join("sock")).is_ok()
+        } else {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        };
+        if let (Some(pid), true) = (pid, up) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "Rserve did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -21,6 +21,12 @@ pub struct ServeArgs {
     /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Also speak QAP1 (Rserve's protocol) on this loopback address, e.g. 127.0.0.1:6311.
+    #[arg(long)]
+    qap: Option<SocketAddr>,
+    /// Also speak QAP1 on this Unix socket.
+    #[arg(long)]
+    qap_unix: Option<PathBuf>,
     /// Warm workers per service version.
     #[arg(long)]
     service_workers: Option<usize>,
@@ -40,6 +46,12 @@ impl ServeArgs {
         }
         if let Some(data) = &self.data {
             config.data = data.clone();
+        }
+        if self.qap.is_some() {
+            config.qap = self.qap;
+        }
+        if self.qap_unix.is_some() {
+            config.qap_unix = self.qap_unix.clone();
         }
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;
@@ -71,17 +83,27 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             ),
             false => None,
         };
-        rookery_server::run(server, |addr| announce(addr, tls, demo.as_ref())).await?;
+        rookery_server::run(server, |at| announce(at, tls, demo.as_ref())).await?;
         anyhow::Ok(())
     })
 }
 
 /// Tells the operator where the server is (stdout, one line first, so scripts and
 /// tests can read the address), and how to call the demo.
-fn announce(addr: SocketAddr, tls: bool, demo: Option<&rookery_server::demo::DemoCredentials>) {
+fn announce(
+    at: &rookery_server::serve::Listening,
+    tls: bool,
+    demo: Option<&rookery_server::demo::DemoCredentials>,
+) {
     let scheme = if tls { "https" } else { "http" };
-    let base = format!("{scheme}://{addr}");
+    let base = format!("{scheme}://{}", at.http);
     println!("rookery listening on {base}");
+    if let Some(qap) = at.qap {
+        println!("rookery QAP1 listening on {qap}");
+    }
+    if let Some(path) = &at.qap_unix {
+        println!("rookery QAP1 listening on unix:{}", path.display());
+    }
     if let Some(d) = demo {
         if let Some(pw) = &d.password {
             println!("demo user: demo, password: {pw} (shown once; stored only as a hash)");

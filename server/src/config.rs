@@ -20,6 +20,11 @@ pub struct Config {
     /// Serve plain HTTP on a non-loopback address (logged loudly). Off by default.
     pub insecure_plaintext: bool,
     pub tls: Option<TlsConfig>,
+    /// A QAP1 (Rserve protocol) listener for RSclient, pyRserve and other Rserve
+    /// clients: loopback only until QAP over TLS lands. Off by default.
+    pub qap: Option<SocketAddr>,
+    /// A QAP1 listener on a Unix socket (created mode 0666: clients still log in).
+    pub qap_unix: Option<PathBuf>,
     pub limits: Limits,
     pub pool: PoolConfig,
     /// The program the R pools re-execute as their zygote (default: this program,
@@ -58,6 +63,8 @@ pub struct Limits {
     pub token_ttl_secs: u64,
     /// How long a caller waits for a free worker before 503, in milliseconds.
     pub queue_timeout_ms: u64,
+    /// Largest QAP1 message accepted (ERR_data_overflow beyond), in bytes.
+    pub qap_max_message_bytes: u64,
 }
 
 /// The R worker pools.
@@ -81,6 +88,8 @@ impl Default for Config {
             data: PathBuf::from("rookery-data"),
             insecure_plaintext: false,
             tls: None,
+            qap: None,
+            qap_unix: None,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             zygote_program: None,
@@ -100,6 +109,7 @@ impl Default for Limits {
             sessions_total: 64,
             token_ttl_secs: 3600,
             queue_timeout_ms: 5_000,
+            qap_max_message_bytes: 256 << 20,
         }
     }
 }
@@ -151,6 +161,12 @@ impl Config {
                  network in clear. Configure [tls] cert and key, or pass \
                  --insecure-plaintext if something in front of Rookery terminates TLS",
                 self.listen
+            )));
+        }
+        if let Some(addr) = self.qap.filter(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::Invalid(format!(
+                "refusing QAP1 on {addr}: QAP1 logins are plaintext, so the QAP1 listener \
+                 binds loopback addresses only (or use qap_unix)"
             )));
         }
         let l = &self.limits;

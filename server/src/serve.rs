@@ -154,9 +154,16 @@ impl Server {
     }
 }
 
-/// Serves until SIGINT or SIGTERM. `on_listening` is told the bound address (port 0
-/// in the config picks a free one).
-pub async fn run(server: Server, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+/// Where the server listens, once bound (port 0 in the config picks a free port).
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub http: SocketAddr,
+    pub qap: Option<SocketAddr>,
+    pub qap_unix: Option<std::path::PathBuf>,
+}
+
+/// Serves until SIGINT or SIGTERM. `on_listening` is told where.
+pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Result<(), ServeError> {
     let config = server.state.config.clone();
     if !config.listen.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(
@@ -192,7 +199,21 @@ pub async fn run(server: Server, on_listening: impl FnOnce(SocketAddr)) -> Resul
         }
     };
     let (addr, task) = bound;
-    on_listening(addr);
+    let qap = crate::qap::endpoint::listen(server.state.clone())
+        .await
+        .map_err(|e| ServeError::Io(format!("QAP1 listener: {e}")))?;
+    if qap.is_some() || config.qap_unix.is_some() {
+        tracing::info!(
+            qap = ?qap,
+            qap_unix = ?config.qap_unix,
+            "QAP1 listener up: logins required (plaintext, loopback/Unix only)"
+        );
+    }
+    on_listening(&Listening {
+        http: addr,
+        qap,
+        qap_unix: config.qap_unix.clone(),
+    });
     if !server.state.ready.load(Ordering::Acquire) {
         let loaded = server.load_services().await;
         tracing::info!(services = loaded, "stored services started");

@@ -6,86 +6,18 @@
 //! Each test starts its own Rserve daemon on a free loopback port and kills it by the
 //! pid it wrote (`crate::rserve`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use rookery_engine::value::{na_real, Complex, Data, Value, NA_INTEGER};
-use rookery_server::qap::frame::{
-    self, cmd, dt, resp, status, Header, QapError, HEADER_LEN, ID_STRING,
-};
+use rookery_server::qap::frame::{self, cmd, dt, status, QapError, ID_STRING};
 use rookery_server::qap::sexp;
 
-use crate::rserve::Rserve;
+use crate::rserve::{decode_payload, QapClient, Rserve};
 use crate::support::{r, value};
 
-/// A tiny blocking QAP1 client built only on the codec.
-struct Client {
-    s: TcpStream,
-}
-
-/// A response: its header word and payload.
-struct Reply {
-    cmd: u32,
-    payload: Vec<u8>,
-}
-
-impl Client {
-    fn connect(rs: &Rserve) -> Client {
-        let mut s = TcpStream::connect(("127.0.0.1", rs.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut id = [0; 32];
-        s.read_exact(&mut id).expect("ID string");
-        assert_eq!(id, ID_STRING, "ID string");
-        Client { s }
-    }
-
-    fn request(&mut self, command: u32, payload: &[u8]) -> Reply {
-        self.s
-            .write_all(&frame::encode_message(command, 0, payload))
-            .expect("send");
-        let mut head = [0; HEADER_LEN];
-        self.s.read_exact(&mut head).expect("response header");
-        let head = Header::try_from_bytes(&head, 1 << 30).expect("header");
-        let mut payload = vec![0; usize::try_from(head.len).unwrap()];
-        self.s.read_exact(&mut payload).expect("payload");
-        Reply {
-            cmd: head.cmd,
-            payload,
-        }
-    }
-
-    /// CMD_eval of `code`: the raw payload, or the error status.
-    fn eval_payload(&mut self, code: &str) -> Result<Vec<u8>, u8> {
-        let mut p = Vec::new();
-        frame::push_string_param(&mut p, code.as_bytes());
-        let reply = self.request(cmd::EVAL, &p);
-        if reply.cmd == resp::OK {
-            Ok(reply.payload)
-        } else {
-            Err(frame::status_of(reply.cmd))
-        }
-    }
-
-    fn eval(&mut self, code: &str) -> Result<Value, QapError> {
-        let payload = self.eval_payload(code).expect("eval succeeds");
-        decode_payload(&payload)
-    }
-
-    /// Sends `v` under `name` with `command` (CMD_setSEXP or CMD_assignSEXP).
-    fn assign(&mut self, command: u32, name: &str, v: &Value) {
-        let mut p = Vec::new();
-        frame::push_string_param(&mut p, name.as_bytes());
-        frame::push_param(&mut p, dt::SEXP, &sexp::encode(v).expect("encodes"));
-        let reply = self.request(command, &p);
-        assert_eq!(reply.cmd, resp::OK, "assigning {name}");
-    }
-}
-
-fn decode_payload(payload: &[u8]) -> Result<Value, QapError> {
-    let params = frame::decode_params(payload)?;
-    assert_eq!(params.len(), 1, "one DT_SEXP parameter");
-    sexp::decode(params[0].as_sexp()?)
+/// A client on `rs`, after checking Rserve's ID string.
+fn connect(rs: &Rserve) -> QapClient {
+    let (c, id) = QapClient::open(rs.port);
+    assert_eq!(id, ID_STRING, "ID string");
+    c
 }
 
 /// Equality that compares doubles by bits, so NA and NaN differ.
@@ -143,7 +75,7 @@ const SAME_BYTES: &[&str] = &[
 #[test]
 fn rserve_values_match_rookery_r_byte_for_byte() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     for code in SAME_BYTES {
         let wire = c.eval_payload(code).expect(code);
         let ours = value(code);
@@ -164,7 +96,7 @@ fn rserve_values_match_rookery_r_byte_for_byte() {
 #[test]
 fn large_results_use_large_headers() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     let wire = c.eval_payload("as.double(seq_len(3e6))").unwrap();
     assert_eq!(wire[0], dt::SEXP | dt::LARGE);
     assert_eq!(wire[8], sexp::XT_ARRAY_DOUBLE | sexp::XT_LARGE);
@@ -178,7 +110,7 @@ fn large_results_use_large_headers() {
 #[test]
 fn values_rserve_sends_that_only_decode() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     // Rserve leaves raw padding uninitialised, so only the value is compared.
     for code in ["as.raw(1:5)", r#""\xffA""#] {
         let decoded = c.eval(code).unwrap();
@@ -206,7 +138,7 @@ fn values_rserve_sends_that_only_decode() {
 #[test]
 fn rserve_error_statuses() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     assert_eq!(c.eval_payload("1+").unwrap_err(), status::PARSE_INCOMPLETE);
     assert_eq!(c.eval_payload("1+)").unwrap_err(), status::PARSE_ERROR);
     assert_eq!(c.eval_payload("stop('boom')").unwrap_err(), status::R_ERROR);
@@ -285,7 +217,7 @@ fn rust_values() -> Vec<(Value, &'static str)> {
 #[test]
 fn values_we_encode_are_identical_in_rserve() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     let yes = Value::scalar_bool(true);
     for (v, literal) in rust_values() {
         c.assign(cmd::SET_SEXP, "qx", &v);
@@ -307,7 +239,7 @@ fn values_we_encode_are_identical_in_rserve() {
 #[test]
 fn rookery_values_sent_to_rserve_come_back_unchanged() {
     let rs = Rserve::start("", false);
-    let mut c = Client::connect(&rs);
+    let mut c = connect(&rs);
     for code in SAME_BYTES {
         let v = value(code);
         c.assign(cmd::SET_SEXP, "qz", &v);

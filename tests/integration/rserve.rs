@@ -1,12 +1,18 @@
 //! A real Rserve for the tests that compare with it: the installed package's daemon
 //! (Debian r-cran-rserve, which scripts/install-deps installs) on a free loopback port,
-//! optionally with a config file or a Unix socket, killed by its pidfile on drop.
+//! optionally with a config file or a Unix socket, killed by its pidfile on drop; and
+//! a tiny blocking QAP1 client built only on Rookery's codec, for Rserve and Rookery.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use rookery_engine::value::Value;
+use rookery_server::qap::frame::{self, cmd, dt, resp, Header, QapError, HEADER_LEN};
+use rookery_server::qap::sexp;
 
 /// A running Rserve daemon, killed (by the pid it wrote) on drop.
 pub struct Rserve {
@@ -103,4 +109,80 @@ fn wait_for_pid(dir: &Path, port: u16, unix: bool) -> i32 {
         assert!(Instant::now() < deadline, "Rserve did not come up");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A tiny blocking QAP1 client built only on the codec.
+pub struct QapClient {
+    s: TcpStream,
+}
+
+/// A response: its header word and payload.
+pub struct Reply {
+    pub cmd: u32,
+    pub payload: Vec<u8>,
+}
+
+impl QapClient {
+    /// Connects to a QAP1 server on loopback `port`; returns the client and the
+    /// server's ID string.
+    pub fn open(port: u16) -> (QapClient, [u8; 32]) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut id = [0; 32];
+        s.read_exact(&mut id).expect("ID string");
+        (QapClient { s }, id)
+    }
+
+    /// Whether the server has closed the connection (a read returns end of file).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0))
+    }
+
+    pub fn request(&mut self, command: u32, payload: &[u8]) -> Reply {
+        self.s
+            .write_all(&frame::encode_message(command, 0, payload))
+            .expect("send");
+        let mut head = [0; HEADER_LEN];
+        self.s.read_exact(&mut head).expect("response header");
+        let head = Header::try_from_bytes(&head, 1 << 30).expect("header");
+        let mut payload = vec![0; usize::try_from(head.len).unwrap()];
+        self.s.read_exact(&mut payload).expect("payload");
+        Reply {
+            cmd: head.cmd,
+            payload,
+        }
+    }
+
+    /// CMD_eval of `code`: the raw payload, or the error status.
+    pub fn eval_payload(&mut self, code: &str) -> Result<Vec<u8>, u8> {
+        let mut p = Vec::new();
+        frame::push_string_param(&mut p, code.as_bytes());
+        let reply = self.request(cmd::EVAL, &p);
+        if reply.cmd == resp::OK {
+            Ok(reply.payload)
+        } else {
+            Err(frame::status_of(reply.cmd))
+        }
+    }
+
+    pub fn eval(&mut self, code: &str) -> Result<Value, QapError> {
+        let payload = self.eval_payload(code).expect("eval succeeds");
+        decode_payload(&payload)
+    }
+
+    /// Sends `v` under `name` with `command` (CMD_setSEXP or CMD_assignSEXP).
+    pub fn assign(&mut self, command: u32, name: &str, v: &Value) {
+        let mut p = Vec::new();
+        frame::push_string_param(&mut p, name.as_bytes());
+        frame::push_param(&mut p, dt::SEXP, &sexp::encode(v).expect("encodes"));
+        let reply = self.request(command, &p);
+        assert_eq!(reply.cmd, resp::OK, "assigning {name}");
+    }
+}
+
+pub fn decode_payload(payload: &[u8]) -> Result<Value, QapError> {
+    let params = frame::decode_params(payload)?;
+    assert_eq!(params.len(), 1, "one DT_SEXP parameter");
+    sexp::decode(params[0].as_sexp()?)
 }

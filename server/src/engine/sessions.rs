@@ -197,6 +197,20 @@ impl Sessions {
         result
     }
 
+    /// Binds `name` to `value` in the session.
+    pub async fn assign(
+        &self,
+        entry: &SessionEntry,
+        name: String,
+        value: Value,
+    ) -> Result<(), AppError> {
+        let result = self
+            .with_worker(entry, move |s| s.assign(&name, &value))
+            .await;
+        entry.touch();
+        result
+    }
+
     /// The value bound to `name` in the session.
     pub async fn object(&self, entry: &SessionEntry, name: String) -> Result<Value, AppError> {
         if !is_r_name(&name) {

@@ -1,14 +1,15 @@
-//! QAP1, the Rserve wire protocol (see `docs/qap1.md`): the byte codec under the
-//! upcoming QAP1 endpoint.
+//! QAP1, the Rserve wire protocol (see `docs/qap1.md`).
 //!
 //! - [`frame`]: ID string, 16-byte message header, command/response/status codes,
 //!   DT_* parameter lists.
 //! - [`sexp`]: XT_* R objects to and from [`rookery_engine::Value`].
+//! - [`endpoint`]: the listeners and one connection's life (login, session, commands).
 //!
-//! Owns bytes only: no sockets, no sessions, no R. Decoding never panics and never
-//! trusts a length; errors are [`QapError`], which a server maps to a QAP1 status with
-//! [`QapError::status`].
+//! `frame` and `sexp` own bytes only: no sockets, no sessions, no R. Decoding never
+//! panics and never trusts a length; errors are [`QapError`], which the endpoint maps
+//! to a QAP1 status with [`QapError::status`].
 
+pub mod endpoint;
 pub mod frame;
 pub mod sexp;
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod auth;
 mod jobs;
 mod live;
 mod ops;
+mod qap;
 mod services;
 mod sessions;
 mod users;

@@ -1,0 +1,438 @@
+//! The QAP1 endpoint: Rserve's protocol for unmodified Rserve clients (RSclient,
+//! pyRserve, REngine), with the security Rserve lacks. Owns the listeners (loopback
+//! TCP, Unix socket) and one connection's life:
+//!
+//! ```text
+//!  accept ─▶ ID string (always asks for a login: ARpt) ─▶ CMD_login (argon2id store,
+//!  rate limited; a failure closes the connection) ─▶ a session: one forked worker in
+//!  the user's GUID folder ─▶ eval / voidEval / setSEXP / assignSEXP ... ─▶ close:
+//!  the session's worker and folder are gone
+//! ```
+//!
+//! Each connection runs on its own blocking thread (R calls block) and reaches R only
+//! through [`crate::engine::Sessions`], so QAP1 sessions count against the same
+//! per-user limits as HTTP sessions and show up in `GET /api/v1/sessions`.
+//! R errors keep Rserve's status 127 for compatibility; their message goes to the
+//! server log with the connection id instead of being lost.
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::frame::{self, cmd, dt, resp, status, Header, Param, QapError, HEADER_LEN};
+use super::sexp;
+use crate::auth::{password, AuthUser};
+use crate::engine::SessionEntry;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::TokenKind;
+
+/// The ID string: protocol 0103, a login is always required, plaintext offered
+/// (loopback and Unix sockets only; see `Config::check`).
+pub const ID_STRING_AUTH: [u8; 32] = *b"Rsrv0103QAP1\r\n\r\nARpt----------\r\n";
+
+/// What one connection needs besides its socket.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    state: AppState,
+    runtime: Handle,
+    peer: IpAddr,
+    id: String,
+    user: Option<AuthUser>,
+    session: Option<Arc<SessionEntry>>,
+}
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum End {
+    /// The client closed the socket, or it broke.
+    Io(io::Error),
+    /// We answered and close it (failed login, oversized message, shutdown).
+    Close,
+}
+
+impl From<io::Error> for End {
+    fn from(e: io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+impl<S: Read + Write> Connection<S> {
+    pub fn new(stream: S, state: AppState, runtime: Handle, peer: IpAddr) -> Self {
+        Connection {
+            stream,
+            state,
+            runtime,
+            peer,
+            id: uuid::Uuid::new_v4().to_string(),
+            user: None,
+            session: None,
+        }
+    }
+
+    /// Serves the connection until the client leaves; then closes its session.
+    pub fn serve(mut self) {
+        let end = self.run();
+        if let Some(s) = self.session.take() {
+            let sessions = self.state.sessions.clone();
+            let _ = self.runtime.block_on(sessions.close(&s));
+        }
+        match end {
+            End::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+            End::Io(e) => tracing::debug!(conn = %self.id, error = %e, "QAP1 connection ended"),
+            End::Close => {}
+        }
+    }
+
+    fn run(&mut self) -> End {
+        if let Err(e) = self.stream.write_all(&ID_STRING_AUTH) {
+            return End::Io(e);
+        }
+        loop {
+            if let Err(end) = self.one_message() {
+                return end;
+            }
+        }
+    }
+
+    fn one_message(&mut self) -> Result<(), End> {
+        let mut head = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut head)?;
+        let max = self.state.config.limits.qap_max_message_bytes;
+        let header = match Header::try_from_bytes(&head, max) {
+            Ok(h) => h,
+            Err(e) => {
+                self.reply_err(e.status())?;
+                return Err(End::Close);
+            }
+        };
+        let mut payload = vec![0u8; header.len as usize];
+        self.stream.read_exact(&mut payload)?;
+        self.dispatch(header.cmd, &payload)
+    }
+
+    fn dispatch(&mut self, command: u32, payload: &[u8]) -> Result<(), End> {
+        if frame::is_special(command) {
+            return self.reply_err(status::INV_CMD);
+        }
+        let params = match frame::decode_params(payload) {
+            Ok(p) => p,
+            Err(e) => return self.reply_err(e.status()),
+        };
+        if self.session.is_none() {
+            return match command {
+                cmd::LOGIN => self.login(&params),
+                _ => self.reply_err(status::AUTH_FAILED),
+            };
+        }
+        match command {
+            cmd::LOGIN => self.reply_ok(&[]),
+            cmd::EVAL => self.eval(&params, true),
+            cmd::VOID_EVAL => self.eval(&params, false),
+            cmd::SET_SEXP => self.set_sexp(&params, false),
+            cmd::ASSIGN_SEXP => self.set_sexp(&params, true),
+            cmd::SET_BUFFER_SIZE => self.with_int(&params, |_| Ok(())),
+            cmd::SET_ENCODING => self.set_encoding(&params),
+            cmd::SHUTDOWN => self.shutdown(),
+            cmd::KEY_REQ | cmd::SEC_LOGIN => self.reply_err(status::UNAVAILABLE),
+            cmd::SWITCH | cmd::CTRL_EVAL | cmd::CTRL_SOURCE | cmd::CTRL_SHUTDOWN => {
+                self.reply_err(status::UNSUPPORTED_CMD)
+            }
+            _ => self.reply_err(status::INV_CMD),
+        }
+    }
+
+    /// `CMD_login` with `user\npassword`: checked against the store (argon2id), rate
+    /// limited; a failure is answered and the connection closed.
+    fn login(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let Some(text) = params.first().and_then(|p| p.as_str().ok()) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let (name, pw) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let limiter = self.state.limiter.clone();
+        if limiter.check(name, self.peer).is_err() {
+            tracing::warn!(conn = %self.id, user = %name, peer = %self.peer, "QAP1 login rate limited");
+            self.reply_err(status::AUTH_FAILED)?;
+            return Err(End::Close);
+        }
+        let Some(user) = self.verify(name, pw) else {
+            limiter.record_failure(name, self.peer);
+            tracing::warn!(conn = %self.id, user = %name, peer = %self.peer, "failed QAP1 login");
+            self.reply_err(status::AUTH_FAILED)?;
+            return Err(End::Close);
+        };
+        if user.require_execute().is_err() {
+            self.reply_err(status::ACCESS_DENIED)?;
+            return Err(End::Close);
+        }
+        let sessions = self.state.sessions.clone();
+        match self.runtime.block_on(sessions.open(&user.name)) {
+            Ok(entry) => {
+                tracing::info!(conn = %self.id, user = %user.name, session = %entry.id, "QAP1 login");
+                self.session = Some(entry);
+                self.user = Some(user);
+                self.reply_ok(&[])
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.id, user = %user.name, error = %e, "no QAP1 session");
+                self.reply_err(status::SESSION_BUSY)?;
+                Err(End::Close)
+            }
+        }
+    }
+
+    fn verify(&self, name: &str, pw: &str) -> Option<AuthUser> {
+        let record = self.state.store.user(name).ok().flatten();
+        let ok = match &record {
+            Some(u) => password::verify(pw, &u.password_hash),
+            None => {
+                password::verify_dummy(pw);
+                false
+            }
+        };
+        let u = record.filter(|_| ok)?;
+        Some(AuthUser {
+            name: u.name,
+            role: u.role,
+            grants: u.grants,
+            via: TokenKind::Access,
+            token_hash: [0; 32],
+        })
+    }
+
+    fn session(&self) -> Arc<SessionEntry> {
+        self.session
+            .clone()
+            .expect("dispatch checks the login first")
+    }
+
+    /// `CMD_eval` / `CMD_voidEval` with a DT_STRING of R code.
+    fn eval(&mut self, params: &[Param<'_>], answer: bool) -> Result<(), End> {
+        let Some(code) = params.first().and_then(|p| p.as_str().ok()) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let entry = self.session();
+        self.audit("CMD_eval", Some(&code), &entry);
+        let sessions = self.state.sessions.clone();
+        let result = self.runtime.block_on(sessions.execute(&entry, code));
+        match result {
+            Ok(ev) if answer => match sexp::encode(&ev.value) {
+                Ok(bytes) => {
+                    let mut out = Vec::with_capacity(bytes.len() + 8);
+                    frame::push_param(&mut out, dt::SEXP, &bytes);
+                    self.reply_ok(&out)
+                }
+                Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
+            },
+            Ok(_) => self.reply_ok(&[]),
+            Err(e) => self.r_failure(&e),
+        }
+    }
+
+    /// `CMD_setSEXP` (a name) / `CMD_assignSEXP` (an R target such as `x$a`), then a
+    /// DT_SEXP value or a DT_STRING (a length-1 character vector).
+    fn set_sexp(&mut self, params: &[Param<'_>], parse_target: bool) -> Result<(), End> {
+        let (Some(target), Some(value)) = (params.first(), params.get(1)) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let Ok(target) = target.as_str() else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let value = match decode_value(value) {
+            Ok(v) => v,
+            Err(e) => return self.reply_err(e.status()),
+        };
+        let entry = self.session();
+        let sessions = self.state.sessions.clone();
+        let plain = crate::engine::is_r_name(&target);
+        let result = if plain {
+            self.runtime
+                .block_on(sessions.assign(&entry, target, value))
+        } else if parse_target {
+            let code =
+                format!("{target} <- .rookery_qap_value; rm(.rookery_qap_value); invisible()");
+            self.runtime.block_on(async {
+                sessions
+                    .assign(&entry, ".rookery_qap_value".into(), value)
+                    .await?;
+                sessions.execute(&entry, code).await.map(drop)
+            })
+        } else {
+            return self.reply_err(status::INV_PAR);
+        };
+        match result {
+            Ok(()) => self.reply_ok(&[]),
+            Err(e) => self.r_failure(&e),
+        }
+    }
+
+    fn with_int(
+        &mut self,
+        params: &[Param<'_>],
+        f: impl FnOnce(i32) -> Result<(), u8>,
+    ) -> Result<(), End> {
+        match params.first().map(Param::as_int) {
+            Some(Ok(v)) => match f(v) {
+                Ok(()) => self.reply_ok(&[]),
+                Err(code) => self.reply_err(code),
+            },
+            _ => self.reply_err(status::INV_PAR),
+        }
+    }
+
+    /// Strings are always UTF-8 here; `native` and `utf8` are accepted, `latin1` is not.
+    fn set_encoding(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        match params.first().and_then(|p| p.as_str().ok()).as_deref() {
+            Some("utf8" | "native") => self.reply_ok(&[]),
+            _ => self.reply_err(status::INV_PAR),
+        }
+    }
+
+    /// Shutting the server down is not a client's business: refused for everyone
+    /// (Rserve's answer when shutdown is disabled). Admins stop the service itself.
+    fn shutdown(&mut self) -> Result<(), End> {
+        self.reply_err(status::DISABLED)
+    }
+
+    /// An R failure: Rserve's status (parse status, or 127) for compatibility, and
+    /// the message in the log under the connection id.
+    fn r_failure(&mut self, e: &AppError) -> Result<(), End> {
+        let code = match e {
+            AppError::R(f) if f.kind == "parse_error" => status::PARSE_ERROR,
+            _ => status::R_ERROR,
+        };
+        tracing::info!(conn = %self.id, user = ?self.user.as_ref().map(|u| &u.name), error = %e, "QAP1 call failed");
+        self.reply_err(code)
+    }
+
+    fn audit(&self, route: &str, code: Option<&str>, entry: &SessionEntry) {
+        self.state.audit.record(crate::audit::Entry {
+            request_id: &self.id,
+            user: self.user.as_ref().map(|u| u.name.as_str()),
+            route,
+            target: Some(entry.id.to_string()),
+            code,
+            outcome: "qap".into(),
+        });
+    }
+
+    fn reply_ok(&mut self, payload: &[u8]) -> Result<(), End> {
+        self.send(resp::OK, payload)
+    }
+
+    fn reply_err(&mut self, code: u8) -> Result<(), End> {
+        self.send(frame::resp_err(code), &[])
+    }
+
+    fn send(&mut self, word: u32, payload: &[u8]) -> Result<(), End> {
+        let message = frame::encode_message(word, 0, payload);
+        self.stream.write_all(&message)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+}
+
+fn decode_value(p: &Param<'_>) -> Result<rookery_engine::Value, QapError> {
+    match p.dt {
+        dt::STRING => Ok(rookery_engine::Value::strings([p.as_str()?])),
+        _ => sexp::decode(p.as_sexp()?),
+    }
+}
+
+/// The read deadline of an idle connection.
+fn idle_timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.limits.session_idle_secs.max(1))
+}
+
+/// Starts the configured QAP1 listeners on the current runtime; returns the bound
+/// TCP address (port 0 in the config picks a free one).
+pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>> {
+    let mut bound = None;
+    if let Some(addr) = state.config.qap {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        bound = Some(listener.local_addr()?);
+        tokio::spawn(accept_tcp(listener, state.clone()));
+    }
+    if let Some(path) = &state.config.qap_unix {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        tokio::spawn(accept_unix(listener, state.clone()));
+    }
+    Ok(bound)
+}
+
+async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "QAP1 accept failed");
+                continue;
+            }
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        spawn_connection(stream, state.clone(), peer.ip());
+    }
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "QAP1 accept failed");
+                continue;
+            }
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        spawn_connection(stream, state.clone(), IpAddr::from([127, 0, 0, 1]));
+    }
+}
+
+/// A socket in blocking mode with the idle deadline on reads.
+fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -> io::Result<S> {
+    let stream = stream?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(idle_timeout(state)))?;
+    Ok(stream)
+}
+
+fn spawn_connection<S: Read + Write + Send + 'static>(stream: S, state: AppState, peer: IpAddr) {
+    let runtime = Handle::current();
+    let conn_runtime = runtime.clone();
+    runtime.spawn_blocking(move || Connection::new(stream, state, conn_runtime, peer).serve());
+}
+
+/// The two socket kinds, for [`blocking_stream`].
+trait BlockingSocket {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl BlockingSocket for std::net::TcpStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, on)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, t)
+    }
+}
+
+impl BlockingSocket for std::os::unix::net::UnixStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_nonblocking(self, on)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, t)
+    }
+}

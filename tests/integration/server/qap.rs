@@ -1,0 +1,216 @@
+//! The QAP1 endpoint against a real R: the ID string asks for a login, a failed login
+//! closes the connection, a session per connection (visible over HTTP, gone after),
+//! eval / voidEval / setSEXP / assignSEXP, Rserve's statuses for R errors and bad
+//! input, and `rookery bench qap` driving a real `rookery serve --qap`.
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use rookery_engine::Value;
+use rookery_server::qap::endpoint::ID_STRING_AUTH;
+use rookery_server::qap::frame::{self, cmd, resp, status};
+use rookery_server::store::Role;
+use rookery_server::Server;
+
+use crate::rserve::{decode_payload, QapClient};
+
+/// A server with a QAP1 listener on a free loopback port, its runtime, and the port.
+fn qap_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
+    let (server, data) = super::server_with(|c| c.qap = Some("127.0.0.1:0".parse().unwrap()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap()
+        .expect("a TCP listener");
+    (server, data, rt, addr.port())
+}
+
+fn login(c: &mut QapClient, user: &str, password: &str) -> u32 {
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, format!("{user}\n{password}").as_bytes());
+    c.request(cmd::LOGIN, &p).cmd
+}
+
+fn eval(c: &mut QapClient, code: &str) -> Result<Value, u8> {
+    c.eval_payload(code)
+        .map(|p| decode_payload(&p).expect("decodes"))
+}
+
+#[test]
+fn a_logged_in_connection_is_a_session_that_speaks_rserve() {
+    let (server, _data, rt, port) = qap_server();
+    let (mut c, id) = QapClient::open(port);
+    assert_eq!(id, ID_STRING_AUTH);
+    assert!(std::str::from_utf8(&id).unwrap().contains("ARpt"));
+    // Nothing but a login before the login.
+    assert_eq!(
+        c.eval_payload("1+1"),
+        Err(status::AUTH_FAILED),
+        "eval before login"
+    );
+    assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    let sessions = server.state.sessions.clone();
+    assert_eq!(sessions.count(), 1, "the connection holds a session");
+    assert_eq!(eval(&mut c, "1+1"), Ok(Value::doubles(vec![2.0])));
+    // setSEXP, then assignSEXP with a target that is R code.
+    let frame_value = Value::data_frame(vec![
+        ("a".into(), Value::integers(vec![1, 2, 3])),
+        ("b".into(), Value::strings(["p", "q", "r"])),
+    ])
+    .unwrap();
+    c.assign(cmd::SET_SEXP, "d", &frame_value);
+    assert_eq!(eval(&mut c, "d"), Ok(frame_value));
+    c.assign(cmd::ASSIGN_SEXP, "names(d)", &Value::strings(["x", "y"]));
+    assert_eq!(eval(&mut c, "names(d)"), Ok(Value::strings(["x", "y"])));
+    // voidEval answers an empty OK; state is kept between calls.
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, b"k <- 41");
+    let reply = c.request(cmd::VOID_EVAL, &p);
+    assert_eq!((reply.cmd, reply.payload.len()), (resp::OK, 0));
+    assert_eq!(eval(&mut c, "k + 1"), Ok(Value::doubles(vec![42.0])));
+    // Rserve's statuses: R error 127, parse error 3, and the session goes on.
+    assert_eq!(eval(&mut c, "stop('boom')"), Err(status::R_ERROR));
+    assert_eq!(eval(&mut c, "1 +* 2"), Err(status::PARSE_ERROR));
+    assert_eq!(eval(&mut c, "k"), Ok(Value::doubles(vec![41.0])));
+    // Unknown commands, bad parameters, shutdown.
+    assert_eq!(frame::status_of(c.request(0x99, &[]).cmd), status::INV_CMD);
+    let mut int_param = Vec::new();
+    frame::push_int_param(&mut int_param, 7);
+    assert_eq!(
+        frame::status_of(c.request(cmd::EVAL, &int_param).cmd),
+        status::INV_PAR
+    );
+    assert_eq!(
+        frame::status_of(c.request(cmd::SHUTDOWN, &[]).cmd),
+        status::DISABLED
+    );
+    assert_eq!(c.request(cmd::SET_BUFFER_SIZE, &int_param).cmd, resp::OK);
+    drop(c);
+    // The session (worker and folder) ends with the connection.
+    for _ in 0..100 {
+        if sessions.count() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(sessions.count(), 0);
+    drop(rt);
+}
+
+#[test]
+fn failed_logins_close_the_connection_and_users_need_the_execute_right() {
+    let (server, _data, _rt, port) = qap_server();
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "plain", Role::User, super::PASSWORD).unwrap();
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(
+        frame::status_of(login(&mut c, "pub", "wrong password")),
+        status::AUTH_FAILED
+    );
+    assert!(c.is_closed(), "a failed login closes the connection");
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(
+        frame::status_of(login(&mut c, "nobody", "whatever pw")),
+        status::AUTH_FAILED
+    );
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(
+        frame::status_of(login(&mut c, "plain", super::PASSWORD)),
+        status::ACCESS_DENIED,
+        "a user without the execute grant runs no code"
+    );
+    assert_eq!(server.state.sessions.count(), 0);
+}
+
+#[test]
+fn oversized_messages_are_refused_before_they_are_read() {
+    let (_server, _data, _rt, port) = qap_server();
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    // A header announcing 2^40 bytes: ERR_data_overflow, then the connection closes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut id = [0u8; 32];
+    std::io::Read::read_exact(&mut s, &mut id).unwrap();
+    let head = frame::Header::new(cmd::EVAL, 1 << 40).to_bytes();
+    s.write_all(&head).unwrap();
+    let mut reply = [0u8; 16];
+    std::io::Read::read_exact(&mut s, &mut reply).unwrap();
+    let word = u32::from_le_bytes(reply[..4].try_into().unwrap());
+    assert_eq!(frame::status_of(word), status::DATA_OVERFLOW);
+    // The first connection is unaffected.
+    assert_eq!(eval(&mut c, "2 * 21"), Ok(Value::doubles(vec![42.0])));
+}
+
+#[test]
+fn bench_qap_drives_a_real_rookery_serve() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let rookery = env!("CARGO_BIN_EXE_rookery");
+    let mut add = Command::new(rookery)
+        .args(["user", "add", "ada", "--role", "publisher", "--data"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"ada-password-1\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let config = data.path().join("rookery.toml");
+    std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
+    let mut child = Command::new(rookery)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--qap",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _http = lines.next().unwrap().unwrap();
+    let qap = lines.next().unwrap().unwrap();
+    let addr = qap
+        .strip_prefix("rookery QAP1 listening on ")
+        .expect(&qap)
+        .to_owned();
+    let out = Command::new(rookery)
+        .args(["bench", "qap", "--target", &addr, "--user", "ada", "--json"])
+        .args(["--calls", "50", "--warmup-calls", "5", "--connects", "3"])
+        .args(["--repeats", "2", "--duration", "200ms"])
+        .env("ROOKERY_QAP_PASSWORD", "ada-password-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["eval_1p1_p50_us"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["evals_per_s"]["16"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}

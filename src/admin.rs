@@ -70,6 +70,15 @@ pub enum UserCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Log connections from OS account UID on the QAP1 Unix socket in as NAME, without
+    /// a password (the kernel vouches for the peer: SO_PEERCRED). For clients with no
+    /// login command, such as pyRserve.
+    MapOsUser {
+        name: String,
+        uid: u32,
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -125,6 +134,12 @@ pub fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Revoke { name, grant, data } => {
             admin::revoke(&open_store(&data.data)?, &name, &grant)?;
             done(format_args!("revoked {grant} from {name}"))
+        }
+        UserCommand::MapOsUser { name, uid, data } => {
+            open_store(&data.data)?.map_os_user(&name, uid)?;
+            done(format_args!(
+                "QAP1 Unix-socket connections from uid {uid} log in as {name}"
+            ))
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Connection<S> {
     id: String,
     user: Option<AuthUser>,
     session: Option<Arc<SessionEntry>>,
+    /// Set when the kernel vouched for the peer (a mapped uid on the Unix socket).
+    preauth: Option<AuthUser>,
 }
 
 /// Why a connection ends.
@@ -71,7 +73,14 @@ impl<S: Read + Write> Connection<S> {
             id: uuid::Uuid::new_v4().to_string(),
             user: None,
             session: None,
+            preauth: None,
         }
+    }
+
+    /// A connection already authenticated by its peer credentials: no login asked.
+    pub fn preauthenticated(mut self, user: AuthUser) -> Self {
+        self.preauth = Some(user);
+        self
     }
 
     /// Serves the connection until the client leaves; then closes its session.
@@ -89,7 +98,14 @@ impl<S: Read + Write> Connection<S> {
     }
 
     fn run(&mut self) -> End {
-        if let Err(e) = self.stream.write_all(&ID_STRING_AUTH) {
+        if let Some(user) = self.preauth.take() {
+            if let Err(e) = self.stream.write_all(&frame::ID_STRING) {
+                return End::Io(e);
+            }
+            if let Err(end) = self.start_session(user) {
+                return end;
+            }
+        } else if let Err(e) = self.stream.write_all(&ID_STRING_AUTH) {
             return End::Io(e);
         }
         loop {
@@ -124,13 +140,19 @@ impl<S: Read + Write> Connection<S> {
             Err(e) => return self.reply_err(e.status()),
         };
         if self.session.is_none() {
+            // As Rserve: the first message must be a login; anything else is refused
+            // and the connection closed.
             return match command {
                 cmd::LOGIN => self.login(&params),
-                _ => self.reply_err(status::AUTH_FAILED),
+                _ => {
+                    self.reply_err(status::AUTH_FAILED)?;
+                    Err(End::Close)
+                }
             };
         }
         match command {
-            cmd::LOGIN => self.reply_ok(&[]),
+            // As Rserve: a second login is not a command.
+            cmd::LOGIN => self.reply_err(status::INV_CMD),
             cmd::EVAL => self.eval(&params, true),
             cmd::VOID_EVAL => self.eval(&params, false),
             cmd::SET_SEXP => self.set_sexp(&params, false),
@@ -165,6 +187,13 @@ impl<S: Read + Write> Connection<S> {
             self.reply_err(status::AUTH_FAILED)?;
             return Err(End::Close);
         };
+        self.start_session(user)?;
+        self.reply_ok(&[])
+    }
+
+    /// Opens the connection's session for `user` (who must be allowed to run code);
+    /// on failure answers with the reason's status and closes.
+    fn start_session(&mut self, user: AuthUser) -> Result<(), End> {
         if user.require_execute().is_err() {
             self.reply_err(status::ACCESS_DENIED)?;
             return Err(End::Close);
@@ -172,10 +201,10 @@ impl<S: Read + Write> Connection<S> {
         let sessions = self.state.sessions.clone();
         match self.runtime.block_on(sessions.open(&user.name)) {
             Ok(entry) => {
-                tracing::info!(conn = %self.id, user = %user.name, session = %entry.id, "QAP1 login");
+                tracing::info!(conn = %self.id, user = %user.name, session = %entry.id, "QAP1 session");
                 self.session = Some(entry);
                 self.user = Some(user);
-                self.reply_ok(&[])
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(conn = %self.id, user = %user.name, error = %e, "no QAP1 session");
@@ -194,14 +223,7 @@ impl<S: Read + Write> Connection<S> {
                 false
             }
         };
-        let u = record.filter(|_| ok)?;
-        Some(AuthUser {
-            name: u.name,
-            role: u.role,
-            grants: u.grants,
-            via: TokenKind::Access,
-            token_hash: [0; 32],
-        })
+        record.filter(|_| ok).map(auth_user)
     }
 
     fn session(&self) -> Arc<SessionEntry> {
@@ -336,6 +358,28 @@ impl<S: Read + Write> Connection<S> {
     }
 }
 
+fn auth_user(u: crate::store::UserRecord) -> AuthUser {
+    AuthUser {
+        name: u.name,
+        role: u.role,
+        grants: u.grants,
+        via: TokenKind::Access,
+        token_hash: [0; 32],
+    }
+}
+
+/// The user a Unix-socket peer's uid is mapped to (`rookery user map-os-user`).
+fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Option<AuthUser> {
+    let uid = rustix::net::sockopt::socket_peercred(stream)
+        .ok()?
+        .uid
+        .as_raw();
+    let name = state.store.os_user(uid).ok().flatten()?;
+    let user = state.store.user(&name).ok().flatten()?;
+    tracing::info!(uid, user = %name, "QAP1 peer authenticated by its credentials");
+    Some(auth_user(user))
+}
+
 fn decode_value(p: &Param<'_>) -> Result<rookery_engine::Value, QapError> {
     match p.dt {
         dt::STRING => Ok(rookery_engine::Value::strings([p.as_str()?])),
@@ -395,7 +439,16 @@ async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
         let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
             continue;
         };
-        spawn_connection(stream, state.clone(), IpAddr::from([127, 0, 0, 1]));
+        let preauth = peer_user(&stream, &state);
+        let runtime = Handle::current();
+        let (state, conn_runtime) = (state.clone(), runtime.clone());
+        runtime.spawn_blocking(move || {
+            let conn = Connection::new(stream, state, conn_runtime, IpAddr::from([127, 0, 0, 1]));
+            match preauth {
+                Some(user) => conn.preauthenticated(user).serve(),
+                None => conn.serve(),
+            }
+        });
     }
 }
 

@@ -200,6 +200,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn grant(&self, name: &str, grant: &str) -> Result<(), StoreError>;
     /// Idempotent.
     fn revoke(&self, name: &str, grant: &str) -> Result<(), StoreError>;
+    /// Connections from OS account `uid` on the QAP1 Unix socket log in as `name`
+    /// (replaces an earlier mapping of that uid).
+    fn map_os_user(&self, name: &str, uid: u32) -> Result<(), StoreError>;
+    /// The user OS account `uid` maps to.
+    fn os_user(&self, uid: u32) -> Result<Option<String>, StoreError>;
 
     fn put_token(&self, hash: &[u8; 32], token: &TokenRecord) -> Result<(), StoreError>;
     fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;

@@ -42,13 +42,20 @@ fn a_logged_in_connection_is_a_session_that_speaks_rserve() {
     let (mut c, id) = QapClient::open(port);
     assert_eq!(id, ID_STRING_AUTH);
     assert!(std::str::from_utf8(&id).unwrap().contains("ARpt"));
-    // Nothing but a login before the login.
+    // As Rserve: anything but a login first is refused and the connection closed.
     assert_eq!(
         c.eval_payload("1+1"),
         Err(status::AUTH_FAILED),
         "eval before login"
     );
+    assert!(c.is_closed());
+    let (mut c, _) = QapClient::open(port);
     assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    assert_eq!(
+        frame::status_of(login(&mut c, "pub", super::PASSWORD)),
+        status::INV_CMD,
+        "a second login is not a command"
+    );
     let sessions = server.state.sessions.clone();
     assert_eq!(sessions.count(), 1, "the connection holds a session");
     assert_eq!(eval(&mut c, "1+1"), Ok(Value::doubles(vec![2.0])));
@@ -213,4 +220,68 @@ fn bench_qap_drives_a_real_rookery_serve() {
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// pyRserve 1.0.4 from PyPI (scripts/install-deps puts it in target/pyvenv), which has
+/// no login command: on the Unix socket the kernel's peer credentials log it in.
+#[test]
+fn pyrserve_logs_in_by_peer_credentials_on_the_unix_socket() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyvenv/bin/python");
+    assert!(
+        std::path::Path::new(python).exists(),
+        "pyRserve is missing: run scripts/install-deps"
+    );
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("qap.sock");
+    let (server, _data) = super::server_with(|c| c.qap_unix = Some(sock.clone()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap();
+    // An unmapped uid is asked to log in.
+    let mut raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut id = [0u8; 32];
+    std::io::Read::read_exact(&mut raw, &mut id).unwrap();
+    assert_eq!(id, ID_STRING_AUTH);
+    drop(raw);
+    let uid = rustix::process::getuid().as_raw();
+    server.state.store.map_os_user("pub", uid).unwrap();
+    let script = r#"
+import sys, numpy, pyRserve
+conn = pyRserve.connect(unix_socket=sys.argv[1])
+print("two", conn.eval("1+1"))
+conn.r.x = numpy.array([1.5, 2.5, 4.0])
+print("sum", conn.eval("sum(x)"))
+print("who", conn.eval("basename(dirname(dirname(getwd())))"))
+try:
+    conn.eval('stop("boom")')
+    print("error", "none")
+except Exception as e:
+    print("error", type(e).__name__, e)
+print("after", conn.eval("length(x)"))
+conn.close()
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "two 2.0", "{text}");
+    assert_eq!(lines[1], "sum 8.0", "{text}");
+    assert_eq!(
+        lines[2], "who pub",
+        "the session works in pub's folder: {text}"
+    );
+    // pyRserve asks for geterrmessage() after status 127: R's message reaches it.
+    assert!(
+        lines[3].starts_with("error REvalError") && lines[3].contains("boom"),
+        "{text}"
+    );
+    assert_eq!(lines[4], "after 3", "{text}");
 }

@@ -29,7 +29,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX_BYTES: usize = 6;
 
 /// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// OS accounts whose Unix-socket connections log in as a Rookery user (SO_PEERCRED).
+const SCHEMA_V2: &str = "
+CREATE TABLE os_users (
+    uid  INTEGER PRIMARY KEY NOT NULL CHECK (uid >= 0),
+    user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE
+) STRICT;
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -703,6 +711,25 @@ impl Store for SqliteStore {
     fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
         self.read(|c| c.prepare_cached(&sql)?.query_row([id], job_row).optional())
+    }
+
+    fn map_os_user(&self, name: &str, uid: u32) -> Result<(), StoreError> {
+        if self.user(name)?.is_none() {
+            return Err(StoreError::NotFound(format!("user {name}")));
+        }
+        self.write(|tx| {
+            tx.prepare_cached("INSERT OR REPLACE INTO os_users (uid, user) VALUES (?1, ?2)")?
+                .execute(params![uid, name])
+                .map(drop)
+        })
+    }
+
+    fn os_user(&self, uid: u32) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT user FROM os_users WHERE uid = ?1")?
+                .query_row([uid], |r| r.get(0))
+                .optional()
+        })
     }
 
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {

@@ -423,3 +423,21 @@ fn the_store_is_shareable_across_threads() {
     }
     assert_eq!(s.tokens_of("alice").unwrap().len(), 4);
 }
+
+#[test]
+fn os_users_map_to_existing_users_and_go_with_them() {
+    let s = store();
+    assert!(matches!(
+        s.map_os_user("ghost", 1000),
+        Err(StoreError::NotFound(_))
+    ));
+    s.create_user(&user("alice", &[])).unwrap();
+    s.create_user(&user("bob", &[])).unwrap();
+    assert_eq!(s.os_user(1000).unwrap(), None);
+    s.map_os_user("alice", 1000).unwrap();
+    assert_eq!(s.os_user(1000).unwrap().as_deref(), Some("alice"));
+    s.map_os_user("bob", 1000).unwrap();
+    assert_eq!(s.os_user(1000).unwrap().as_deref(), Some("bob"), "remapped");
+    s.remove_user("bob").unwrap();
+    assert_eq!(s.os_user(1000).unwrap(), None, "the mapping went with the user");
+}

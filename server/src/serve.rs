@@ -80,6 +80,9 @@ impl Server {
             jobs,
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(LoginLimiter::default()),
+            verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
+                300,
+            ))),
             audit: AuditLog::start(store.clone()),
             ready: Arc::new(AtomicBool::new(false)),
             config,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<LoginLimiter>,
+    /// Recent successful password checks (QAP1 clients reconnect often).
+    pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,
     /// Set once the stored services are loaded.
     pub ready: Arc<AtomicBool>,

@@ -217,7 +217,7 @@ impl<S: Read + Write> Connection<S> {
     fn verify(&self, name: &str, pw: &str) -> Option<AuthUser> {
         let record = self.state.store.user(name).ok().flatten();
         let ok = match &record {
-            Some(u) => password::verify(pw, &u.password_hash),
+            Some(u) => self.state.verified.verify(name, pw, &u.password_hash),
             None => {
                 password::verify_dummy(pw);
                 false

@@ -39,8 +39,9 @@ pub async fn login(
     let user = state.store.user(&body.username)?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = body.password;
+    let (verified, name) = (state.verified.clone(), body.username.clone());
     let ok = blocking(move || match hash {
-        Some(h) => password::verify(&password, &h),
+        Some(h) => verified.verify(&name, &password, &h),
         None => {
             password::verify_dummy(&password);
             false

@@ -439,5 +439,9 @@ fn os_users_map_to_existing_users_and_go_with_them() {
     s.map_os_user("bob", 1000).unwrap();
     assert_eq!(s.os_user(1000).unwrap().as_deref(), Some("bob"), "remapped");
     s.remove_user("bob").unwrap();
-    assert_eq!(s.os_user(1000).unwrap(), None, "the mapping went with the user");
+    assert_eq!(
+        s.os_user(1000).unwrap(),
+        None,
+        "the mapping went with the user"
+    );
 }

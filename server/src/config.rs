@@ -79,6 +79,9 @@ pub struct PoolConfig {
     pub max_calls: u64,
     /// Recycle a worker whose private memory exceeds this many MiB.
     pub max_worker_mib: u64,
+    /// Workers forked ahead for new sessions (HTTP and QAP1), so opening one takes
+    /// a ready process instead of a fork (each idle one costs about 100 kB).
+    pub session_spares: usize,
 }
 
 impl Default for Config {
@@ -121,6 +124,7 @@ impl Default for PoolConfig {
             max_queue: 256,
             max_calls: 0,
             max_worker_mib: 2048,
+            session_spares: 2,
         }
     }
 }

@@ -56,12 +56,12 @@ impl Server {
             UserDirs::open(&config.data)
                 .map_err(|e| ServeError::Io(format!("users' folders: {e}")))?,
         );
-        // Sessions fork their own workers from this pool's zygote (`fresh_session`);
-        // the one warm worker it must keep is never handed out, so no spares.
+        // Sessions take pristine workers (`fresh_session`): the pool's spares, forked
+        // ahead; its one warm worker is never handed out.
         let pool = config
             .pool_builder()
             .workers(1)
-            .spares(0)
+            .spares(config.pool.session_spares)
             .call_timeout(Some(config.call_timeout()))
             .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
             .max_private_memory(config.pool.max_worker_mib << 20)

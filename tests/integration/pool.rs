@@ -277,6 +277,36 @@ fn fresh_sessions_get_their_own_process() {
 }
 
 #[test]
+fn fresh_sessions_take_a_spare_and_the_pool_forks_another() {
+    let pool = one_worker().spares(2).build().unwrap();
+    let wait_for_spares = |n: usize| {
+        for _ in 0..200 {
+            if pool.stats().spares == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("spares never reached {n}: {:?}", pool.stats());
+    };
+    wait_for_spares(2);
+    let respawned = pool.stats().respawned;
+    let mut a = pool.fresh_session().unwrap();
+    let mut b = pool.fresh_session().unwrap();
+    assert_ne!(a.pid(), b.pid());
+    a.eval("mine <- 'a'").unwrap();
+    assert!(
+        b.eval("mine").is_err(),
+        "each fresh session is its own process"
+    );
+    wait_for_spares(2);
+    assert!(
+        pool.stats().respawned >= respawned + 2,
+        "{:?}",
+        pool.stats()
+    );
+}
+
+#[test]
 fn a_full_pool_answers_busy() {
     let pool = one_worker()
         .queue_timeout(Duration::from_millis(100))

@@ -385,11 +385,25 @@ impl Pool {
         Session::open(self.clone(), w, false)
     }
 
-    /// A session on a worker forked just for it (pristine state, at the cost of a
-    /// fork), which is discarded when the session is dropped.
+    /// A session on a worker no one has used (pristine state), which is discarded
+    /// when the session is dropped. It takes a pre-forked spare when there is one (and
+    /// the spawner forks a new spare in the background); otherwise it forks one now.
     pub fn fresh_session(&self) -> Result<Session, Error> {
-        if self.shared.state.lock().closed {
-            return Err(Error::Closed);
+        let spare = {
+            let mut st = self.shared.state.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.spares.pop()
+        };
+        if let Some(w) = spare {
+            let _ = self.shared.respawn.send(());
+            // A spare killed while it waited (OOM killer, an operator) is replaced
+            // by a fork below; any other failure is the caller's.
+            match Session::open(self.clone(), w, true) {
+                Err(Error::WorkerDied { .. }) => {}
+                other => return other,
+            }
         }
         let w = self.shared.spawn_one()?;
         Session::open(self.clone(), w, true)

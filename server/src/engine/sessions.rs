@@ -231,9 +231,7 @@ impl Sessions {
         self.with_worker(entry, move |s| s.get(&name)).await
     }
 
-    /// Runs `f` on the session's worker on the blocking pool. If the worker is gone
-    /// afterwards (timeout, crash), a new one is started in the same folder so the
-    /// next call works; the error still reaches this caller.
+    /// Runs `f` on the session's worker on the blocking pool (see [`on_worker`]).
     async fn with_worker<T: Send + 'static>(
         &self,
         entry: &SessionEntry,
@@ -242,23 +240,41 @@ impl Sessions {
         let mut guard = entry.worker.clone().lock_owned().await;
         let pool = self.pool.clone();
         let path = entry.dir.path();
-        blocking(move || {
-            if guard.is_none() {
-                *guard = Some(start_worker(&pool, &path)?);
-            }
-            let session = guard.as_mut().expect("set above");
-            let result = f(session);
-            if matches!(
-                result,
-                Err(EngineError::Timeout { .. }
-                    | EngineError::WorkerDied { .. }
-                    | EngineError::Cancelled)
-            ) {
-                *guard = start_worker(&pool, &path).ok();
-            }
-            result.map_err(AppError::from)
-        })
-        .await?
+        blocking(move || on_worker(&pool, &path, &mut guard, f)).await?
+    }
+
+    /// [`Sessions::execute`] for a caller that is already on a blocking thread (a
+    /// QAP1 connection): no hop to another thread. Never call it from async code.
+    pub fn execute_blocking(
+        &self,
+        entry: &SessionEntry,
+        code: &str,
+    ) -> Result<Evaluation, AppError> {
+        let opts = CallOptions {
+            timeout: Some(self.timeout),
+            cancel: None,
+        };
+        let mut guard = entry.worker.blocking_lock();
+        let result = on_worker(&self.pool, &entry.dir.path(), &mut guard, |s| {
+            s.eval_with(code, &opts)
+        });
+        entry.touch();
+        result
+    }
+
+    /// [`Sessions::assign`] from a blocking thread (see [`Sessions::execute_blocking`]).
+    pub fn assign_blocking(
+        &self,
+        entry: &SessionEntry,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), AppError> {
+        let mut guard = entry.worker.blocking_lock();
+        let result = on_worker(&self.pool, &entry.dir.path(), &mut guard, |s| {
+            s.assign(name, value)
+        });
+        entry.touch();
+        result
     }
 
     /// Closes the session: stops its worker and removes its folder.
@@ -300,6 +316,29 @@ impl Sessions {
             let _ = self.close(s).await;
         }
     }
+}
+
+/// Runs `f` on a session's worker (starting one if the last one was lost). If the
+/// worker is gone afterwards (timeout, crash, cancel), a new one is started in the
+/// same folder so the next call works; the error still reaches this caller.
+fn on_worker<T>(
+    pool: &Pool,
+    dir: &std::path::Path,
+    slot: &mut Option<Session>,
+    f: impl FnOnce(&mut Session) -> Result<T, EngineError>,
+) -> Result<T, AppError> {
+    if slot.is_none() {
+        *slot = Some(start_worker(pool, dir)?);
+    }
+    let session = slot.as_mut().expect("set above");
+    let result = f(session);
+    if matches!(
+        result,
+        Err(EngineError::Timeout { .. } | EngineError::WorkerDied { .. } | EngineError::Cancelled)
+    ) {
+        *slot = start_worker(pool, dir).ok();
+    }
+    result.map_err(AppError::from)
 }
 
 /// A worker forked for one session, working in `dir`.

@@ -239,8 +239,7 @@ impl<S: Read + Write> Connection<S> {
         };
         let entry = self.session();
         self.audit("CMD_eval", Some(&code), &entry);
-        let sessions = self.state.sessions.clone();
-        let result = self.runtime.block_on(sessions.execute(&entry, code));
+        let result = self.state.sessions.execute_blocking(&entry, &code);
         match result {
             Ok(ev) if answer => match sexp::encode(&ev.value) {
                 Ok(bytes) => {
@@ -269,20 +268,15 @@ impl<S: Read + Write> Connection<S> {
             Err(e) => return self.reply_err(e.status()),
         };
         let entry = self.session();
-        let sessions = self.state.sessions.clone();
-        let plain = crate::engine::is_r_name(&target);
-        let result = if plain {
-            self.runtime
-                .block_on(sessions.assign(&entry, target, value))
+        let sessions = &self.state.sessions;
+        let result = if crate::engine::is_r_name(&target) {
+            sessions.assign_blocking(&entry, &target, &value)
         } else if parse_target {
             let code =
                 format!("{target} <- .rookery_qap_value; rm(.rookery_qap_value); invisible()");
-            self.runtime.block_on(async {
-                sessions
-                    .assign(&entry, ".rookery_qap_value".into(), value)
-                    .await?;
-                sessions.execute(&entry, code).await.map(drop)
-            })
+            sessions
+                .assign_blocking(&entry, ".rookery_qap_value", &value)
+                .and_then(|()| sessions.execute_blocking(&entry, &code).map(drop))
         } else {
             return self.reply_err(status::INV_PAR);
         };

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Also speak QAP1 on this Unix socket.
     #[arg(long)]
     qap_unix: Option<PathBuf>,
+    /// PEM RSA private key for QAP1's secure login (RSclient's RS.login).
+    #[arg(long)]
+    qap_rsa_key: Option<PathBuf>,
     /// Warm workers per service version.
     #[arg(long)]
     service_workers: Option<usize>,
@@ -52,6 +55,9 @@ impl ServeArgs {
         }
         if self.qap_unix.is_some() {
             config.qap_unix = self.qap_unix.clone();
+        }
+        if self.qap_rsa_key.is_some() {
+            config.qap_rsa_key = self.qap_rsa_key.clone();
         }
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;

@@ -25,6 +25,9 @@ pub struct Config {
     pub qap: Option<SocketAddr>,
     /// A QAP1 listener on a Unix socket (created mode 0666: clients still log in).
     pub qap_unix: Option<PathBuf>,
+    /// PEM RSA private key for QAP1's secure login (`CMD_keyReq`/`CMD_secLogin`, what
+    /// RSclient's `RS.login` uses). Without it that login is unavailable.
+    pub qap_rsa_key: Option<PathBuf>,
     pub limits: Limits,
     pub pool: PoolConfig,
     /// The program the R pools re-execute as their zygote (default: this program,
@@ -93,6 +96,7 @@ impl Default for Config {
             tls: None,
             qap: None,
             qap_unix: None,
+            qap_rsa_key: None,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             zygote_program: None,

@@ -74,7 +74,14 @@ impl Server {
                 "jobs left running by a stopped server marked failed"
             );
         }
+        let qap_key = match &config.qap_rsa_key {
+            Some(path) => Some(Arc::new(
+                crate::qap::seclogin::LoginKey::load(path).map_err(ServeError::Io)?,
+            )),
+            None => None,
+        };
         let state = AppState {
+            qap_key,
             sessions: Arc::new(Sessions::new(pool, dirs.clone(), &config.limits)),
             services: Arc::new(Services::new(config.clone())),
             jobs,

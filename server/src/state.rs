@@ -25,6 +25,8 @@ pub struct AppState {
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,
+    /// The QAP1 secure-login key, when configured.
+    pub qap_key: Option<Arc<crate::qap::seclogin::LoginKey>>,
     /// Set once the stored services are loaded.
     pub ready: Arc<AtomicBool>,
 }

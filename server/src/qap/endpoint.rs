@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::frame::{self, cmd, dt, resp, status, Header, Param, QapError, HEADER_LEN};
+use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
 use crate::auth::{password, AuthUser};
 use crate::engine::SessionEntry;
@@ -46,6 +47,8 @@ pub struct Connection<S> {
     session: Option<Arc<SessionEntry>>,
     /// Set when the kernel vouched for the peer (a mapped uid on the Unix socket).
     preauth: Option<AuthUser>,
+    /// The nonce handed out by `CMD_keyReq`, which `CMD_secLogin` must carry.
+    authkey: Option<[u8; AUTHKEY_LEN]>,
 }
 
 /// Why a connection ends.
@@ -74,6 +77,7 @@ impl<S: Read + Write> Connection<S> {
             user: None,
             session: None,
             preauth: None,
+            authkey: None,
         }
     }
 
@@ -133,7 +137,16 @@ impl<S: Read + Write> Connection<S> {
 
     fn dispatch(&mut self, command: u32, payload: &[u8]) -> Result<(), End> {
         if frame::is_special(command) {
-            return self.reply_err(status::INV_CMD);
+            return match (&self.session, command) {
+                (None, _) => {
+                    self.reply_err(status::AUTH_FAILED)?;
+                    Err(End::Close)
+                }
+                (Some(_), cmd::SER_EVAL | cmd::SER_EEVAL | cmd::SER_ASSIGN) => {
+                    self.serialized(command, payload)
+                }
+                (Some(_), _) => self.reply_err(status::INV_CMD),
+            };
         }
         let params = match frame::decode_params(payload) {
             Ok(p) => p,
@@ -144,6 +157,8 @@ impl<S: Read + Write> Connection<S> {
             // and the connection closed.
             return match command {
                 cmd::LOGIN => self.login(&params),
+                cmd::KEY_REQ => self.key_request(&params),
+                cmd::SEC_LOGIN => self.secure_login(&params),
                 _ => {
                     self.reply_err(status::AUTH_FAILED)?;
                     Err(End::Close)
@@ -168,6 +183,39 @@ impl<S: Read + Write> Connection<S> {
         }
     }
 
+    /// `CMD_keyReq "rsa-authkey"`: a fresh nonce and the public key (raw payload). One
+    /// per connection, as Rserve: a second one closes it.
+    fn key_request(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let Some(key) = self.state.qap_key.clone() else {
+            return self.reply_err(status::UNAVAILABLE);
+        };
+        if params.first().and_then(|p| p.as_str().ok()).as_deref() != Some("rsa-authkey") {
+            return self.reply_err(status::INV_PAR);
+        }
+        if self.authkey.is_some() {
+            self.reply_err(status::SECURITY_CLOSE)?;
+            return Err(End::Close);
+        }
+        let nonce: [u8; AUTHKEY_LEN] = std::array::from_fn(|_| rand::random());
+        self.authkey = Some(nonce);
+        self.send(resp::OK, &key.key_block(&nonce))
+    }
+
+    /// `CMD_secLogin`: the RSA blocks must open with this connection's nonce; then the
+    /// credentials go through the same checks as a plaintext login.
+    fn secure_login(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let opened = match (&self.state.qap_key, self.authkey.take(), params.first()) {
+            (Some(key), Some(nonce), Some(p)) if p.dt == dt::BYTESTREAM => key.open(p.data, &nonce),
+            _ => None,
+        };
+        let Some((name, pw)) = opened else {
+            tracing::warn!(conn = %self.id, peer = %self.peer, "QAP1 secure login did not open");
+            self.reply_err(status::AUTH_FAILED)?;
+            return Err(End::Close);
+        };
+        self.check_credentials(&name, &pw)
+    }
+
     /// `CMD_login` with `user\npassword`: checked against the store (argon2id), rate
     /// limited; a failure is answered and the connection closed.
     fn login(&mut self, params: &[Param<'_>]) -> Result<(), End> {
@@ -175,6 +223,11 @@ impl<S: Read + Write> Connection<S> {
             return self.reply_err(status::INV_PAR);
         };
         let (name, pw) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let pw = pw.split(['\n', '\r']).next().unwrap_or("");
+        self.check_credentials(name, pw)
+    }
+
+    fn check_credentials(&mut self, name: &str, pw: &str) -> Result<(), End> {
         let limiter = self.state.limiter.clone();
         if limiter.check(name, self.peer).is_err() {
             tracing::warn!(conn = %self.id, user = %name, peer = %self.peer, "QAP1 login rate limited");
@@ -282,6 +335,41 @@ impl<S: Read + Write> Connection<S> {
         };
         match result {
             Ok(()) => self.reply_ok(&[]),
+            Err(e) => self.r_failure(&e),
+        }
+    }
+
+    /// `CMD_serEval` / `CMD_serEEval` / `CMD_serAssign` (what RSclient's `RS.eval`
+    /// and `RS.assign` send): the payload is R's `serialize()` of a call (or of
+    /// `list(name, value)`); R itself unserializes and evaluates it in the session, and
+    /// the answer is the raw serialization of the result. A payload that does not
+    /// unserialize is an R error (status 127), not a hang as in Rserve.
+    fn serialized(&mut self, command: u32, payload: &[u8]) -> Result<(), End> {
+        let code = match command {
+            cmd::SER_EVAL => "serialize(eval(unserialize(.rookery_qap_ser)), NULL)",
+            cmd::SER_EEVAL => "serialize(eval(eval(unserialize(.rookery_qap_ser))), NULL)",
+            _ => {
+                "{ .rookery_qap_l <- unserialize(.rookery_qap_ser); \
+                 assign(.rookery_qap_l[[1]], .rookery_qap_l[[2]]); \
+                 rm(.rookery_qap_l, .rookery_qap_ser); NULL }"
+            }
+        };
+        let entry = self.session();
+        self.audit("CMD_serEval", None, &entry);
+        let sessions = &self.state.sessions;
+        let raw = rookery_engine::Value::raw(payload.to_vec());
+        let result = sessions
+            .assign_blocking(&entry, ".rookery_qap_ser", &raw)
+            .and_then(|()| sessions.execute_blocking(&entry, code));
+        match result {
+            Ok(ev) if command == cmd::SER_ASSIGN => {
+                drop(ev);
+                self.reply_ok(&[])
+            }
+            Ok(ev) => match ev.value.data {
+                rookery_engine::value::Data::Raw(bytes) => self.reply_ok(&bytes),
+                _ => self.r_failure(&AppError::Internal("serialize() gave no raw vector".into())),
+            },
             Err(e) => self.r_failure(&e),
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod endpoint;
 pub mod frame;
+pub mod seclogin;
 pub mod sexp;
 #[cfg(test)]
 mod tests;

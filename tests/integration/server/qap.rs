@@ -285,3 +285,68 @@ conn.close()
     );
     assert_eq!(lines[4], "after 3", "{text}");
 }
+
+/// RSclient (Debian r-cran-rsclient) logs in only with RSA secure login
+/// (`RS.authkey` + `RS.login`): with a key in the config it works unmodified.
+#[test]
+fn rsclient_logs_in_with_the_rsa_secure_login() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("qap.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl (scripts/install-deps installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (server, _data) = super::server_with(|c| {
+        c.qap = Some("127.0.0.1:0".parse().unwrap());
+        c.qap_rsa_key = Some(key.clone());
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap()
+        .unwrap();
+    let script = format!(
+        r#"
+library(RSclient)
+c <- RS.connect(port = {port}L)
+k <- RS.authkey(c)
+invisible(RS.login(c, "pub", "{pw}", authkey = k))
+cat("two", RS.eval(c, 1 + 1), "\n")
+invisible(RS.assign(c, "x", c(1.5, 2.5, 4)))
+cat("sum", RS.eval(c, sum(x)), "\n")
+r <- try(RS.eval(c, stop("boom")), silent = TRUE)
+cat("error", inherits(r, "try-error"), "\n")
+cat("after", RS.eval(c, length(x)), "\n")
+invisible(RS.close(c))
+bad <- RS.connect(port = {port}L)
+k <- RS.authkey(bad)
+r <- try(RS.login(bad, "pub", "not the password", authkey = k), silent = TRUE)
+cat("wrong", inherits(r, "try-error"), "\n")
+"#,
+        port = addr.port(),
+        pw = super::PASSWORD
+    );
+    let out = std::process::Command::new("Rscript")
+        .args(["-e", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["two 2", "sum 8", "error TRUE", "after 3", "wrong TRUE"],
+        "{text}"
+    );
+}

@@ -49,6 +49,17 @@ pub struct Connection<S> {
     preauth: Option<AuthUser>,
     /// The nonce handed out by `CMD_keyReq`, which `CMD_secLogin` must carry.
     authkey: Option<[u8; AUTHKEY_LEN]>,
+    /// The file of the file commands, inside the session's folder.
+    file: Option<OpenFile>,
+}
+
+/// A file opened by `CMD_openFile` (read whole, served in pieces) or `CMD_createFile`
+/// (collected, then written in one step on `CMD_closeFile`, so a reader never sees
+/// half of it). Paths go through the session folder's confined handle only.
+#[derive(Debug)]
+enum OpenFile {
+    Read { data: Vec<u8>, at: usize },
+    Write { path: String, data: Vec<u8> },
 }
 
 /// Why a connection ends.
@@ -78,6 +89,7 @@ impl<S: Read + Write> Connection<S> {
             session: None,
             preauth: None,
             authkey: None,
+            file: None,
         }
     }
 
@@ -172,6 +184,12 @@ impl<S: Read + Write> Connection<S> {
             cmd::VOID_EVAL => self.eval(&params, false),
             cmd::SET_SEXP => self.set_sexp(&params, false),
             cmd::ASSIGN_SEXP => self.set_sexp(&params, true),
+            cmd::OPEN_FILE | cmd::CREATE_FILE | cmd::REMOVE_FILE => {
+                self.file_by_name(command, &params)
+            }
+            cmd::CLOSE_FILE => self.close_file(),
+            cmd::READ_FILE => self.read_file(&params),
+            cmd::WRITE_FILE => self.write_file(&params),
             cmd::SET_BUFFER_SIZE => self.with_int(&params, |_| Ok(())),
             cmd::SET_ENCODING => self.set_encoding(&params),
             cmd::SHUTDOWN => self.shutdown(),
@@ -371,6 +389,96 @@ impl<S: Read + Write> Connection<S> {
                 _ => self.r_failure(&AppError::Internal("serialize() gave no raw vector".into())),
             },
             Err(e) => self.r_failure(&e),
+        }
+    }
+
+    /// `CMD_openFile`, `CMD_createFile`, `CMD_removeFile` with a path relative to the
+    /// session's folder (anything that would leave it is refused: ERR_IOerror).
+    fn file_by_name(&mut self, command: u32, params: &[Param<'_>]) -> Result<(), End> {
+        let Some(path) = params.first().and_then(|p| p.as_str().ok()) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let dir = &self.session().dir;
+        let outcome = match command {
+            cmd::OPEN_FILE => dir.read(&path).and_then(|data| {
+                self.check_size(data.len())?;
+                self.file = Some(OpenFile::Read { data, at: 0 });
+                Ok(())
+            }),
+            cmd::CREATE_FILE => crate::files::check_relative(&path).map(|()| {
+                self.file = Some(OpenFile::Write {
+                    path,
+                    data: Vec::new(),
+                });
+            }),
+            _ => dir.remove(&path),
+        };
+        match outcome {
+            Ok(()) => self.reply_ok(&[]),
+            Err(e) => {
+                tracing::info!(conn = %self.id, error = %e, "QAP1 file command refused");
+                self.reply_err(status::IO_ERROR)
+            }
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), crate::files::FileError> {
+        let max = self.state.config.limits.qap_max_message_bytes;
+        if len as u64 > max {
+            return Err(crate::files::FileError::Io(format!(
+                "file of {len} bytes is over the {max}-byte limit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `CMD_readFile [max bytes]`: the next piece as a raw payload; empty at the end.
+    fn read_file(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let want = match params.first().map(Param::as_int) {
+            None => 32_768,
+            Some(Ok(n)) if n > 0 => n as usize,
+            Some(_) => return self.reply_err(status::INV_PAR),
+        };
+        let piece = match &mut self.file {
+            Some(OpenFile::Read { data, at }) => {
+                let end = (*at + want).min(data.len());
+                let piece = data[*at..end].to_vec();
+                *at = end;
+                piece
+            }
+            _ => return self.reply_err(status::NOT_OPEN),
+        };
+        self.reply_ok(&piece)
+    }
+
+    /// `CMD_writeFile` with a DT_BYTESTREAM.
+    fn write_file(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let Some(p) = params.first().filter(|p| p.dt == dt::BYTESTREAM) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let max = self.state.config.limits.qap_max_message_bytes;
+        match &mut self.file {
+            Some(OpenFile::Write { data, .. }) if (data.len() + p.data.len()) as u64 <= max => {
+                data.extend_from_slice(p.data);
+                self.reply_ok(&[])
+            }
+            Some(OpenFile::Write { .. }) => self.reply_err(status::IO_ERROR),
+            _ => self.reply_err(status::NOT_OPEN),
+        }
+    }
+
+    /// `CMD_closeFile`: a file being written is stored now (atomically).
+    fn close_file(&mut self) -> Result<(), End> {
+        match self.file.take() {
+            Some(OpenFile::Write { path, data }) => match self.session().dir.write(&path, &data) {
+                Ok(()) => self.reply_ok(&[]),
+                Err(e) => {
+                    tracing::info!(conn = %self.id, error = %e, "QAP1 file write refused");
+                    self.reply_err(status::IO_ERROR)
+                }
+            },
+            Some(OpenFile::Read { .. }) => self.reply_ok(&[]),
+            None => self.reply_err(status::NOT_OPEN),
         }
     }
 

@@ -300,9 +300,20 @@ pub fn decode_params(payload: &[u8]) -> Result<Vec<Param<'_>>, QapError> {
             dt: head.kind,
             data: body,
         });
-        rest = &rest[head.size + body.len()..];
+        // A DT_BYTESTREAM's length is exact; padding to 4 bytes follows it (a last
+        // parameter without its padding is accepted).
+        let consumed = align4(head.size + body.len()).min(rest.len());
+        rest = &rest[consumed..];
     }
     Ok(params)
+}
+
+/// Appends a DT_BYTESTREAM: the exact length in the header, then zero padding
+/// (qap1.md §6), so the receiver gets the bytes back without the padding.
+pub fn push_bytes_param(out: &mut Vec<u8>, data: &[u8]) {
+    push_item_header(out, dt::BYTESTREAM, dt::LARGE, data.len() as u64);
+    out.extend_from_slice(data);
+    out.resize(out.len() + align4(data.len()) - data.len(), 0);
 }
 
 /// Appends one parameter with `data`, zero-padded to a multiple of 4.

@@ -570,3 +570,15 @@ fn decode_payload_lenient(payload: &[u8]) -> Result<Vec<Value>, QapError> {
         .map(|p| sexp::decode(p.data))
         .collect()
 }
+
+#[test]
+fn a_bytestream_keeps_its_exact_length_and_the_next_parameter_its_place() {
+    let mut p = Vec::new();
+    frame::push_bytes_param(&mut p, b"abcde");
+    frame::push_int_param(&mut p, 7);
+    assert_eq!(&p[..4], &[5, 5, 0, 0], "the header says 5 bytes");
+    assert_eq!(p.len(), 4 + 8 + 8, "padded to 8, then the int");
+    let params = frame::decode_params(&p).unwrap();
+    assert_eq!(params[0].data, b"abcde");
+    assert_eq!(params[1].as_int(), Ok(7));
+}

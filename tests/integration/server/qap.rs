@@ -350,3 +350,91 @@ cat("wrong", inherits(r, "try-error"), "\n")
         "{text}"
     );
 }
+
+fn string_param(s: &str) -> Vec<u8> {
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, s.as_bytes());
+    p
+}
+
+/// The file commands work in the session's folder, and nowhere else.
+#[test]
+fn file_commands_stay_in_the_session_folder() {
+    let (_server, _data, _rt, port) = qap_server();
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    assert_eq!(
+        frame::status_of(c.request(cmd::READ_FILE, &[]).cmd),
+        status::NOT_OPEN
+    );
+    // Client -> file -> R.
+    assert_eq!(
+        c.request(cmd::CREATE_FILE, &string_param("in/notes.txt"))
+            .cmd,
+        resp::OK
+    );
+    for part in [&b"first line\n"[..], b"second line\n"] {
+        let mut p = Vec::new();
+        frame::push_bytes_param(&mut p, part);
+        assert_eq!(c.request(cmd::WRITE_FILE, &p).cmd, resp::OK);
+    }
+    assert_eq!(c.request(cmd::CLOSE_FILE, &[]).cmd, resp::OK);
+    assert_eq!(
+        eval(&mut c, "readLines('in/notes.txt')"),
+        Ok(Value::strings(["first line", "second line"]))
+    );
+    // R -> file -> client, in pieces.
+    eval(&mut c, "writeLines(c('abc', 'def'), 'out.txt')").unwrap();
+    assert_eq!(
+        c.request(cmd::OPEN_FILE, &string_param("out.txt")).cmd,
+        resp::OK
+    );
+    let mut read = Vec::new();
+    loop {
+        let mut p = Vec::new();
+        frame::push_int_param(&mut p, 3);
+        let reply = c.request(cmd::READ_FILE, &p);
+        assert_eq!(reply.cmd, resp::OK);
+        if reply.payload.is_empty() {
+            break;
+        }
+        read.extend(reply.payload);
+    }
+    assert_eq!(read, b"abc\ndef\n");
+    assert_eq!(c.request(cmd::CLOSE_FILE, &[]).cmd, resp::OK);
+    // Nothing outside the folder: `..`, absolute paths, a link R made to the outside.
+    eval(&mut c, "file.symlink('/etc/hostname', 'peek')").unwrap();
+    for bad in ["../x", "/etc/hostname", "peek"] {
+        for command in [cmd::OPEN_FILE, cmd::CREATE_FILE, cmd::REMOVE_FILE] {
+            let reply = c.request(command, &string_param(bad));
+            if command == cmd::CREATE_FILE && bad == "peek" {
+                // Creating is lexical; writing through the link fails on close.
+                assert_eq!(reply.cmd, resp::OK);
+                assert_eq!(
+                    frame::status_of(c.request(cmd::CLOSE_FILE, &[]).cmd),
+                    status::IO_ERROR
+                );
+                continue;
+            }
+            if command == cmd::REMOVE_FILE && bad == "peek" {
+                // Removing the link itself is fine: its target is untouched.
+                assert_eq!(reply.cmd, resp::OK);
+                continue;
+            }
+            assert_eq!(
+                frame::status_of(reply.cmd),
+                status::IO_ERROR,
+                "{bad} {command:#x}"
+            );
+        }
+    }
+    assert!(std::path::Path::new("/etc/hostname").exists());
+    assert_eq!(
+        c.request(cmd::REMOVE_FILE, &string_param("out.txt")).cmd,
+        resp::OK
+    );
+    assert_eq!(
+        eval(&mut c, "file.exists('out.txt')"),
+        Ok(Value::logicals([false]))
+    );
+}

@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Also speak QAP1 on this Unix socket.
     #[arg(long)]
     qap_unix: Option<PathBuf>,
+    /// Also speak QAP1 over TLS (the [tls] certificate) on this address.
+    #[arg(long)]
+    qap_tls: Option<SocketAddr>,
     /// PEM RSA private key for QAP1's secure login (RSclient's RS.login).
     #[arg(long)]
     qap_rsa_key: Option<PathBuf>,
@@ -55,6 +58,9 @@ impl ServeArgs {
         }
         if self.qap_unix.is_some() {
             config.qap_unix = self.qap_unix.clone();
+        }
+        if self.qap_tls.is_some() {
+            config.qap_tls = self.qap_tls;
         }
         if self.qap_rsa_key.is_some() {
             config.qap_rsa_key = self.qap_rsa_key.clone();

@@ -25,6 +25,9 @@ pub struct Config {
     pub qap: Option<SocketAddr>,
     /// A QAP1 listener on a Unix socket (created mode 0666: clients still log in).
     pub qap_unix: Option<PathBuf>,
+    /// A QAP1 listener with TLS from the first byte (the `[tls]` certificate); any
+    /// address, since nothing crosses the network in clear.
+    pub qap_tls: Option<SocketAddr>,
     /// PEM RSA private key for QAP1's secure login (`CMD_keyReq`/`CMD_secLogin`, what
     /// RSclient's `RS.login` uses). Without it that login is unavailable.
     pub qap_rsa_key: Option<PathBuf>,
@@ -97,6 +100,7 @@ impl Default for Config {
             qap: None,
             qap_unix: None,
             qap_rsa_key: None,
+            qap_tls: None,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             zygote_program: None,
@@ -176,6 +180,11 @@ impl Config {
                 "refusing QAP1 on {addr}: QAP1 logins are plaintext, so the QAP1 listener \
                  binds loopback addresses only (or use qap_unix)"
             )));
+        }
+        if self.qap_tls.is_some() && self.tls.is_none() {
+            return Err(ConfigError::Invalid(
+                "qap_tls needs a [tls] cert and key".into(),
+            ));
         }
         let l = &self.limits;
         let zero = [

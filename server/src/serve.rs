@@ -80,7 +80,14 @@ impl Server {
             )),
             None => None,
         };
+        let qap_tls = match &config.tls {
+            Some(tls) => Some(
+                crate::qap::stream::server_config(&tls.cert, &tls.key).map_err(ServeError::Io)?,
+            ),
+            None => None,
+        };
         let state = AppState {
+            qap_tls,
             qap_key,
             sessions: Arc::new(Sessions::new(pool, dirs.clone(), &config.limits)),
             services: Arc::new(Services::new(config.clone())),

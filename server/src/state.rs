@@ -25,6 +25,8 @@ pub struct AppState {
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,
+    /// TLS for QAP1 (the `[tls]` certificate), when configured.
+    pub qap_tls: Option<Arc<rustls::ServerConfig>>,
     /// The QAP1 secure-login key, when configured.
     pub qap_key: Option<Arc<crate::qap::seclogin::LoginKey>>,
     /// Set once the stored services are loaded.

@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 use super::frame::{self, cmd, dt, resp, status, Header, Param, QapError, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
+use super::stream::Stream;
 use crate::auth::{password, AuthUser};
 use crate::engine::SessionEntry;
 use crate::error::AppError;
@@ -32,13 +33,27 @@ use crate::state::AppState;
 use crate::store::TokenKind;
 
 /// The ID string: protocol 0103, a login is always required, plaintext offered
-/// (loopback and Unix sockets only; see `Config::check`).
+/// (on loopback, Unix sockets and TLS only; see `Config::check`).
 pub const ID_STRING_AUTH: [u8; 32] = *b"Rsrv0103QAP1\r\n\r\nARpt----------\r\n";
+
+/// The ID string for this connection: `TLS\n` first when `CMD_switch "TLS"` is
+/// offered, `ARpt` when a login is required (qap1.md §2.1).
+fn id_string(login: bool, tls_switch: bool) -> [u8; 32] {
+    let mut id = *b"Rsrv0103QAP1\r\n\r\n--------------\r\n";
+    let mut at = 16;
+    for (on, attr) in [(tls_switch, b"TLS\n"), (login, b"ARpt")] {
+        if on {
+            id[at..at + 4].copy_from_slice(attr);
+            at += 4;
+        }
+    }
+    id
+}
 
 /// What one connection needs besides its socket.
 #[derive(Debug)]
-pub struct Connection<S> {
-    stream: S,
+pub struct Connection {
+    stream: Stream,
     state: AppState,
     runtime: Handle,
     peer: IpAddr,
@@ -77,8 +92,8 @@ impl From<io::Error> for End {
     }
 }
 
-impl<S: Read + Write> Connection<S> {
-    pub fn new(stream: S, state: AppState, runtime: Handle, peer: IpAddr) -> Self {
+impl Connection {
+    pub fn new(stream: Stream, state: AppState, runtime: Handle, peer: IpAddr) -> Self {
         Connection {
             stream,
             state,
@@ -114,15 +129,16 @@ impl<S: Read + Write> Connection<S> {
     }
 
     fn run(&mut self) -> End {
-        if let Some(user) = self.preauth.take() {
-            if let Err(e) = self.stream.write_all(&frame::ID_STRING) {
-                return End::Io(e);
-            }
+        let preauth = self.preauth.take();
+        let switchable = self.state.qap_tls.is_some() && matches!(self.stream, Stream::Tcp(_));
+        let id = id_string(preauth.is_none(), switchable);
+        if let Err(e) = self.stream.write_all(&id) {
+            return End::Io(e);
+        }
+        if let Some(user) = preauth {
             if let Err(end) = self.start_session(user) {
                 return end;
             }
-        } else if let Err(e) = self.stream.write_all(&ID_STRING_AUTH) {
-            return End::Io(e);
         }
         loop {
             if let Err(end) = self.one_message() {
@@ -169,6 +185,7 @@ impl<S: Read + Write> Connection<S> {
             // and the connection closed.
             return match command {
                 cmd::LOGIN => self.login(&params),
+                cmd::SWITCH => self.switch(&params),
                 cmd::KEY_REQ => self.key_request(&params),
                 cmd::SEC_LOGIN => self.secure_login(&params),
                 _ => {
@@ -194,11 +211,28 @@ impl<S: Read + Write> Connection<S> {
             cmd::SET_ENCODING => self.set_encoding(&params),
             cmd::SHUTDOWN => self.shutdown(),
             cmd::KEY_REQ | cmd::SEC_LOGIN => self.reply_err(status::UNAVAILABLE),
-            cmd::SWITCH | cmd::CTRL_EVAL | cmd::CTRL_SOURCE | cmd::CTRL_SHUTDOWN => {
+            cmd::SWITCH => self.switch(&params),
+            cmd::CTRL_EVAL | cmd::CTRL_SOURCE | cmd::CTRL_SHUTDOWN => {
                 self.reply_err(status::UNSUPPORTED_CMD)
             }
             _ => self.reply_err(status::INV_CMD),
         }
+    }
+
+    /// `CMD_switch "TLS"`: OK in the clear, then TLS on the same socket.
+    fn switch(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        if params.first().and_then(|p| p.as_str().ok()).as_deref() != Some("TLS") {
+            return self.reply_err(status::UNSUPPORTED_CMD);
+        }
+        let Some(config) = self.state.qap_tls.clone() else {
+            return self.reply_err(status::DISABLED);
+        };
+        if !matches!(self.stream, Stream::Tcp(_)) {
+            return self.reply_err(status::UNSUPPORTED_CMD);
+        }
+        self.reply_ok(&[])?;
+        self.stream.upgrade(config)?;
+        Ok(())
     }
 
     /// `CMD_keyReq "rsa-authkey"`: a fresh nonce and the public key (raw payload). One
@@ -589,7 +623,12 @@ pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>>
     if let Some(addr) = state.config.qap {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         bound = Some(listener.local_addr()?);
-        tokio::spawn(accept_tcp(listener, state.clone()));
+        tokio::spawn(accept_tcp(listener, state.clone(), false));
+    }
+    if let Some(addr) = state.config.qap_tls {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "QAP1 over TLS listening");
+        tokio::spawn(accept_tcp(listener, state.clone(), true));
     }
     if let Some(path) = &state.config.qap_unix {
         let _ = std::fs::remove_file(path);
@@ -600,7 +639,7 @@ pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>>
     Ok(bound)
 }
 
-async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState) {
+async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: bool) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -613,6 +652,13 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = match (tls, &state.qap_tls) {
+            (true, Some(config)) => match Stream::tls(stream, config.clone()) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            _ => Stream::Tcp(stream),
+        };
         spawn_connection(stream, state.clone(), peer.ip());
     }
 }
@@ -633,6 +679,7 @@ async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
         let runtime = Handle::current();
         let (state, conn_runtime) = (state.clone(), runtime.clone());
         runtime.spawn_blocking(move || {
+            let stream = Stream::Unix(stream);
             let conn = Connection::new(stream, state, conn_runtime, IpAddr::from([127, 0, 0, 1]));
             match preauth {
                 Some(user) => conn.preauthenticated(user).serve(),
@@ -650,7 +697,7 @@ fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -
     Ok(stream)
 }
 
-fn spawn_connection<S: Read + Write + Send + 'static>(stream: S, state: AppState, peer: IpAddr) {
+fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr) {
     let runtime = Handle::current();
     let conn_runtime = runtime.clone();
     runtime.spawn_blocking(move || Connection::new(stream, state, conn_runtime, peer).serve());

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod frame;
 pub mod seclogin;
 pub mod sexp;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 

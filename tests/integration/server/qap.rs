@@ -438,3 +438,101 @@ fn file_commands_stay_in_the_session_folder() {
         Ok(Value::logicals([false]))
     );
 }
+
+/// A TLS client on `tcp`, trusting only `cert`.
+fn tls_client(
+    tcp: TcpStream,
+    cert: rustls::pki_types::CertificateDer<'static>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// One request over any stream; returns the response word and payload.
+fn request(s: &mut (impl std::io::Read + Write), command: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    s.write_all(&frame::encode_message(command, 0, payload))
+        .unwrap();
+    let mut head = [0u8; 16];
+    s.read_exact(&mut head).unwrap();
+    let head = frame::Header::try_from_bytes(&head, 1 << 30).unwrap();
+    let mut body = vec![0u8; head.len as usize];
+    s.read_exact(&mut body).unwrap();
+    (head.cmd, body)
+}
+
+/// QAP over TLS: a dedicated TLS listener, and `CMD_switch "TLS"` on the plain one.
+#[test]
+fn qap_over_tls_from_the_start_and_by_switching() {
+    use std::io::Read;
+    let certs = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let tls_port = crate::rserve::free_port();
+    let (server, _data) = super::server_with(|c| {
+        c.qap = Some("127.0.0.1:0".parse().unwrap());
+        c.qap_tls = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        c.tls = Some(rookery_server::config::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plain = rt
+        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap()
+        .unwrap();
+    let der = generated.cert.der().clone();
+    let login = {
+        let mut p = Vec::new();
+        frame::push_string_param(&mut p, format!("pub\n{}", super::PASSWORD).as_bytes());
+        p
+    };
+    let one_plus_one = string_param("1+1");
+    // TLS from the first byte.
+    let mut tls = tls_client(
+        TcpStream::connect(("127.0.0.1", tls_port)).unwrap(),
+        der.clone(),
+    );
+    let mut id = [0u8; 32];
+    tls.read_exact(&mut id).unwrap();
+    assert_eq!(id, ID_STRING_AUTH, "no switch offered on a TLS connection");
+    assert_eq!(request(&mut tls, cmd::LOGIN, &login).0, resp::OK);
+    let (word, body) = request(&mut tls, cmd::EVAL, &one_plus_one);
+    assert_eq!(word, resp::OK);
+    assert_eq!(decode_payload(&body).unwrap(), Value::doubles(vec![2.0]));
+    // The plain listener offers the switch, then speaks TLS on the same socket.
+    let mut tcp = TcpStream::connect(plain).unwrap();
+    tcp.read_exact(&mut id).unwrap();
+    assert_eq!(
+        &id[16..24],
+        b"TLS\nARpt",
+        "{:?}",
+        String::from_utf8_lossy(&id)
+    );
+    assert_eq!(
+        request(&mut tcp, cmd::SWITCH, &string_param("TLS")).0,
+        resp::OK
+    );
+    let mut switched = tls_client(tcp, der);
+    assert_eq!(request(&mut switched, cmd::LOGIN, &login).0, resp::OK);
+    let (word, body) = request(&mut switched, cmd::EVAL, &one_plus_one);
+    assert_eq!(word, resp::OK);
+    assert_eq!(decode_payload(&body).unwrap(), Value::doubles(vec![2.0]));
+    // An unknown protocol is refused.
+    let mut other = TcpStream::connect(plain).unwrap();
+    other.read_exact(&mut id).unwrap();
+    let (word, _) = request(&mut other, cmd::SWITCH, &string_param("SSH"));
+    assert_eq!(frame::status_of(word), status::UNSUPPORTED_CMD);
+}

@@ -1,0 +1,92 @@
+//! The byte stream under a QAP1 connection: TCP, a Unix socket, or TLS over TCP
+//! (from the first byte on the TLS listener, or after `CMD_switch "TLS"`). Owns the
+//! switch and the TLS set-up (the `[tls]` certificate, rustls with ring); the
+//! connection logic sees only `Read + Write`.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// One connection's transport.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    /// Only while switching.
+    Gone,
+}
+
+impl Stream {
+    /// Wraps a TCP stream in TLS (the handshake happens on the first read or write).
+    pub fn tls(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Stream> {
+        let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+
+    /// Switches a plain TCP stream to TLS (`CMD_switch "TLS"`); anything else stays.
+    pub fn upgrade(&mut self, config: Arc<ServerConfig>) -> io::Result<bool> {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Tcp(tcp) => {
+                *self = Stream::tls(tcp, config)?;
+                Ok(true)
+            }
+            other => {
+                *self = other;
+                Ok(false)
+            }
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    fn inner(&mut self) -> io::Result<&mut dyn ReadWrite> {
+        match self {
+            Stream::Tcp(s) => Ok(s),
+            Stream::Unix(s) => Ok(s),
+            Stream::Tls(s) => Ok(s.as_mut()),
+            Stream::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner()?.read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner()?.flush()
+    }
+}
+
+/// A rustls server configuration from PEM certificate chain and key files.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map(Arc::new)
+        .map_err(|e| format!("TLS: {e}"))
+}

@@ -18,9 +18,13 @@
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::runtime::Handle;
+
+mod files;
+mod listen;
+
+pub use listen::listen;
 
 use super::frame::{self, cmd, dt, resp, status, Header, Param, QapError, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
@@ -31,6 +35,7 @@ use crate::engine::SessionEntry;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::TokenKind;
+use files::OpenFile;
 
 /// The ID string: protocol 0103, a login is always required, plaintext offered
 /// (on loopback, Unix sockets and TLS only; see `Config::check`).
@@ -66,15 +71,6 @@ pub struct Connection {
     authkey: Option<[u8; AUTHKEY_LEN]>,
     /// The file of the file commands, inside the session's folder.
     file: Option<OpenFile>,
-}
-
-/// A file opened by `CMD_openFile` (read whole, served in pieces) or `CMD_createFile`
-/// (collected, then written in one step on `CMD_closeFile`, so a reader never sees
-/// half of it). Paths go through the session folder's confined handle only.
-#[derive(Debug)]
-enum OpenFile {
-    Read { data: Vec<u8>, at: usize },
-    Write { path: String, data: Vec<u8> },
 }
 
 /// Why a connection ends.
@@ -426,96 +422,6 @@ impl Connection {
         }
     }
 
-    /// `CMD_openFile`, `CMD_createFile`, `CMD_removeFile` with a path relative to the
-    /// session's folder (anything that would leave it is refused: ERR_IOerror).
-    fn file_by_name(&mut self, command: u32, params: &[Param<'_>]) -> Result<(), End> {
-        let Some(path) = params.first().and_then(|p| p.as_str().ok()) else {
-            return self.reply_err(status::INV_PAR);
-        };
-        let dir = &self.session().dir;
-        let outcome = match command {
-            cmd::OPEN_FILE => dir.read(&path).and_then(|data| {
-                self.check_size(data.len())?;
-                self.file = Some(OpenFile::Read { data, at: 0 });
-                Ok(())
-            }),
-            cmd::CREATE_FILE => crate::files::check_relative(&path).map(|()| {
-                self.file = Some(OpenFile::Write {
-                    path,
-                    data: Vec::new(),
-                });
-            }),
-            _ => dir.remove(&path),
-        };
-        match outcome {
-            Ok(()) => self.reply_ok(&[]),
-            Err(e) => {
-                tracing::info!(conn = %self.id, error = %e, "QAP1 file command refused");
-                self.reply_err(status::IO_ERROR)
-            }
-        }
-    }
-
-    fn check_size(&self, len: usize) -> Result<(), crate::files::FileError> {
-        let max = self.state.config.limits.qap_max_message_bytes;
-        if len as u64 > max {
-            return Err(crate::files::FileError::Io(format!(
-                "file of {len} bytes is over the {max}-byte limit"
-            )));
-        }
-        Ok(())
-    }
-
-    /// `CMD_readFile [max bytes]`: the next piece as a raw payload; empty at the end.
-    fn read_file(&mut self, params: &[Param<'_>]) -> Result<(), End> {
-        let want = match params.first().map(Param::as_int) {
-            None => 32_768,
-            Some(Ok(n)) if n > 0 => n as usize,
-            Some(_) => return self.reply_err(status::INV_PAR),
-        };
-        let piece = match &mut self.file {
-            Some(OpenFile::Read { data, at }) => {
-                let end = (*at + want).min(data.len());
-                let piece = data[*at..end].to_vec();
-                *at = end;
-                piece
-            }
-            _ => return self.reply_err(status::NOT_OPEN),
-        };
-        self.reply_ok(&piece)
-    }
-
-    /// `CMD_writeFile` with a DT_BYTESTREAM.
-    fn write_file(&mut self, params: &[Param<'_>]) -> Result<(), End> {
-        let Some(p) = params.first().filter(|p| p.dt == dt::BYTESTREAM) else {
-            return self.reply_err(status::INV_PAR);
-        };
-        let max = self.state.config.limits.qap_max_message_bytes;
-        match &mut self.file {
-            Some(OpenFile::Write { data, .. }) if (data.len() + p.data.len()) as u64 <= max => {
-                data.extend_from_slice(p.data);
-                self.reply_ok(&[])
-            }
-            Some(OpenFile::Write { .. }) => self.reply_err(status::IO_ERROR),
-            _ => self.reply_err(status::NOT_OPEN),
-        }
-    }
-
-    /// `CMD_closeFile`: a file being written is stored now (atomically).
-    fn close_file(&mut self) -> Result<(), End> {
-        match self.file.take() {
-            Some(OpenFile::Write { path, data }) => match self.session().dir.write(&path, &data) {
-                Ok(()) => self.reply_ok(&[]),
-                Err(e) => {
-                    tracing::info!(conn = %self.id, error = %e, "QAP1 file write refused");
-                    self.reply_err(status::IO_ERROR)
-                }
-            },
-            Some(OpenFile::Read { .. }) => self.reply_ok(&[]),
-            None => self.reply_err(status::NOT_OPEN),
-        }
-    }
-
     fn with_int(
         &mut self,
         params: &[Param<'_>],
@@ -592,137 +498,9 @@ fn auth_user(u: crate::store::UserRecord) -> AuthUser {
     }
 }
 
-/// The user a Unix-socket peer's uid is mapped to (`rookery user map-os-user`).
-fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Option<AuthUser> {
-    let uid = rustix::net::sockopt::socket_peercred(stream)
-        .ok()?
-        .uid
-        .as_raw();
-    let name = state.store.os_user(uid).ok().flatten()?;
-    let user = state.store.user(&name).ok().flatten()?;
-    tracing::info!(uid, user = %name, "QAP1 peer authenticated by its credentials");
-    Some(auth_user(user))
-}
-
 fn decode_value(p: &Param<'_>) -> Result<rookery_engine::Value, QapError> {
     match p.dt {
         dt::STRING => Ok(rookery_engine::Value::strings([p.as_str()?])),
         _ => sexp::decode(p.as_sexp()?),
-    }
-}
-
-/// The read deadline of an idle connection.
-fn idle_timeout(state: &AppState) -> Duration {
-    Duration::from_secs(state.config.limits.session_idle_secs.max(1))
-}
-
-/// Starts the configured QAP1 listeners on the current runtime; returns the bound
-/// TCP address (port 0 in the config picks a free one).
-pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>> {
-    let mut bound = None;
-    if let Some(addr) = state.config.qap {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        bound = Some(listener.local_addr()?);
-        tokio::spawn(accept_tcp(listener, state.clone(), false));
-    }
-    if let Some(addr) = state.config.qap_tls {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, "QAP1 over TLS listening");
-        tokio::spawn(accept_tcp(listener, state.clone(), true));
-    }
-    if let Some(path) = &state.config.qap_unix {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-        tokio::spawn(accept_unix(listener, state.clone()));
-    }
-    Ok(bound)
-}
-
-async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: bool) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "QAP1 accept failed");
-                continue;
-            }
-        };
-        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let stream = match (tls, &state.qap_tls) {
-            (true, Some(config)) => match Stream::tls(stream, config.clone()) {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
-            _ => Stream::Tcp(stream),
-        };
-        spawn_connection(stream, state.clone(), peer.ip());
-    }
-}
-
-async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "QAP1 accept failed");
-                continue;
-            }
-        };
-        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
-            continue;
-        };
-        let preauth = peer_user(&stream, &state);
-        let runtime = Handle::current();
-        let (state, conn_runtime) = (state.clone(), runtime.clone());
-        runtime.spawn_blocking(move || {
-            let stream = Stream::Unix(stream);
-            let conn = Connection::new(stream, state, conn_runtime, IpAddr::from([127, 0, 0, 1]));
-            match preauth {
-                Some(user) => conn.preauthenticated(user).serve(),
-                None => conn.serve(),
-            }
-        });
-    }
-}
-
-/// A socket in blocking mode with the idle deadline on reads.
-fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -> io::Result<S> {
-    let stream = stream?;
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(idle_timeout(state)))?;
-    Ok(stream)
-}
-
-fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr) {
-    let runtime = Handle::current();
-    let conn_runtime = runtime.clone();
-    runtime.spawn_blocking(move || Connection::new(stream, state, conn_runtime, peer).serve());
-}
-
-/// The two socket kinds, for [`blocking_stream`].
-trait BlockingSocket {
-    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
-}
-
-impl BlockingSocket for std::net::TcpStream {
-    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        std::net::TcpStream::set_nonblocking(self, on)
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        std::net::TcpStream::set_read_timeout(self, t)
-    }
-}
-
-impl BlockingSocket for std::os::unix::net::UnixStream {
-    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        std::os::unix::net::UnixStream::set_nonblocking(self, on)
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        std::os::unix::net::UnixStream::set_read_timeout(self, t)
     }
 }

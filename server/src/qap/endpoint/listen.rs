@@ -1,0 +1,142 @@
+//! The QAP1 listeners: loopback TCP, TLS from the first byte, and a Unix socket whose
+//! peers may be logged in by their kernel-verified credentials. Each accepted
+//! connection gets its own blocking thread (R calls block).
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::{auth_user, Connection};
+use crate::auth::AuthUser;
+use crate::qap::stream::Stream;
+use crate::state::AppState;
+
+/// The user a Unix-socket peer's uid is mapped to (`rookery user map-os-user`).
+fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Option<AuthUser> {
+    let uid = rustix::net::sockopt::socket_peercred(stream)
+        .ok()?
+        .uid
+        .as_raw();
+    let name = state.store.os_user(uid).ok().flatten()?;
+    let user = state.store.user(&name).ok().flatten()?;
+    tracing::info!(uid, user = %name, "QAP1 peer authenticated by its credentials");
+    Some(auth_user(user))
+}
+
+/// The read deadline of an idle connection.
+fn idle_timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.limits.session_idle_secs.max(1))
+}
+
+/// Starts the configured QAP1 listeners on the current runtime; returns the bound
+/// TCP address (port 0 in the config picks a free one).
+pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>> {
+    let mut bound = None;
+    if let Some(addr) = state.config.qap {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        bound = Some(listener.local_addr()?);
+        tokio::spawn(accept_tcp(listener, state.clone(), false));
+    }
+    if let Some(addr) = state.config.qap_tls {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "QAP1 over TLS listening");
+        tokio::spawn(accept_tcp(listener, state.clone(), true));
+    }
+    if let Some(path) = &state.config.qap_unix {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        tokio::spawn(accept_unix(listener, state.clone()));
+    }
+    Ok(bound)
+}
+
+async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: bool) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "QAP1 accept failed");
+                continue;
+            }
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match (tls, &state.qap_tls) {
+            (true, Some(config)) => match Stream::tls(stream, config.clone()) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            _ => Stream::Tcp(stream),
+        };
+        spawn_connection(stream, state.clone(), peer.ip());
+    }
+}
+
+async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "QAP1 accept failed");
+                continue;
+            }
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        let preauth = peer_user(&stream, &state);
+        let runtime = Handle::current();
+        let (state, conn_runtime) = (state.clone(), runtime.clone());
+        runtime.spawn_blocking(move || {
+            let stream = Stream::Unix(stream);
+            let conn = Connection::new(stream, state, conn_runtime, IpAddr::from([127, 0, 0, 1]));
+            match preauth {
+                Some(user) => conn.preauthenticated(user).serve(),
+                None => conn.serve(),
+            }
+        });
+    }
+}
+
+/// A socket in blocking mode with the idle deadline on reads.
+fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -> io::Result<S> {
+    let stream = stream?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(idle_timeout(state)))?;
+    Ok(stream)
+}
+
+fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr) {
+    let runtime = Handle::current();
+    let conn_runtime = runtime.clone();
+    runtime.spawn_blocking(move || Connection::new(stream, state, conn_runtime, peer).serve());
+}
+
+/// The two socket kinds, for [`blocking_stream`].
+trait BlockingSocket {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl BlockingSocket for std::net::TcpStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, on)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, t)
+    }
+}
+
+impl BlockingSocket for std::os::unix::net::UnixStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_nonblocking(self, on)
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, t)
+    }
+}

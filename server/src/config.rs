@@ -88,6 +88,9 @@ pub struct PoolConfig {
     /// Workers forked ahead for new sessions (HTTP and QAP1), so opening one takes
     /// a ready process instead of a fork (each idle one costs about 100 kB).
     pub session_spares: usize,
+    /// How long session workers and their callers poll for the next message before
+    /// sleeping, in microseconds (see the engine's `PoolBuilder::spin`).
+    pub session_spin_us: u64,
 }
 
 impl Default for Config {
@@ -133,6 +136,7 @@ impl Default for PoolConfig {
             max_calls: 0,
             max_worker_mib: 2048,
             session_spares: 2,
+            session_spin_us: 100,
         }
     }
 }

@@ -62,6 +62,7 @@ impl Server {
             .pool_builder()
             .workers(1)
             .spares(config.pool.session_spares)
+            .spin(Duration::from_micros(config.pool.session_spin_us))
             .call_timeout(Some(config.call_timeout()))
             .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
             .max_private_memory(config.pool.max_worker_mib << 20)

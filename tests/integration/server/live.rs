@@ -107,13 +107,7 @@ fn serve_demo_answers_the_printed_curl_line_and_stops_on_sigterm() {
         "",
     );
     assert_eq!(status, 403, "an API key opens no session");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    super::stop_server(child);
 }
 
 #[test]
@@ -205,10 +199,5 @@ fn tls_serves_any_address_and_plain_clients_get_nothing() {
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    super::stop_server(child);
 }

@@ -187,3 +187,30 @@ pub async fn call(
 pub fn code(body: &Json) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
+
+/// Stops a `rookery serve` child with SIGTERM and checks that it exits cleanly.
+pub fn stop_server(mut child: std::process::Child) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Runs `program` with `args`; returns its stdout, panicking with both streams when
+/// it fails.
+pub fn run_ok(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}

@@ -214,12 +214,7 @@ fn bench_qap_drives_a_real_rookery_serve() {
         report["evals_per_s"]["16"].as_f64().unwrap() > 0.0,
         "{report}"
     );
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    super::stop_server(child);
 }
 
 /// pyRserve 1.0.4 from PyPI (scripts/install-deps puts it in target/pyvenv), which has
@@ -260,17 +255,7 @@ except Exception as e:
 print("after", conn.eval("length(x)"))
 conn.close()
 "#;
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(&sock)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = super::run_ok(python, &["-c".as_ref(), script.as_ref(), sock.as_os_str()]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "two 2.0", "{text}");
     assert_eq!(lines[1], "sum 8.0", "{text}");
@@ -333,16 +318,7 @@ cat("wrong", inherits(r, "try-error"), "\n")
         port = addr.port(),
         pw = super::PASSWORD
     );
-    let out = std::process::Command::new("Rscript")
-        .args(["-e", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()]);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert_eq!(
         lines,

@@ -88,6 +88,7 @@ impl Server {
             None => None,
         };
         let state = AppState {
+            qap_detached: Arc::default(),
             qap_tls,
             qap_key,
             sessions: Arc::new(Sessions::new(pool, dirs.clone(), &config.limits)),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// TLS for QAP1 (the `[tls]` certificate), when configured.
     pub qap_tls: Option<Arc<rustls::ServerConfig>>,
+    /// QAP1 sessions detached and waiting to be attached.
+    pub qap_detached: Arc<crate::qap::endpoint::Detached>,
     /// The QAP1 secure-login key, when configured.
     pub qap_key: Option<Arc<crate::qap::seclogin::LoginKey>>,
     /// Set once the stored services are loaded.

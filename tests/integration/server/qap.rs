@@ -512,3 +512,54 @@ fn qap_over_tls_from_the_start_and_by_switching() {
     let (word, _) = request(&mut other, cmd::SWITCH, &string_param("SSH"));
     assert_eq!(frame::status_of(word), status::UNSUPPORTED_CMD);
 }
+
+/// Detach parks the session under a key; a connection to the resume port with that
+/// key gets it back, state and all; a wrong key gets nothing.
+#[test]
+fn a_detached_session_is_attached_again_with_its_key() {
+    use std::io::Read;
+    let (server, _data, _rt, port) = qap_server();
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    assert!(eval(&mut c, "keepme <- 42L").is_ok());
+    let reply = c.request(cmd::DETACH_SESSION, &[]);
+    assert_eq!(reply.cmd, resp::OK);
+    let params = frame::decode_params(&reply.payload).unwrap();
+    let resume_port = u16::try_from(params[0].as_int().unwrap()).unwrap();
+    let key: [u8; 32] = params[1].data.try_into().unwrap();
+    assert!(c.is_closed(), "detach closes the connection");
+    assert_eq!(server.state.sessions.count(), 1, "but keeps the session");
+    // A wrong key: closed, nothing else.
+    let mut wrong = TcpStream::connect(("127.0.0.1", resume_port)).unwrap();
+    wrong.write_all(&[0u8; 32]).unwrap();
+    let mut buf = Vec::new();
+    let _ = wrong.read_to_end(&mut buf);
+    assert!(buf.is_empty());
+    // The right key: a bare RESP_OK header, then QAP1 on the same session.
+    let mut back = TcpStream::connect(("127.0.0.1", resume_port)).unwrap();
+    back.write_all(&key).unwrap();
+    let mut head = [0u8; 16];
+    back.read_exact(&mut head).unwrap();
+    assert_eq!(u32::from_le_bytes(head[..4].try_into().unwrap()), resp::OK);
+    let (word, body) = request(&mut back, cmd::EVAL, &string_param("keepme"));
+    assert_eq!(word, resp::OK);
+    assert_eq!(decode_payload(&body).unwrap(), Value::integers(vec![42]));
+    // A key works once.
+    let mut again = TcpStream::connect(("127.0.0.1", resume_port)).unwrap();
+    again.write_all(&key).unwrap();
+    let mut buf = Vec::new();
+    let _ = again.read_to_end(&mut buf);
+    assert!(buf.is_empty(), "a key is single use");
+    drop(back);
+    for _ in 0..100 {
+        if server.state.sessions.count() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        server.state.sessions.count(),
+        0,
+        "closing the attached connection ends it"
+    );
+}

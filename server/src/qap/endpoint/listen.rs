@@ -38,6 +38,10 @@ pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>>
         let listener = tokio::net::TcpListener::bind(addr).await?;
         bound = Some(listener.local_addr()?);
         tokio::spawn(accept_tcp(listener, state.clone(), false));
+        // Detached sessions resume on a port of the same (loopback) address.
+        let resume = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
+        state.qap_detached.set_port(resume.local_addr()?.port());
+        tokio::spawn(accept_resume(resume, state.clone()));
     }
     if let Some(addr) = state.config.qap_tls {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -74,6 +78,24 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: boo
             _ => Stream::Tcp(stream),
         };
         spawn_connection(stream, state.clone(), peer.ip());
+    }
+}
+
+async fn accept_resume(listener: tokio::net::TcpListener, state: AppState) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let runtime = Handle::current();
+        let (state, conn_runtime) = (state.clone(), runtime.clone());
+        runtime.spawn_blocking(move || {
+            let stream = super::detach::resume_stream(stream);
+            Connection::new(stream, state, conn_runtime, peer.ip()).attach();
+        });
     }
 }
 

@@ -21,8 +21,11 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
+mod detach;
 mod files;
 mod listen;
+
+pub use detach::Detached;
 
 pub use listen::listen;
 
@@ -113,6 +116,21 @@ impl Connection {
     /// Serves the connection until the client leaves; then closes its session.
     pub fn serve(mut self) {
         let end = self.run();
+        self.finish(end);
+    }
+
+    /// Serves an attached session (no ID string: the session is already there).
+    fn serve_attached(mut self) {
+        let end = loop {
+            if let Err(end) = self.one_message() {
+                break end;
+            }
+        };
+        self.finish(end);
+    }
+
+    /// Closes the connection's session, unless it was detached.
+    fn finish(mut self, end: End) {
         if let Some(s) = self.session.take() {
             let sessions = self.state.sessions.clone();
             let _ = self.runtime.block_on(sessions.close(&s));
@@ -206,6 +224,7 @@ impl Connection {
             cmd::SET_BUFFER_SIZE => self.with_int(&params, |_| Ok(())),
             cmd::SET_ENCODING => self.set_encoding(&params),
             cmd::SHUTDOWN => self.shutdown(),
+            cmd::DETACH_SESSION => self.detach(),
             cmd::KEY_REQ | cmd::SEC_LOGIN => self.reply_err(status::UNAVAILABLE),
             cmd::SWITCH => self.switch(&params),
             cmd::CTRL_EVAL | cmd::CTRL_SOURCE | cmd::CTRL_SHUTDOWN => {

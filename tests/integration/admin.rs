@@ -234,3 +234,24 @@ fn api_keys_are_printed_once_and_go_with_their_user() {
     let list = ok(&data, &["user", "list"], "");
     assert!(!list.contains("alice") && list.contains("dave"), "{list}");
 }
+
+#[test]
+fn map_os_user_ties_a_uid_to_an_existing_user() {
+    let (_dir, data) = data_dir();
+    ok(
+        &data,
+        &["user", "add", "pia", "--role", "user"],
+        &format!("{PASSWORD}\n"),
+    );
+    let out = ok(&data, &["user", "map-os-user", "pia", "4242"], "");
+    assert!(out.is_empty(), "confirmations go to stderr: {out:?}");
+    assert_eq!(store(&data).os_user(4242).unwrap().as_deref(), Some("pia"));
+    fails(
+        &data,
+        &["user", "map-os-user", "nobody", "4243"],
+        "",
+        "nobody",
+    );
+    fails(&data, &["user", "map-os-user", "pia", "-1"], "", "-1");
+    assert_eq!(store(&data).os_user(4243).unwrap(), None);
+}

@@ -30,6 +30,13 @@ pub struct ServeArgs {
     /// Also speak QAP1 over TLS (the [tls] certificate) on this address.
     #[arg(long)]
     qap_tls: Option<SocketAddr>,
+    /// A QAP1 listener in OCAP mode on this loopback address (no login, no code:
+    /// each connection gets the function of --qap-ocap-service as its capability).
+    #[arg(long, requires = "qap_ocap_service")]
+    qap_ocap: Option<SocketAddr>,
+    /// NAME/VERSION of the published service OCAP clients may call.
+    #[arg(long, requires = "qap_ocap")]
+    qap_ocap_service: Option<String>,
     /// PEM RSA private key for QAP1's secure login (RSclient's RS.login).
     #[arg(long)]
     qap_rsa_key: Option<PathBuf>,
@@ -58,6 +65,12 @@ impl ServeArgs {
         }
         if self.qap_unix.is_some() {
             config.qap_unix = self.qap_unix.clone();
+        }
+        if let (Some(listen), Some(service)) = (self.qap_ocap, &self.qap_ocap_service) {
+            config.qap_ocap = Some(rookery_server::config::OcapConfig {
+                listen,
+                service: service.clone(),
+            });
         }
         if self.qap_tls.is_some() {
             config.qap_tls = self.qap_tls;

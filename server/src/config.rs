@@ -28,6 +28,9 @@ pub struct Config {
     /// A QAP1 listener with TLS from the first byte (the `[tls]` certificate); any
     /// address, since nothing crosses the network in clear.
     pub qap_tls: Option<SocketAddr>,
+    /// A QAP1 listener in OCAP mode (loopback only): no login, no arbitrary code; each
+    /// connection gets one capability, the function of a published service.
+    pub qap_ocap: Option<OcapConfig>,
     /// PEM RSA private key for QAP1's secure login (`CMD_keyReq`/`CMD_secLogin`, what
     /// RSclient's `RS.login` uses). Without it that login is unavailable.
     pub qap_rsa_key: Option<PathBuf>,
@@ -46,6 +49,22 @@ pub struct Config {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The OCAP listener: where, and which service version it offers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcapConfig {
+    pub listen: SocketAddr,
+    /// `NAME/VERSION` of a published service.
+    pub service: String,
+}
+
+impl OcapConfig {
+    /// `(name, version)`.
+    pub fn service(&self) -> Option<(&str, &str)> {
+        self.service.split_once('/')
+    }
 }
 
 /// Request and resource limits.
@@ -104,6 +123,7 @@ impl Default for Config {
             qap_unix: None,
             qap_rsa_key: None,
             qap_tls: None,
+            qap_ocap: None,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             zygote_program: None,
@@ -184,6 +204,15 @@ impl Config {
                 "refusing QAP1 on {addr}: QAP1 logins are plaintext, so the QAP1 listener \
                  binds loopback addresses only (or use qap_unix)"
             )));
+        }
+        if let Some(oc) = &self.qap_ocap {
+            if !oc.listen.ip().is_loopback() || oc.service().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "qap_ocap: listen must be a loopback address and service NAME/VERSION \
+                     (got {} and {:?})",
+                    oc.listen, oc.service
+                )));
+            }
         }
         if self.qap_tls.is_some() && self.tls.is_none() {
             return Err(ConfigError::Invalid(

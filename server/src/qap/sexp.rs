@@ -340,6 +340,70 @@ pub fn decode_with_depth(bytes: &[u8], max_depth: usize) -> Result<Value, QapErr
     Ok(value)
 }
 
+/// A call as `CMD_OCcall` sends it (XT_LANG_NOTAG / XT_LANG_TAG): its first element
+/// (in OCAP mode, the capability reference) and its arguments with their tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub head: Value,
+    pub args: Vec<(Option<String>, Value)>,
+}
+
+/// Most arguments a decoded call may have.
+const MAX_CALL_ARGS: usize = 1024;
+
+/// Decodes exactly one call filling all of `bytes`. Its elements must have a value
+/// form (no nested calls, symbols or closures).
+pub fn decode_call(bytes: &[u8]) -> Result<Call, QapError> {
+    let (head, body) = split_item(bytes, XT_LARGE, "call")?;
+    if head.size + body.len() != bytes.len() {
+        return Err(QapError::malformed("call", "bytes after the call"));
+    }
+    let tagged = match head.kind {
+        XT_LANG_NOTAG => false,
+        XT_LANG_TAG => true,
+        other => {
+            let detail = format!("expected XT_LANG_NOTAG or XT_LANG_TAG, found type {other}");
+            return Err(QapError::malformed("call", detail));
+        }
+    };
+    let d = Decoder {
+        max_depth: MAX_DEPTH,
+    };
+    let mut items = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if items.len() > MAX_CALL_ARGS {
+            return Err(QapError::malformed("call", "too many arguments"));
+        }
+        let (value, after) = d.object(rest, 1)?;
+        let (tag, after) = if tagged {
+            optional_tag(after)?
+        } else {
+            (None, after)
+        };
+        items.push((tag, value));
+        rest = after;
+    }
+    let mut items = items.into_iter();
+    let (_, head) = items
+        .next()
+        .ok_or_else(|| QapError::malformed("call", "no function"))?;
+    Ok(Call {
+        head,
+        args: items.collect(),
+    })
+}
+
+/// A pairlist tag: XT_NULL (no tag) or a symbol; an empty name is no tag.
+fn optional_tag(bytes: &[u8]) -> Result<(Option<String>, &[u8]), QapError> {
+    let (head, body) = split_item(bytes, XT_LARGE, "tag")?;
+    if head.kind == XT_NULL && body.is_empty() {
+        return Ok((None, &bytes[head.size..]));
+    }
+    let (name, rest) = tag_name(bytes)?;
+    Ok(((!name.is_empty()).then_some(name), rest))
+}
+
 struct Decoder {
     max_depth: usize,
 }

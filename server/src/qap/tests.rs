@@ -582,3 +582,30 @@ fn a_bytestream_keeps_its_exact_length_and_the_next_parameter_its_place() {
     assert_eq!(params[0].data, b"abcde");
     assert_eq!(params[1].as_int(), Ok(7));
 }
+
+#[test]
+fn calls_decode_with_their_head_and_tagged_arguments() {
+    // f-less call: list("ref", y = 2) as XT_LANG_TAG, value then tag (qap1.md §7.8).
+    let mut body = sexp::encode(&Value::strings(["ref"])).unwrap();
+    body.extend([0, 0, 0, 0]);
+    body.extend(sexp::encode(&Value::doubles(vec![2.0])).unwrap());
+    body.extend([0x13, 0x04, 0, 0, b'y', 0, 0, 0]);
+    let mut bytes = ((body.len() as u32) << 8 | u32::from(XT_LANG_TAG))
+        .to_le_bytes()
+        .to_vec();
+    bytes.extend(&body);
+    let call = sexp::decode_call(&bytes).unwrap();
+    assert_eq!(call.head, Value::strings(["ref"]));
+    assert_eq!(
+        call.args,
+        vec![(Some("y".into()), Value::doubles(vec![2.0]))]
+    );
+    // Not a call, trailing bytes, a symbol head (no value form): errors, no panic.
+    assert!(sexp::decode_call(&sexp::encode(&Value::doubles(vec![1.0])).unwrap()).is_err());
+    let mut trailing = bytes.clone();
+    trailing.extend([0, 0, 0, 0]);
+    assert!(sexp::decode_call(&trailing).is_err());
+    let symbol_head = [22, 8, 0, 0, 0x13, 4, 0, 0, b'f', 0, 0, 0];
+    assert!(sexp::decode_call(&symbol_head).is_err());
+    assert!(sexp::decode_call(&[22, 0, 0, 0]).is_err(), "no function");
+}

@@ -563,3 +563,112 @@ fn a_detached_session_is_attached_again_with_its_key() {
         "closing the attached connection ends it"
     );
 }
+
+/// A call object: XT_LANG_NOTAG (or _TAG with the given tags) of encoded elements.
+fn call_bytes(elements: &[(Option<&str>, &Value)]) -> Vec<u8> {
+    use rookery_server::qap::sexp;
+    let tagged = elements.iter().any(|(t, _)| t.is_some());
+    let mut body = Vec::new();
+    for (tag, value) in elements {
+        body.extend(sexp::encode(value).unwrap());
+        if tagged {
+            match tag {
+                None => body.extend([0, 0, 0, 0]),
+                Some(name) => {
+                    let mut sym = name.as_bytes().to_vec();
+                    sym.push(0);
+                    sym.resize(sym.len().div_ceil(4) * 4, 0);
+                    body.extend(((sym.len() as u32) << 8 | 19).to_le_bytes());
+                    body.extend(sym);
+                }
+            }
+        }
+    }
+    let kind: u32 = if tagged { 23 } else { 22 };
+    let mut out = ((body.len() as u32) << 8 | kind).to_le_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// OCAP mode: no login, one capability per connection (a published service's
+/// function), `CMD_OCcall` only.
+#[test]
+fn ocap_mode_offers_a_services_function_and_nothing_else() {
+    use std::io::Read;
+    let port = crate::rserve::free_port();
+    let (server, _data) = super::server_with(|c| {
+        c.qap_ocap = Some(rookery_server::config::OcapConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            service: "ocdouble/1".into(),
+        });
+    });
+    let router = server.router();
+    super::publish(
+        &server,
+        &router,
+        super::double_spec("ocdouble", "1", super::DOUBLE_CODE),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap();
+    let connect = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let head = frame::Header::try_from_bytes(&head, 1 << 20).unwrap();
+        assert_eq!(&head.cmd.to_le_bytes(), b"RsOC");
+        let mut body = vec![0u8; head.len as usize];
+        s.read_exact(&mut body).unwrap();
+        let init = decode_payload(&body).unwrap();
+        assert_eq!(init.names().unwrap(), [Some("double_it".to_owned())]);
+        let cap = init.as_list().unwrap()[0].clone();
+        assert_eq!(cap.class().unwrap(), [Some("OCref".to_owned())]);
+        (s, cap)
+    };
+    let (mut s, cap) = connect();
+    let table = Value::data_frame(vec![("x".into(), Value::doubles(vec![1.0, 2.5]))]).unwrap();
+    let mut p = Vec::new();
+    frame::push_param(
+        &mut p,
+        rookery_server::qap::frame::dt::SEXP,
+        &call_bytes(&[(None, &cap), (None, &table)]),
+    );
+    let (word, body) = request(&mut s, cmd::OC_CALL, &p);
+    assert_eq!(word, resp::OK);
+    assert_eq!(
+        decode_payload(&body).unwrap(),
+        Value::doubles(vec![2.0, 5.0])
+    );
+    // Named arguments, and R errors as status 127.
+    let bad = Value::data_frame(vec![("x".into(), Value::doubles(vec![-2.0]))]).unwrap();
+    let mut p = Vec::new();
+    frame::push_param(
+        &mut p,
+        rookery_server::qap::frame::dt::SEXP,
+        &call_bytes(&[(None, &cap), (Some("d"), &bad)]),
+    );
+    assert_eq!(
+        frame::status_of(request(&mut s, cmd::OC_CALL, &p).0),
+        status::R_ERROR
+    );
+    // Anything but OCcall: ERR_disabled, then the connection is closed.
+    let (word, _) = request(&mut s, cmd::EVAL, &string_param("1+1"));
+    assert_eq!(frame::status_of(word), status::DISABLED);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    // Another connection's reference (or a guess) closes the connection.
+    let (mut other, _) = connect();
+    let mut p = Vec::new();
+    frame::push_param(
+        &mut p,
+        rookery_server::qap::frame::dt::SEXP,
+        &call_bytes(&[(None, &cap), (None, &table)]),
+    );
+    other
+        .write_all(&frame::encode_message(cmd::OC_CALL, 0, &p))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = other.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "a stale reference gets no answer");
+}

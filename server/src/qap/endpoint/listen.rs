@@ -48,6 +48,11 @@ pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>>
         tracing::info!(addr = %listener.local_addr()?, "QAP1 over TLS listening");
         tokio::spawn(accept_tcp(listener, state.clone(), true));
     }
+    if let Some(oc) = state.config.qap_ocap.clone() {
+        let listener = tokio::net::TcpListener::bind(oc.listen).await?;
+        tracing::info!(addr = %listener.local_addr()?, service = %oc.service, "QAP1 OCAP listening");
+        tokio::spawn(accept_ocap(listener, state.clone(), oc.service));
+    }
     if let Some(path) = &state.config.qap_unix {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
@@ -95,6 +100,27 @@ async fn accept_resume(listener: tokio::net::TcpListener, state: AppState) {
         runtime.spawn_blocking(move || {
             let stream = super::detach::resume_stream(stream);
             Connection::new(stream, state, conn_runtime, peer.ip()).attach();
+        });
+    }
+}
+
+async fn accept_ocap(listener: tokio::net::TcpListener, state: AppState, service: String) {
+    let (name, version) = service.split_once('/').unwrap_or((&service, ""));
+    let (name, version) = (name.to_owned(), version.to_owned());
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let runtime = Handle::current();
+        let (state, conn_runtime) = (state.clone(), runtime.clone());
+        let (name, version) = (name.clone(), version.clone());
+        runtime.spawn_blocking(move || {
+            Connection::new(Stream::Tcp(stream), state, conn_runtime, peer.ip())
+                .serve_ocap(&name, &version);
         });
     }
 }

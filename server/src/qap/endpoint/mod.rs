@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 mod detach;
 mod files;
 mod listen;
+mod ocap;
 
 pub use detach::Detached;
 

@@ -16,7 +16,6 @@ use super::{Connection, End};
 use crate::auth::AuthUser;
 use crate::engine::SessionEntry;
 use crate::qap::frame::{self, dt, resp, status};
-use crate::qap::stream::Stream;
 
 /// Sessions waiting to be attached, by key.
 #[derive(Debug, Default)]
@@ -112,9 +111,4 @@ impl Connection {
         self.session = Some(parked.session);
         self.serve_attached();
     }
-}
-
-/// The plain stream of a resume connection.
-pub(super) fn resume_stream(tcp: std::net::TcpStream) -> Stream {
-    Stream::Tcp(tcp)
 }

@@ -87,26 +87,24 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: boo
 }
 
 async fn accept_resume(listener: tokio::net::TcpListener, state: AppState) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let runtime = Handle::current();
-        let (state, conn_runtime) = (state.clone(), runtime.clone());
-        runtime.spawn_blocking(move || {
-            let stream = super::detach::resume_stream(stream);
-            Connection::new(stream, state, conn_runtime, peer.ip()).attach();
-        });
-    }
+    accept_plain(listener, state, |conn| conn.attach()).await;
 }
 
 async fn accept_ocap(listener: tokio::net::TcpListener, state: AppState, service: String) {
     let (name, version) = service.split_once('/').unwrap_or((&service, ""));
     let (name, version) = (name.to_owned(), version.to_owned());
+    accept_plain(listener, state, move |conn| {
+        conn.serve_ocap(&name, &version)
+    })
+    .await;
+}
+
+/// Accepts plain TCP connections and runs `serve` on each, on its own blocking thread.
+async fn accept_plain(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    serve: impl Fn(Connection) + Clone + Send + 'static,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -116,11 +114,14 @@ async fn accept_ocap(listener: tokio::net::TcpListener, state: AppState, service
         };
         let _ = stream.set_nodelay(true);
         let runtime = Handle::current();
-        let (state, conn_runtime) = (state.clone(), runtime.clone());
-        let (name, version) = (name.clone(), version.clone());
+        let (state, conn_runtime, serve) = (state.clone(), runtime.clone(), serve.clone());
         runtime.spawn_blocking(move || {
-            Connection::new(Stream::Tcp(stream), state, conn_runtime, peer.ip())
-                .serve_ocap(&name, &version);
+            serve(Connection::new(
+                Stream::Tcp(stream),
+                state,
+                conn_runtime,
+                peer.ip(),
+            ));
         });
     }
 }

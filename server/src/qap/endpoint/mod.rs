@@ -163,6 +163,14 @@ impl Connection {
     }
 
     fn one_message(&mut self) -> Result<(), End> {
+        let (command, payload) = self.read_message()?;
+        self.dispatch(command, &payload)
+    }
+
+    /// The next request: its command and payload. A header announcing more than the
+    /// size limit is answered (ERR_data_overflow) and the connection closed, before
+    /// any of the payload is read.
+    fn read_message(&mut self) -> Result<(u32, Vec<u8>), End> {
         let mut head = [0u8; HEADER_LEN];
         self.stream.read_exact(&mut head)?;
         let max = self.state.config.limits.qap_max_message_bytes;
@@ -175,7 +183,7 @@ impl Connection {
         };
         let mut payload = vec![0u8; header.len as usize];
         self.stream.read_exact(&mut payload)?;
-        self.dispatch(header.cmd, &payload)
+        Ok((header.cmd, payload))
     }
 
     fn dispatch(&mut self, command: u32, payload: &[u8]) -> Result<(), End> {

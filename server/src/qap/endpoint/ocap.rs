@@ -5,13 +5,11 @@
 //! first element is that reference; anything else gets ERR_disabled and a close, and
 //! an unknown reference a close. Calls run statelessly on the service's warm workers.
 
-use std::io::Read;
-
 use base64::Engine as _;
 use rookery_engine::{CallOptions, Value};
 
 use super::{Connection, End};
-use crate::qap::frame::{self, cmd, dt, status, Header, HEADER_LEN};
+use crate::qap::frame::{self, cmd, dt, status};
 use crate::qap::sexp;
 
 impl Connection {
@@ -53,22 +51,6 @@ impl Connection {
             };
             self.oc_call(name, version, &function, call.args)?;
         }
-    }
-
-    fn read_message(&mut self) -> Result<(u32, Vec<u8>), End> {
-        let mut head = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut head)?;
-        let max = self.state.config.limits.qap_max_message_bytes;
-        let header = match Header::try_from_bytes(&head, max) {
-            Ok(h) => h,
-            Err(e) => {
-                self.reply_err(e.status())?;
-                return Err(End::Close);
-            }
-        };
-        let mut payload = vec![0u8; header.len as usize];
-        self.stream.read_exact(&mut payload)?;
-        Ok((header.cmd, payload))
     }
 
     /// Calls the service's function (the live version now: an update in between is

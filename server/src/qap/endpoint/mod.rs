@@ -45,6 +45,9 @@ use files::OpenFile;
 /// (on loopback, Unix sockets and TLS only; see `Config::check`).
 pub const ID_STRING_AUTH: [u8; 32] = *b"Rsrv0103QAP1\r\n\r\nARpt----------\r\n";
 
+/// Replies up to this size are assembled into one buffer and written at once.
+const SMALL_REPLY: usize = 64 << 10;
+
 /// The ID string for this connection: `TLS\n` first when `CMD_switch "TLS"` is
 /// offered, `ARpt` when a login is required (qap1.md §2.1).
 fn id_string(login: bool, tls_switch: bool) -> [u8; 32] {
@@ -371,11 +374,7 @@ impl Connection {
         let result = self.state.sessions.execute_blocking(&entry, &code);
         match result {
             Ok(ev) if answer => match sexp::encode(&ev.value) {
-                Ok(bytes) => {
-                    let mut out = Vec::with_capacity(bytes.len() + 8);
-                    frame::push_param(&mut out, dt::SEXP, &bytes);
-                    self.reply_ok(&out)
-                }
+                Ok(bytes) => self.reply_sexp(&bytes),
                 Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
             },
             Ok(_) => self.reply_ok(&[]),
@@ -498,6 +497,27 @@ impl Connection {
             code,
             outcome: "qap".into(),
         });
+    }
+
+    /// RESP_OK with one DT_SEXP parameter holding `object`. A large object is written
+    /// after the headers instead of being copied into one message buffer (results can
+    /// be hundreds of MB); a small one goes out in a single write.
+    fn reply_sexp(&mut self, object: &[u8]) -> Result<(), End> {
+        let mut head = Vec::with_capacity(HEADER_LEN + 8 + object.len().min(SMALL_REPLY));
+        let mut param = Vec::with_capacity(8);
+        frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object.len() as u64);
+        let total = (param.len() + object.len()) as u64;
+        head.extend_from_slice(&Header::new(resp::OK, total).to_bytes());
+        head.extend_from_slice(&param);
+        if object.len() <= SMALL_REPLY {
+            head.extend_from_slice(object);
+            self.stream.write_all(&head)?;
+        } else {
+            self.stream.write_all(&head)?;
+            self.stream.write_all(object)?;
+        }
+        self.stream.flush()?;
+        Ok(())
     }
 
     fn reply_ok(&mut self, payload: &[u8]) -> Result<(), End> {

@@ -84,11 +84,7 @@ impl Connection {
             outcome: if result.is_ok() { "ok" } else { "r_error" }.into(),
         });
         match result.map(|v| sexp::encode(&v)) {
-            Ok(Ok(bytes)) => {
-                let mut out = Vec::with_capacity(bytes.len() + 8);
-                frame::push_param(&mut out, dt::SEXP, &bytes);
-                self.reply_ok(&out)
-            }
+            Ok(Ok(bytes)) => self.reply_sexp(&bytes),
             Ok(Err(e)) => self.r_failure(&crate::error::AppError::Internal(e.to_string())),
             Err(e) => self.r_failure(&e.into()),
         }

@@ -59,3 +59,15 @@ pub(crate) fn frame(columns: Vec<(&str, Value)>) -> Value {
 pub(crate) fn levels(names: &[&str]) -> Vec<RString> {
     names.iter().map(|l| Some((*l).to_owned())).collect()
 }
+
+/// The declared columns the format tests share: one of each column type.
+pub(crate) fn example_columns() -> serde_json::Value {
+    serde_json::json!([
+        {"name": "x1", "type": "double"},
+        {"name": "n", "type": "integer", "nullable": true},
+        {"name": "flag", "type": "logical"},
+        {"name": "s", "type": "character"},
+        {"name": "g", "type": "factor", "levels": ["a", "b"]},
+        {"name": "d", "type": "date"}
+    ])
+}

@@ -4,18 +4,11 @@ use rookery_engine::value::{na_real, Data, Logical, NA_INTEGER};
 use rookery_engine::Value;
 use serde_json::json;
 
-use super::testing::{assert_same, frame};
+use super::testing::{assert_same, example_columns, frame};
 use super::*;
 
 fn example() -> Json {
-    json!({"columns": [
-        {"name": "x1", "type": "double"},
-        {"name": "n", "type": "integer", "nullable": true},
-        {"name": "flag", "type": "logical"},
-        {"name": "s", "type": "character"},
-        {"name": "g", "type": "factor", "levels": ["a", "b"]},
-        {"name": "d", "type": "date"}
-    ], "max_rows": 3})
+    json!({"columns": example_columns(), "max_rows": 3})
 }
 
 fn spec(name: &str, ty: ColumnType, nullable: bool) -> ColumnSpec {

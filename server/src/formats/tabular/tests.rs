@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::formats::schema::testing::assert_same;
-use crate::formats::schema::testing::{frame, levels};
+use crate::formats::schema::testing::{example_columns, frame, levels};
 use crate::formats::schema::{CellProblem, ColumnType};
 
 fn schema(json: serde_json::Value) -> Schema {
@@ -14,14 +14,7 @@ fn schema(json: serde_json::Value) -> Schema {
 }
 
 fn example() -> Schema {
-    schema(json!({"columns": [
-        {"name": "x1", "type": "double"},
-        {"name": "n", "type": "integer", "nullable": true},
-        {"name": "flag", "type": "logical"},
-        {"name": "s", "type": "character"},
-        {"name": "g", "type": "factor", "levels": ["a", "b"]},
-        {"name": "d", "type": "date"}
-    ]}))
+    schema(json!({ "columns": example_columns() }))
 }
 
 fn read(text: &str, schema: Option<&Schema>) -> Result<Value, TableError> {

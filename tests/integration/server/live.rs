@@ -1,9 +1,9 @@
 //! A real `rookery serve --demo` on loopback: the README's first command, driven over
 //! TCP, stopped with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// One HTTP/1.1 request over a fresh connection; returns status and body.
 fn http(
@@ -37,22 +37,17 @@ fn http(
 #[test]
 fn serve_demo_answers_the_printed_curl_line_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--demo",
-            "--service-workers",
-            "1",
-            "--data",
-        ])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--demo",
+        "--service-workers",
+        "1",
+        "--data",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(data.path().as_os_str());
+    let (child, mut lines) = super::spawn_serve(&args);
     let mut next = || lines.next().expect("serve prints its address").unwrap();
     let first = next();
     let addr = first
@@ -171,18 +166,8 @@ fn tls_serves_any_address_and_plain_clients_get_nothing() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let (child, mut lines) = super::spawn_serve(&["--config".as_ref(), config.as_os_str()]);
+    let first = lines.next().unwrap().unwrap();
     let port = first.rsplit(':').next().unwrap().to_owned();
     assert!(
         first.starts_with("rookery listening on https://"),

@@ -214,3 +214,23 @@ pub fn run_ok(program: &str, args: &[&std::ffi::OsStr]) -> String {
     );
     text
 }
+
+/// Starts `rookery serve ARGS` with its stdout piped; returns the child and the lines
+/// it prints (the first says where it listens).
+pub fn spawn_serve(
+    args: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}

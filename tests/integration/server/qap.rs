@@ -150,7 +150,6 @@ fn oversized_messages_are_refused_before_they_are_read() {
 
 #[test]
 fn bench_qap_drives_a_real_rookery_serve() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let data = tempfile::tempdir().unwrap();
     let rookery = env!("CARGO_BIN_EXE_rookery");
@@ -170,23 +169,16 @@ fn bench_qap_drives_a_real_rookery_serve() {
     assert!(add.wait().unwrap().success());
     let config = data.path().join("rookery.toml");
     std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
-    let mut child = Command::new(rookery)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--qap",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (child, mut lines) = super::spawn_serve(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--qap".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ]);
     let _http = lines.next().unwrap().unwrap();
     let qap = lines.next().unwrap().unwrap();
     let addr = qap

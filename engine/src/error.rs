@@ -54,6 +54,12 @@ pub enum Error {
     /// memory was corrupted). The worker has been replaced.
     #[error("protocol error talking to a worker: {0}")]
     Protocol(String),
+
+    /// A worker could not apply the confinement asked for (a layer the kernel lacks
+    /// below the required floor, an account that cannot be switched to, ...). It was
+    /// discarded before running any code.
+    #[error("cannot confine the worker: {0}")]
+    Confinement(String),
 }
 
 fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {

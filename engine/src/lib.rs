@@ -17,6 +17,7 @@
 mod batch;
 mod cancel;
 mod channel;
+pub mod confine;
 mod error;
 mod local;
 mod mailbox;

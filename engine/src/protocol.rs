@@ -62,6 +62,12 @@ pub enum Request {
     /// End the session (or nothing, in stateless mode): drop its environment and check
     /// that the worker is still pristine; the answer says whether it must retire.
     Reset { id: u64 },
+    /// Lock the worker in (identity, Landlock, seccomp, limits) and move it to its
+    /// job's folder and temp dir. Irreversible: the worker serves only that job.
+    Confine {
+        id: u64,
+        spec: crate::confine::Confinement,
+    },
     /// Exit the worker; no response.
     Shutdown,
 }
@@ -143,7 +149,8 @@ impl Request {
             | Request::Assign { id, .. }
             | Request::Get { id, .. }
             | Request::Open { id }
-            | Request::Reset { id } => Some(*id),
+            | Request::Reset { id }
+            | Request::Confine { id, .. } => Some(*id),
             Request::Shutdown => None,
         }
     }

@@ -234,6 +234,16 @@ impl PoolBuilder {
         self
     }
 
+    /// Confines the zygote (see [`crate::confine::Confinement`]) right after R
+    /// starts, before preload and init: for pools that run code their host does not
+    /// trust (a published service). Init code and every worker run inside it; each
+    /// worker's temp dir is `worker-<pid>` inside the spec's `temp_dir`, which must be
+    /// writable by its identity. If it cannot be applied, building the pool fails.
+    pub fn confine(mut self, spec: crate::confine::Confinement) -> Self {
+        self.zygote.confine = Some(spec);
+        self
+    }
+
     /// How long R start-up plus init may take in the zygote, and a worker its
     /// set-up (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {

@@ -12,6 +12,7 @@ use rookery_ffi::Value;
 
 use super::worker::{Limits, WorkerConn};
 use super::{call_on, eval_on, CallOptions, Pool};
+use crate::confine::Confinement;
 use crate::protocol::{self, Request};
 use crate::{Error, Evaluation};
 
@@ -89,6 +90,35 @@ impl Session {
             })
         })
         .map(|ev| ev.value)
+    }
+
+    /// Locks this session's worker in for the rest of its life: identity, folders,
+    /// system calls, limits (see [`Confinement`]), and moves it to the job's working
+    /// directory and temp dir. Only for a session from [`Pool::fresh_session`], whose
+    /// worker is discarded when the session ends. If any layer cannot be applied the
+    /// worker is discarded and the session is closed.
+    pub fn confine(&mut self, spec: &Confinement) -> Result<(), Error> {
+        if !self.fresh {
+            return Err(Error::Confinement(
+                "only a fresh session's worker can be confined (it is never reused)".into(),
+            ));
+        }
+        match self.simple(|id| Request::Confine {
+            id,
+            spec: spec.clone(),
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(w) = self.worker.as_mut() {
+                    w.broken = true;
+                }
+                self.release();
+                Err(match e {
+                    Error::R(e) => Error::Confinement(e.to_string()),
+                    other => other,
+                })
+            }
+        }
     }
 
     fn simple(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Evaluation, Error> {

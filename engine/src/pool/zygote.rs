@@ -83,7 +83,7 @@ impl Zygote {
             .map_err(|e| spawn_err(&format!("starting {}", program.display()), e))?;
         drop(child);
         let pid = process.id();
-        let start = ToZygote::Start(config.clone());
+        let start = ToZygote::Start(Box::new(config.clone()));
         send_packet(host.as_fd(), &start, &[]).map_err(|e| spawn_err("configuring zygote", e))?;
 
         let (reply_tx, replies) = crossbeam_channel::unbounded();

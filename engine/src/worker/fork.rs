@@ -7,7 +7,7 @@
 //! done with rustix's safe wrappers in the modules that use this one.
 #![expect(
     unsafe_code,
-    reason = "fork, pre_exec, sigaction, close_range, mallopt and _exit; each block has a SAFETY note"
+    reason = "fork, pre_exec, sigaction, close_range, mallopt, a Landlock probe and _exit; each block has a SAFETY note"
 )]
 
 use std::io;
@@ -136,7 +136,7 @@ pub(crate) fn install_signal_dispositions() -> io::Result<()> {
 
 fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; `handler` is
-    // SIG_DFL or `on_interrupt`, which only performs an atomic store
+    // SIG_DFL, SIG_IGN or `on_interrupt`, which only performs an atomic store
     // (async-signal-safe).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
@@ -160,4 +160,26 @@ pub(crate) fn tune_malloc() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
+}
+
+/// Ignores SIGXFSZ, so that a write past `RLIMIT_FSIZE` fails with `EFBIG` (an R
+/// error) instead of killing the worker.
+pub(crate) fn ignore_sigxfsz() -> io::Result<()> {
+    set_disposition(libc::SIGXFSZ, libc::SIG_IGN)
+}
+
+/// The kernel's Landlock ABI version, 0 when it has none.
+pub(crate) fn landlock_abi() -> u8 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the call
+    // only returns the ABI version (or fails); it reads and writes no memory.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u8::try_from(v).unwrap_or(0)
 }

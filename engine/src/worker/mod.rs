@@ -14,6 +14,7 @@
 //! fresh fork takes its place. A session (`Open` .. `Reset`) keeps one environment
 //! and is checked the same way when it ends.
 
+pub(crate) mod confine;
 pub(crate) mod fork;
 pub(crate) mod zygote;
 
@@ -42,6 +43,9 @@ pub(crate) struct WorkerConfig {
     pub tune_malloc: bool,
     /// The largest request or answer, in bytes (caps the shared region).
     pub max_payload: usize,
+    /// Install the seccomp deny list at the end of set-up (`Some(true)`: the variant
+    /// that allows TCP sockets). Set by a confined zygote for its workers.
+    pub seccomp: Option<bool>,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +57,7 @@ impl Default for WorkerConfig {
             inline_limit: protocol::DEFAULT_INLINE_LIMIT,
             tune_malloc: true,
             max_payload: crate::shm::DEFAULT_MAX_CAPACITY,
+            seccomp: None,
         }
     }
 }
@@ -116,6 +121,9 @@ fn set_up<'r>(
     capture.begin()?;
     let channel = Channel::from_fds(link, config.spin, config.max_payload)?;
     let temp_fd = std::fs::File::open(&temp_dir)?;
+    if let Some(tcp) = config.seccomp {
+        confine::install_seccomp(tcp)?;
+    }
     Ok(Worker {
         r,
         channel,
@@ -127,7 +135,34 @@ fn set_up<'r>(
         temp_mtime: mtime(&temp_fd),
         temp_fd,
         calls: 0,
+        proc_files: ProcFiles::open(),
     })
+}
+
+/// `/proc/self` files the memory check reads, opened before confinement (Landlock
+/// then hides `/proc`).
+struct ProcFiles {
+    statm: Option<std::fs::File>,
+    smaps_rollup: Option<std::fs::File>,
+}
+
+impl ProcFiles {
+    fn open() -> ProcFiles {
+        ProcFiles {
+            statm: std::fs::File::open("/proc/self/statm").ok(),
+            smaps_rollup: std::fs::File::open("/proc/self/smaps_rollup").ok(),
+        }
+    }
+}
+
+/// The whole of an open `/proc` file, read from its start.
+fn read_proc(file: Option<&std::fs::File>) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let file = file?;
+    let mut buf = vec![0u8; 4096];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
 }
 
 struct Worker<'r> {
@@ -144,6 +179,7 @@ struct Worker<'r> {
     temp_fd: std::fs::File,
     temp_mtime: Option<(i64, i64)>,
     calls: u64,
+    proc_files: ProcFiles,
 }
 
 /// What a request produced, before it is written back.
@@ -207,8 +243,30 @@ impl<'r> Worker<'r> {
                 self.session = None;
                 self.reply(id, Ok((Value::NULL, false, Output::default())))
             }
+            Request::Confine { id, spec } => {
+                let outcome = self
+                    .confine(&spec)
+                    .map(|()| (Value::NULL, false, Output::default()));
+                self.reply(id, outcome)
+            }
             Request::Shutdown => Ok(()),
         }
+    }
+
+    /// Locks this worker in (see [`confine::enter`]) and remembers its new working
+    /// directory and temp dir for the state checks.
+    fn confine(&mut self, spec: &crate::confine::Confinement) -> Result<(), RError> {
+        confine::enter(self.r, spec)
+            .map_err(|e| RError::InvalidValue(format!("confinement: {e}")))?;
+        if let Some(temp) = &spec.temp_dir {
+            self.temp_fd = std::fs::File::open(temp)
+                .map_err(|e| RError::InvalidValue(format!("confinement: temp dir: {e}")))?;
+            self.temp_mtime = mtime(&self.temp_fd);
+        }
+        if let Some(dir) = &spec.workdir {
+            self.cwd = dir.clone();
+        }
+        Ok(())
     }
 
     /// Runs `f` in the session's environment, or in the scratch environment of a
@@ -343,10 +401,11 @@ impl<'r> Worker<'r> {
         }
         // statm is O(1); smaps_rollup walks every page table entry (≈ 0.2 ms for an R
         // process), so read it only when the anonymous memory could be over the limit.
-        if anonymous_memory_kb()? <= self.config.max_private_kb {
+        let statm = read_proc(self.proc_files.statm.as_ref())?;
+        if anonymous_memory_kb(&statm)? <= self.config.max_private_kb {
             return None;
         }
-        let kb = private_memory_kb()?;
+        let kb = private_memory_kb_in(&read_proc(self.proc_files.smaps_rollup.as_ref())?)?;
         (kb > self.config.max_private_kb).then(|| {
             format!(
                 "private memory {kb} kB is over the limit of {} kB",
@@ -397,8 +456,7 @@ fn mtime(dir: &std::fs::File) -> Option<(i64, i64)> {
 /// This process's resident anonymous memory in kB (`/proc/self/statm`: resident
 /// minus file-backed and shared-memory pages): an upper bound of its private memory,
 /// since pages shared copy-on-write with the zygote count here too.
-fn anonymous_memory_kb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+fn anonymous_memory_kb(text: &str) -> Option<u64> {
     let mut fields = text
         .split_whitespace()
         .skip(1)
@@ -409,15 +467,13 @@ fn anonymous_memory_kb() -> Option<u64> {
     Some(resident.saturating_sub(shared) * page_kb)
 }
 
-/// This process's private memory (`Private_Clean + Private_Dirty` of
-/// `/proc/self/smaps_rollup`), in kB.
-pub(crate) fn private_memory_kb() -> Option<u64> {
-    private_memory_kb_of("self")
-}
-
 /// Private memory of process `pid` ("self" for this one), in kB.
 pub(crate) fn private_memory_kb_of(pid: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    private_memory_kb_in(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// `Private_Clean + Private_Dirty` of a `smaps_rollup` text, in kB.
+fn private_memory_kb_in(text: &str) -> Option<u64> {
     let field = |name: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(name))?;
         line.split_whitespace().nth(1)?.parse().ok()

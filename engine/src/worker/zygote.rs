@@ -51,6 +51,9 @@ pub(crate) struct ZygoteConfig {
     pub preload: Vec<String>,
     pub init: Vec<InitStep>,
     pub worker: WorkerConfig,
+    /// Confinement the zygote enters after R starts and before preload and init, so
+    /// that init code and every worker forked afterwards run inside it.
+    pub confine: Option<crate::confine::Confinement>,
 }
 
 /// One init step, run in the global environment, in order.
@@ -63,7 +66,7 @@ pub(crate) enum InitStep {
 /// Host -> zygote.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToZygote {
-    Start(ZygoteConfig),
+    Start(Box<ZygoteConfig>),
     /// Fork a worker; carries the worker's link fds `[socket, mailbox, region]`.
     Spawn {
         cpu: Option<usize>,
@@ -146,7 +149,15 @@ fn zygote_main(control: OwnedFd) -> i32 {
     }
     let tmp_base = rookery_ffi::temp_dir(r);
     let mut children = Vec::new();
-    let _ = serve(r, &control, &config.worker, &tmp_base, &mut children);
+    // Workers of a confined zygote install its seccomp filter themselves, after
+    // their own set-up (which needs `setpgid`, a call the filter denies).
+    let mut worker = config.worker.clone();
+    worker.seccomp = config
+        .confine
+        .as_ref()
+        .filter(|c| c.seccomp)
+        .map(|c| !c.tcp_connect.is_empty());
+    let _ = serve(r, &control, &worker, &tmp_base, &mut children);
     stop_children(&mut children, &tmp_base);
     0
 }
@@ -159,6 +170,13 @@ fn prepare_r(config: &ZygoteConfig) -> Result<RToken<'static>, String> {
         ..StartOptions::default()
     };
     let r = rookery_ffi::start(&opts).map_err(|e| format!("starting R: {e}"))?;
+    if let Some(spec) = &config.confine {
+        let spec = crate::confine::Confinement {
+            seccomp: false,
+            ..spec.clone()
+        };
+        super::confine::enter(r, &spec).map_err(|e| format!("confining the zygote: {e}"))?;
+    }
     for package in &config.preload {
         let args = [
             ("package", &Value::scalar_string(package.as_str())),
@@ -180,6 +198,7 @@ fn prepare_r(config: &ZygoteConfig) -> Result<RToken<'static>, String> {
         .map_err(|e| format!("gc: {e}"))?;
     r.snapshot_state()
         .map_err(|e| format!("state snapshot: {e}"))?;
+    super::confine::prepare();
     Ok(r)
 }
 
@@ -190,6 +209,14 @@ fn serve(
     tmp_base: &Path,
     children: &mut Vec<Child>,
 ) -> io::Result<()> {
+    // Orphans of a worker (what its `system()` calls left running, a fork bomb's
+    // children) come to us instead of init, so they are reaped promptly and never
+    // linger as zombies that count against their uid's process limit.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    let orphan_sweep = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
     loop {
         let mut fds = Vec::with_capacity(1 + children.len());
         fds.push(PollFd::new(control, PollFlags::IN));
@@ -198,21 +225,14 @@ fn serve(
                 .iter()
                 .map(|c| PollFd::new(&c.pidfd, PollFlags::IN)),
         );
-        match rustix::event::poll(&mut fds, None) {
+        match rustix::event::poll(&mut fds, Some(&orphan_sweep)) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        let exited: Vec<usize> = (1..fds.len())
-            .filter(|&i| !fds[i].revents().is_empty())
-            .map(|i| i - 1)
-            .collect();
         let control_ready = !fds[0].revents().is_empty();
         drop(fds);
-        for i in exited.into_iter().rev() {
-            let child = children.swap_remove(i);
-            report_exit(control.as_fd(), &child, tmp_base);
-        }
+        reap(control.as_fd(), children, tmp_base);
         if control_ready {
             match recv_packet::<ToZygote>(control.as_fd())? {
                 None => return Ok(()),
@@ -221,6 +241,17 @@ fn serve(
                 }
                 Some((ToZygote::Start(_), _)) => {}
             }
+        }
+    }
+}
+
+/// Reaps every exited child: our workers (reported to the host) and adopted orphans.
+fn reap(control: BorrowedFd<'_>, children: &mut Vec<Child>, tmp_base: &Path) {
+    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        if let Some(i) = children.iter().position(|c| c.pid == pid) {
+            let child = children.swap_remove(i);
+            let (code, signal) = (status.exit_status(), status.terminating_signal());
+            report_exit(control, &child, code, signal, tmp_base);
         }
     }
 }
@@ -265,14 +296,22 @@ fn spawn(
     }
 }
 
-fn report_exit(control: BorrowedFd<'_>, child: &Child, tmp_base: &Path) {
-    let (code, signal) = match rustix::process::waitpid(Some(child.pid), WaitOptions::empty()) {
-        Ok(Some((_, status))) => (status.exit_status(), status.terminating_signal()),
-        _ => (None, None),
-    };
+fn report_exit(
+    control: BorrowedFd<'_>,
+    child: &Child,
+    code: Option<i32>,
+    signal: Option<i32>,
+    tmp_base: &Path,
+) {
     let pid = child.pid.as_raw_nonzero().get() as u32;
-    let _ = std::fs::remove_dir_all(super::worker_temp_dir(tmp_base, pid));
+    remove_temp_dirs(pid, tmp_base);
     let _ = send_packet(control, &FromZygote::Exited { pid, code, signal }, &[]);
+}
+
+/// Removes worker `pid`'s temp dirs: the one under the zygote's, and a confined
+/// pool worker's own.
+fn remove_temp_dirs(pid: u32, tmp_base: &Path) {
+    let _ = std::fs::remove_dir_all(super::worker_temp_dir(tmp_base, pid));
 }
 
 /// The host went away: kill every worker (and anything it started), reap, clean up.
@@ -283,8 +322,7 @@ fn stop_children(children: &mut Vec<Child>, tmp_base: &Path) {
     }
     for child in children.drain(..) {
         let _ = rustix::process::waitpid(Some(child.pid), WaitOptions::empty());
-        let pid = child.pid.as_raw_nonzero().get() as u32;
-        let _ = std::fs::remove_dir_all(super::worker_temp_dir(tmp_base, pid));
+        remove_temp_dirs(child.pid.as_raw_nonzero().get() as u32, tmp_base);
     }
 }
 

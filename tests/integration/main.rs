@@ -5,6 +5,7 @@
 
 mod admin;
 mod cli;
+mod confine;
 mod loadgen;
 mod local_eval;
 mod pool;

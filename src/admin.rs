@@ -98,6 +98,48 @@ pub enum KeyCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum AccountsCommand {
+    /// Make sure worker accounts `<prefix>0 .. <prefix>(N-1)` exist (root; uses
+    /// useradd): system users with their own group, no login shell, no home. A
+    /// server running as root leases one to each user with running code.
+    Create {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+        #[arg(long, default_value = rookery_server::confine::accounts::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// List the worker accounts and what this machine enforces.
+    List {
+        #[arg(long, default_value = rookery_server::confine::accounts::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
+pub fn run_accounts(cmd: AccountsCommand) -> anyhow::Result<()> {
+    use rookery_server::confine::accounts;
+    match cmd {
+        AccountsCommand::Create { count, prefix } => {
+            let all = accounts::create(&prefix, count as usize).map_err(|e| anyhow!(e))?;
+            done(format_args!(
+                "{} worker accounts with prefix {prefix} ({} asked for)",
+                all.len(),
+                count
+            ))
+        }
+        AccountsCommand::List { prefix } => {
+            let all = accounts::discover(&prefix, Path::new("/etc/passwd"))?;
+            for a in &all {
+                println!("{}\t{}\t{}", a.name, a.uid, a.gid);
+            }
+            for line in rookery_engine::confine::probe().describe() {
+                eprintln!("{line}");
+            }
+            done(format_args!("{} worker accounts", all.len()))
+        }
+    }
+}
+
 /// `<data>/rookery.db`.
 pub fn store_path(data: &Path) -> PathBuf {
     data.join(STORE_FILE)

@@ -29,6 +29,9 @@ enum Command {
     /// Manage API keys for services.
     #[command(subcommand)]
     Key(crate::admin::KeyCommand),
+    /// Manage the worker accounts confined R code runs as (see `[confine]`).
+    #[command(subcommand)]
+    Accounts(crate::admin::AccountsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +73,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => report(crate::serve::run(&args)),
         Command::User(cmd) => report(crate::admin::run_user(cmd)),
         Command::Key(cmd) => report(crate::admin::run_key(cmd)),
+        Command::Accounts(cmd) => report(crate::admin::run_accounts(cmd)),
         Command::Bench(BenchCommand::Pool { json, workers }) => {
             report(crate::bench::pool(json, workers))
         }

@@ -36,6 +36,7 @@ pub struct Config {
     pub qap_rsa_key: Option<PathBuf>,
     pub limits: Limits,
     pub pool: PoolConfig,
+    pub confine: crate::confine::ConfineConfig,
     /// The program the R pools re-execute as their zygote (default: this program,
     /// which must call `rookery_engine::run_zygote_if_requested` first in `main`).
     /// Not a config-file key: embedding programs and tests set it.
@@ -126,6 +127,7 @@ impl Default for Config {
             qap_ocap: None,
             limits: Limits::default(),
             pool: PoolConfig::default(),
+            confine: crate::confine::ConfineConfig::default(),
             zygote_program: None,
         }
     }

@@ -50,6 +50,10 @@ pub enum AppError {
     Cancelled,
     #[error("the server is shutting down")]
     Unavailable,
+    /// Untrusted code cannot be confined here (below the Landlock floor, no worker
+    /// accounts, all accounts leased): refused rather than run unconfined.
+    #[error("{0}")]
+    Confinement(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,7 +70,9 @@ impl AppError {
             AppError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::R(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Busy | AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy | AppError::Unavailable | AppError::Confinement(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
             AppError::Cancelled => StatusCode::CONFLICT,
@@ -92,6 +98,7 @@ impl AppError {
             AppError::WorkerDied(_) => "worker_died",
             AppError::Cancelled => "cancelled",
             AppError::Unavailable => "unavailable",
+            AppError::Confinement(_) => "confinement",
             AppError::Internal(_) => "internal",
         }
     }
@@ -183,6 +190,7 @@ impl From<EngineError> for AppError {
             EngineError::Busy { .. } => AppError::Busy,
             EngineError::Cancelled => AppError::Cancelled,
             EngineError::Closed => AppError::Unavailable,
+            EngineError::Confinement(msg) => AppError::Confinement(msg),
             other => AppError::Internal(other.to_string()),
         }
     }

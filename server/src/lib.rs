@@ -15,6 +15,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod confine;
 pub mod demo;
 pub mod engine;
 pub mod error;

@@ -56,6 +56,17 @@ impl Server {
             UserDirs::open(&config.data)
                 .map_err(|e| ServeError::Io(format!("users' folders: {e}")))?,
         );
+        let confiner = Arc::new(
+            crate::confine::Confiner::open(&config.confine, &config.data)
+                .map_err(|e| ServeError::Io(format!("confinement: {e}")))?,
+        );
+        for line in confiner.describe() {
+            if line.contains("REFUSED") || line.contains("DISABLED") {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
         // Sessions take pristine workers (`fresh_session`): the pool's spares, forked
         // ahead; its one warm worker is never handed out.
         let pool = config
@@ -91,8 +102,14 @@ impl Server {
             qap_detached: Arc::default(),
             qap_tls,
             qap_key,
-            sessions: Arc::new(Sessions::new(pool, dirs.clone(), &config.limits)),
-            services: Arc::new(Services::new(config.clone())),
+            sessions: Arc::new(Sessions::new(
+                pool,
+                dirs.clone(),
+                confiner.clone(),
+                &config.limits,
+            )),
+            services: Arc::new(Services::new(config.clone(), confiner.clone())),
+            confiner,
             jobs,
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(LoginLimiter::default()),

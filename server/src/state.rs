@@ -19,6 +19,8 @@ pub struct AppState {
     pub dirs: Arc<UserDirs>,
     pub sessions: Arc<Sessions>,
     pub services: Arc<Services>,
+    /// What confines workers, and the worker-account pool.
+    pub confiner: Arc<crate::confine::Confiner>,
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<LoginLimiter>,

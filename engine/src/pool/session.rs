@@ -159,6 +159,14 @@ impl Session {
             return;
         };
         let shared = self.pool.shared();
+        if self.fresh {
+            // Its worker served no one else and never will: end it, and everything it
+            // started (its process group, which confined code cannot leave), at once.
+            w.kill();
+            let _ = w.wait_exit(Duration::from_millis(500));
+            shared.zygote.forget(w.pid);
+            return;
+        }
         if !w.broken {
             let limits = Limits {
                 timeout: Some(Duration::from_secs(5)),
@@ -167,14 +175,7 @@ impl Session {
             };
             let _ = w.request(&shared.zygote, limits, |id, _| Ok(Request::Reset { id }));
         }
-        if self.fresh {
-            w.retire(&shared.zygote);
-            if !w.wait_exit(Duration::from_millis(200)) {
-                w.kill();
-            }
-        } else {
-            shared.checkin(w);
-        }
+        shared.checkin(w);
     }
 }
 

@@ -247,7 +247,8 @@ fn serve(
 
 /// Reaps every exited child: our workers (reported to the host) and adopted orphans.
 fn reap(control: BorrowedFd<'_>, children: &mut Vec<Child>, tmp_base: &Path) {
-    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+    // `wait` is waitpid(-1): any child (`waitpid(None)` would be our process group only).
+    while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
         if let Some(i) = children.iter().position(|c| c.pid == pid) {
             let child = children.swap_remove(i);
             let (code, signal) = (status.exit_status(), status.terminating_signal());

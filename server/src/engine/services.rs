@@ -53,6 +53,10 @@ pub struct LiveService {
     pub schema: Schema,
     pub pool: Pool,
     dir: PathBuf,
+    /// The pool's temp dir, when it is confined.
+    temp: Option<PathBuf>,
+    /// The service's worker account, held while the pool lives.
+    _lease: Option<crate::confine::Lease>,
 }
 
 type Key = (String, String);
@@ -65,14 +69,16 @@ pub type ModelFile = (String, Vec<u8>);
 pub struct Services {
     root: PathBuf,
     config: Arc<Config>,
+    confiner: Arc<crate::confine::Confiner>,
     live: RwLock<HashMap<Key, Arc<LiveService>>>,
 }
 
 impl Services {
-    pub fn new(config: Arc<Config>) -> Services {
+    pub fn new(config: Arc<Config>, confiner: Arc<crate::confine::Confiner>) -> Services {
         Services {
             root: config.data.join("services"),
             config,
+            confiner,
             live: RwLock::new(HashMap::new()),
         }
     }
@@ -152,21 +158,48 @@ impl Services {
     ) -> Result<Arc<LiveService>, AppError> {
         let dir = self.dir_of(&record);
         let config = self.config.clone();
+        let confiner = self.confiner.clone();
         let code = record.code.clone();
         let function = record.function.clone();
         let build_dir = dir.clone();
-        let pool = blocking(move || build_pool(&config, &build_dir, &code, &function)).await??;
+        let (name, version) = (record.name.clone(), record.version.clone());
+        let tag = format!(
+            "{}@{}-rev-{}",
+            record.name, record.version, record.updated_at
+        );
+        let (pool, lease, temp) = blocking(move || {
+            let leased = confiner.lease_service(&name, &version, &tag, &build_dir)?;
+            let spec = leased
+                .as_ref()
+                .map(|(lease, temp)| confiner.service_spec(lease, &name, &build_dir, temp));
+            match build_pool(&config, &build_dir, &code, &function, spec) {
+                Ok(pool) => Ok((pool, leased)),
+                Err(e) => {
+                    if let Some((_, temp)) = leased {
+                        let _ = std::fs::remove_dir_all(temp);
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await?
+        .map(|(pool, leased)| match leased {
+            Some((lease, temp)) => (pool, Some(lease), Some(temp)),
+            None => (pool, None, None),
+        })?;
         let live = Arc::new(LiveService {
             record,
             schema,
             pool,
             dir,
+            temp,
+            _lease: lease,
         });
         let key = (live.record.name.clone(), live.record.version.clone());
         let old = self.live.write().insert(key, live.clone());
         if let Some(old) = old {
-            let stale = old.dir.clone();
-            retire_in_background(Some(old), Some(stale));
+            let stale = vec![Some(old.dir.clone()), old.temp.clone()];
+            retire_in_background(Some(old), stale.into_iter().flatten().collect());
         }
         Ok(live)
     }
@@ -178,7 +211,15 @@ impl Services {
             .write()
             .remove(&(name.to_owned(), version.to_owned()));
         let found = old.is_some();
-        let files = old.as_ref().map(|o| o.dir.clone());
+        let files = old
+            .as_ref()
+            .map(|o| {
+                [Some(o.dir.clone()), o.temp.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default();
         retire_in_background(old, files);
         found
     }
@@ -210,20 +251,26 @@ impl Services {
 /// Drops a replaced or retired version off the async threads (the last clone of its
 /// pool shuts its workers and zygote down, which takes a few milliseconds; a call in
 /// flight holds a clone until it ends), then removes its files.
-fn retire_in_background(old: Option<Arc<LiveService>>, files: Option<PathBuf>) {
+fn retire_in_background(old: Option<Arc<LiveService>>, files: Vec<PathBuf>) {
     std::thread::spawn(move || {
         if let Some(old) = old {
             let pool = old.pool.clone();
             drop(old);
             pool.shutdown(Duration::from_secs(30));
         }
-        if let Some(dir) = files {
+        for dir in files {
             let _ = std::fs::remove_dir_all(dir);
         }
     });
 }
 
-fn build_pool(config: &Config, dir: &Path, code: &str, function: &str) -> Result<Pool, AppError> {
+fn build_pool(
+    config: &Config,
+    dir: &Path,
+    code: &str,
+    function: &str,
+    confine: Option<rookery_engine::confine::Confinement>,
+) -> Result<Pool, AppError> {
     let dir_text = dir
         .to_str()
         .ok_or_else(|| AppError::Internal(format!("{} is not UTF-8", dir.display())))?;
@@ -239,6 +286,9 @@ fn build_pool(config: &Config, dir: &Path, code: &str, function: &str) -> Result
         .max_private_memory(config.pool.max_worker_mib << 20);
     if config.pool.max_calls > 0 {
         builder = builder.max_calls(config.pool.max_calls);
+    }
+    if let Some(spec) = confine {
+        builder = builder.confine(spec);
     }
     let pool = builder.build().map_err(|e| match e {
         rookery_engine::Error::Spawn(msg) => AppError::r(

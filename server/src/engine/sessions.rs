@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rookery_engine::confine::Confinement;
 use rookery_engine::{CallOptions, Error as EngineError, Evaluation, Pool, Session, Value};
 use uuid::Uuid;
 
 use crate::admin::now;
+use crate::confine::{Confiner, Lease};
 use crate::error::AppError;
 use crate::files::{ConfinedDir, UserDirs};
 use crate::store::Timestamp;
@@ -29,6 +31,10 @@ pub struct SessionEntry {
     pub created_at: Timestamp,
     last_used: AtomicI64,
     worker: Arc<tokio::sync::Mutex<Option<Session>>>,
+    /// How its workers are locked in (`None`: confinement is off).
+    spec: Option<Arc<Confinement>>,
+    /// The owner's worker account, held until the session closes.
+    lease: Mutex<Option<Lease>>,
 }
 
 impl SessionEntry {
@@ -72,6 +78,7 @@ impl Drop for Reservation<'_> {
 pub struct Sessions {
     pool: Pool,
     dirs: Arc<UserDirs>,
+    confiner: Arc<Confiner>,
     registry: Mutex<Registry>,
     per_user: usize,
     total: usize,
@@ -81,10 +88,16 @@ pub struct Sessions {
 
 impl Sessions {
     /// `pool` forks each session's worker; its own warm workers are not used.
-    pub fn new(pool: Pool, dirs: Arc<UserDirs>, limits: &crate::config::Limits) -> Sessions {
+    pub fn new(
+        pool: Pool,
+        dirs: Arc<UserDirs>,
+        confiner: Arc<Confiner>,
+        limits: &crate::config::Limits,
+    ) -> Sessions {
         Sessions {
             pool,
             dirs,
+            confiner,
             registry: Mutex::new(Registry::default()),
             per_user: limits.sessions_per_user,
             total: limits.sessions_total,
@@ -97,17 +110,52 @@ impl Sessions {
         &self.pool
     }
 
-    /// Opens a session for `owner`: a GUID folder and a freshly forked worker in it.
+    /// Opens a session for `owner`: the owner's worker account (leased, or shared
+    /// with their other sessions), a GUID folder, its own temp dir, and a pristine
+    /// worker locked into them before it runs anything.
     pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, AppError> {
         let _place = self.reserve(owner)?;
         let id = Uuid::new_v4();
-        let dir = self.dirs.user(owner)?.create_session(&id)?;
+        let user = self.dirs.user(owner)?;
+        let confiner = self.confiner.clone();
+        let (who, user_path) = (owner.to_owned(), user.path());
+        let lease = blocking(move || confiner.lease_user(&who, &user_path)).await??;
+        let mut dir = user.create_session(&id)?;
+        let cleanup = |dirs: &UserDirs| {
+            if let Ok(u) = dirs.user(owner) {
+                let _ = u.remove_session(&id);
+                let _ = u.remove_temp(&id);
+            }
+        };
+        let spec = match &lease {
+            None => None,
+            Some(lease) => {
+                let prepared = prepare_folders(&user, &id, lease);
+                let temp = match prepared {
+                    Ok(t) => t,
+                    Err(e) => {
+                        cleanup(&self.dirs);
+                        return Err(e);
+                    }
+                };
+                if let Some(a) = lease.account() {
+                    dir = dir.owned_by(a.uid, a.gid);
+                }
+                Some(Arc::new(self.confiner.session_spec(
+                    lease,
+                    &dir.path(),
+                    &temp,
+                )))
+            }
+        };
         let pool = self.pool.clone();
         let path = dir.path();
-        let session = match blocking(move || start_worker(&pool, &path)).await? {
+        let worker_spec = spec.clone();
+        let started = blocking(move || start_worker(&pool, &path, worker_spec.as_deref())).await?;
+        let session = match started {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.dirs.user(owner).and_then(|u| u.remove_session(&id));
+                cleanup(&self.dirs);
                 return Err(e.into());
             }
         };
@@ -118,6 +166,8 @@ impl Sessions {
             created_at: now(),
             last_used: AtomicI64::new(now()),
             worker: Arc::new(tokio::sync::Mutex::new(Some(session))),
+            spec,
+            lease: Mutex::new(lease),
         });
         self.registry.lock().open.insert(id, entry.clone());
         Ok(entry)
@@ -240,7 +290,8 @@ impl Sessions {
         let mut guard = entry.worker.clone().lock_owned().await;
         let pool = self.pool.clone();
         let path = entry.dir.path();
-        blocking(move || on_worker(&pool, &path, &mut guard, f)).await?
+        let spec = entry.spec.clone();
+        blocking(move || on_worker(&pool, &path, spec.as_deref(), &mut guard, f)).await?
     }
 
     /// [`Sessions::execute`] for a caller that is already on a blocking thread (a
@@ -255,7 +306,8 @@ impl Sessions {
             cancel: None,
         };
         let mut guard = entry.worker.blocking_lock();
-        let result = on_worker(&self.pool, &entry.dir.path(), &mut guard, |s| {
+        let spec = entry.spec.as_deref();
+        let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
             s.eval_with(code, &opts)
         });
         entry.touch();
@@ -270,19 +322,26 @@ impl Sessions {
         value: &Value,
     ) -> Result<(), AppError> {
         let mut guard = entry.worker.blocking_lock();
-        let result = on_worker(&self.pool, &entry.dir.path(), &mut guard, |s| {
+        let spec = entry.spec.as_deref();
+        let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
             s.assign(name, value)
         });
         entry.touch();
         result
     }
 
-    /// Closes the session: stops its worker and removes its folder.
+    /// Closes the session: stops its worker (and everything it started), removes
+    /// its folder and temp dir, and lets go of the owner's worker account (returned
+    /// to the pool once the owner's last session is closed and cleaned up).
     pub async fn close(&self, entry: &SessionEntry) -> Result<(), AppError> {
         self.registry.lock().open.remove(&entry.id);
         let worker = entry.worker.clone();
         blocking(move || drop(worker.blocking_lock().take())).await?;
-        self.dirs.user(&entry.owner)?.remove_session(&entry.id)?;
+        let user = self.dirs.user(&entry.owner)?;
+        let removed = user.remove_session(&entry.id);
+        let _ = user.remove_temp(&entry.id);
+        drop(entry.lease.lock().take());
+        removed?;
         Ok(())
     }
 
@@ -324,11 +383,12 @@ impl Sessions {
 fn on_worker<T>(
     pool: &Pool,
     dir: &std::path::Path,
+    spec: Option<&Confinement>,
     slot: &mut Option<Session>,
     f: impl FnOnce(&mut Session) -> Result<T, EngineError>,
 ) -> Result<T, AppError> {
     if slot.is_none() {
-        *slot = Some(start_worker(pool, dir)?);
+        *slot = Some(start_worker(pool, dir, spec)?);
     }
     let session = slot.as_mut().expect("set above");
     let result = f(session);
@@ -336,14 +396,49 @@ fn on_worker<T>(
         result,
         Err(EngineError::Timeout { .. } | EngineError::WorkerDied { .. } | EngineError::Cancelled)
     ) {
-        *slot = start_worker(pool, dir).ok();
+        *slot = start_worker(pool, dir, spec).ok();
     }
     result.map_err(AppError::from)
 }
 
-/// A worker forked for one session, working in `dir`.
-fn start_worker(pool: &Pool, dir: &std::path::Path) -> Result<Session, EngineError> {
+/// Hands the session's folders to the lease's account (the server created them),
+/// and creates the session's temp dir. Returns the temp dir.
+fn prepare_folders(
+    user: &crate::files::UserDir,
+    id: &Uuid,
+    lease: &Lease,
+) -> Result<std::path::PathBuf, AppError> {
+    let temp = user.create_temp(id)?;
+    if let Some(a) = lease.account() {
+        let root = user.path();
+        let folders = [
+            root.clone(),
+            root.join("sessions"),
+            root.join("sessions").join(id.to_string()),
+            user.temp_root(),
+            temp.clone(),
+        ];
+        for f in &folders {
+            std::os::unix::fs::lchown(f, Some(a.uid), Some(a.gid)).map_err(|e| {
+                AppError::Internal(format!("handing {} to {}: {e}", f.display(), a.name))
+            })?;
+        }
+    }
+    Ok(temp)
+}
+
+/// A worker forked for one session, locked into `spec` (when confinement is on)
+/// and working in `dir`.
+fn start_worker(
+    pool: &Pool,
+    dir: &std::path::Path,
+    spec: Option<&Confinement>,
+) -> Result<Session, EngineError> {
     let mut session = pool.fresh_session()?;
+    if let Some(spec) = spec {
+        session.confine(spec)?;
+        return Ok(session);
+    }
     let dir = dir.to_str().ok_or_else(|| {
         EngineError::Spawn(format!("session folder {} is not UTF-8", dir.display()))
     })?;

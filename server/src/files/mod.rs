@@ -4,6 +4,7 @@
 //! <data>/users/                    UserDirs     (0700)
 //!   <user>/                        UserDir      (0700, R's working tree for that user)
 //!     sessions/<uuid>/             ConfinedDir  (0700, one per session)
+//!     tmp/<uuid>/                  (0700, a confined session's R temp dir)
 //!     jobs/                        ConfinedDir  (0700)
 //! ```
 //!
@@ -51,6 +52,7 @@ const PRIVATE_FILE_MODE: u32 = 0o600;
 const USERS: &str = "users";
 const SESSIONS: &str = "sessions";
 const JOBS: &str = "jobs";
+const TMP: &str = "tmp";
 
 /// What went wrong with a file operation; plain data, mapped to HTTP by the routes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -260,12 +262,45 @@ impl UserDir {
         removed.map_err(|e| io_error(&rel, &e))
     }
 
+    /// Creates `tmp/<id>/` (0700): the R temp dir of one confined session. Returns
+    /// its absolute path, for the worker; never open it by that path.
+    pub fn create_temp(&self, id: &uuid::Uuid) -> Result<PathBuf, FileError> {
+        let tmp = self.private_subdir(TMP)?;
+        let name = id.to_string();
+        let rel = format!("{TMP}/{name}");
+        tmp.create_dir_with(&name, DirBuilder::new().mode(PRIVATE_DIR_MODE))
+            .map_err(|e| io_error(&rel, &e))?;
+        Ok(self.path.join(TMP).join(name))
+    }
+
+    /// Removes `tmp/<id>/` and everything in it; a missing one is fine.
+    pub fn remove_temp(&self, id: &uuid::Uuid) -> Result<(), FileError> {
+        let rel = format!("{TMP}/{id}");
+        let tmp = match self.dir.open_dir_nofollow(TMP) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(explain(&self.dir, TMP, &rel, &e)),
+        };
+        match tmp.remove_dir_all(id.to_string()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&rel, &e)),
+        }
+    }
+
+    /// The absolute path of the user's temp folders (`tmp/`), wiped when the user's
+    /// worker account is given back.
+    pub fn temp_root(&self) -> PathBuf {
+        self.path.join(TMP)
+    }
+
     /// The user's `jobs` folder, created 0700 on first use.
     pub fn jobs(&self) -> Result<ConfinedDir, FileError> {
         let dir = self.private_subdir(JOBS)?;
         Ok(ConfinedDir {
             dir,
             path: self.path.join(JOBS),
+            owner: None,
         })
     }
 
@@ -285,6 +320,7 @@ impl UserDir {
         Ok(ConfinedDir {
             dir,
             path: self.path.join(SESSIONS).join(name),
+            owner: None,
         })
     }
 }
@@ -298,6 +334,9 @@ fn session_rel(id: &uuid::Uuid) -> String {
 pub struct ConfinedDir {
     dir: Dir,
     path: PathBuf,
+    /// Files and folders the server creates here are handed to this uid/gid (the
+    /// worker account leased for the folder's owner), so confined R can use them.
+    owner: Option<(u32, u32)>,
 }
 
 impl ConfinedDir {
@@ -325,7 +364,39 @@ impl ConfinedDir {
         written.map_err(|e| {
             let _ = parent.remove_file(&temp);
             io_error(rel, &e)
-        })
+        })?;
+        self.give_to_owner(rel).map_err(|e| io_error(rel, &e))
+    }
+
+    /// Hands `rel` and the folders leading to it to [`ConfinedDir::owned_by`]'s
+    /// account, never through a link.
+    fn give_to_owner(&self, rel: &str) -> io::Result<()> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        let uid = rustix::fs::Uid::from_raw(uid);
+        let gid = rustix::fs::Gid::from_raw(gid);
+        let mut parts = rel.split('/').peekable();
+        let mut dir = self.dir.try_clone()?;
+        while let Some(part) = parts.next() {
+            rustix::fs::chownat(
+                &dir,
+                part,
+                Some(uid),
+                Some(gid),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            if parts.peek().is_some() {
+                dir = dir.open_dir_nofollow(part)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands what the server writes here to `uid`/`gid` from now on.
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Self {
+        self.owner = Some((uid, gid));
+        self
     }
 
     /// Removes the file, link or empty folder at `rel` (a link itself, not its target).

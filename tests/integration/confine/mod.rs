@@ -3,6 +3,7 @@
 //! witness and an unconfined control that shows the attack works without it).
 
 mod engine;
+mod escape;
 
 use std::path::{Path, PathBuf};
 

@@ -77,6 +77,9 @@ pub struct Confinement {
     pub limits: ResourceLimits,
     /// cgroup folders the worker joins (it writes its pid to `cgroup.procs`).
     pub cgroups: Vec<PathBuf>,
+    /// Limits written to the worker's own cgroup (pools with
+    /// `PoolBuilder::worker_cgroups`) before it is confined: (memory bytes, pids).
+    pub cgroup_limits: Option<(u64, u64)>,
     /// Refuse to run unless the kernel enforces at least this Landlock ABI
     /// (0: Landlock optional; the worker still applies what the kernel has).
     pub min_landlock_abi: u8,
@@ -211,9 +214,9 @@ impl Cgroup {
                 std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids")?;
                 let dir = parent.join(name);
                 create_fresh(&dir)?;
-                std::fs::write(dir.join("memory.max"), memory_max.to_string())?;
+                std::fs::write(dir.join("memory.max"), limit_text(memory_max))?;
                 std::fs::write(dir.join("memory.swap.max"), "0").ok();
-                std::fs::write(dir.join("pids.max"), pids_max.to_string())?;
+                std::fs::write(dir.join("pids.max"), limit_text(pids_max))?;
                 Cgroup {
                     kind,
                     dirs: vec![dir],
@@ -224,14 +227,11 @@ impl Cgroup {
                 let pids = root.join("pids/rookery").join(name);
                 create_fresh(&memory)?;
                 create_fresh(&pids)?;
-                std::fs::write(memory.join("memory.limit_in_bytes"), memory_max.to_string())?;
-                // Without swap accounting this file is absent; the RAM limit holds.
                 std::fs::write(
-                    memory.join("memory.memsw.limit_in_bytes"),
-                    memory_max.to_string(),
-                )
-                .ok();
-                std::fs::write(pids.join("pids.max"), pids_max.to_string())?;
+                    memory.join("memory.limit_in_bytes"),
+                    memory_limit_text(kind, memory_max),
+                )?;
+                std::fs::write(pids.join("pids.max"), limit_text(pids_max))?;
                 Cgroup {
                     kind,
                     dirs: vec![memory, pids],
@@ -239,6 +239,74 @@ impl Cgroup {
             }
         };
         Ok(Some(group))
+    }
+
+    /// The `rookery/` folders of each hierarchy this host uses.
+    fn parents() -> Vec<PathBuf> {
+        let root = Path::new(CGROUP_ROOT);
+        match CgroupKind::detect() {
+            Some(CgroupKind::V2) => vec![root.join("rookery")],
+            Some(CgroupKind::V1) => vec![root.join("memory/rookery"), root.join("pids/rookery")],
+            None => vec![],
+        }
+    }
+
+    /// Removes `rookery/<name>` left by a host that died, killing what is still
+    /// in it. For a name no live host uses (the caller holds its lock).
+    pub fn remove_stale(name: &str) {
+        let dirs: Vec<PathBuf> = Cgroup::parents().iter().map(|p| p.join(name)).collect();
+        if dirs.iter().any(|d| d.exists()) && rustix::process::geteuid().is_root() {
+            if let Some(kind) = CgroupKind::detect() {
+                drop(Cgroup { kind, dirs });
+            }
+        }
+    }
+
+    /// Removes worker groups (`rookery/w<zygote>-<pid>`) whose zygote is gone.
+    pub fn sweep_stale_workers() {
+        let mut stale = std::collections::BTreeSet::new();
+        for parent in Cgroup::parents() {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let zygote = name
+                    .strip_prefix('w')
+                    .and_then(|rest| rest.split_once('-'))
+                    .and_then(|(z, _)| z.parse::<u32>().ok());
+                if zygote.is_some_and(|z| !Path::new(&format!("/proc/{z}")).exists()) {
+                    stale.insert(name);
+                }
+            }
+        }
+        for name in stale {
+            Cgroup::remove_stale(&name);
+        }
+    }
+
+    /// Moves process `pid` into the group.
+    pub fn join(&self, pid: u32) -> io::Result<()> {
+        for dir in &self.dirs {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Sets the group's memory limit (bytes) and process limit.
+    pub fn set_limits(&self, memory_max: u64, pids_max: u64) -> io::Result<()> {
+        let (memory, pids) = match self.kind {
+            CgroupKind::V2 => (
+                self.dirs[0].join("memory.max"),
+                self.dirs[0].join("pids.max"),
+            ),
+            CgroupKind::V1 => (
+                self.dirs[0].join("memory.limit_in_bytes"),
+                self.dirs[1].join("pids.max"),
+            ),
+        };
+        std::fs::write(memory, memory_limit_text(self.kind, memory_max))?;
+        std::fs::write(pids, limit_text(pids_max))
     }
 
     /// The folders a worker joins (see [`Confinement::cgroups`]).
@@ -323,6 +391,23 @@ impl Drop for Cgroup {
                 }
             }
         }
+    }
+}
+
+/// A limit as cgroup files take it: `max` for none.
+fn limit_text(n: u64) -> String {
+    if n == u64::MAX {
+        "max".into()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A memory limit as the hierarchy takes it (v1 says "none" with -1).
+fn memory_limit_text(kind: CgroupKind, n: u64) -> String {
+    match (kind, n) {
+        (CgroupKind::V1, u64::MAX) => "-1".into(),
+        _ => limit_text(n),
     }
 }
 

@@ -66,7 +66,7 @@ pub enum Request {
     /// job's folder and temp dir. Irreversible: the worker serves only that job.
     Confine {
         id: u64,
-        spec: crate::confine::Confinement,
+        spec: Box<crate::confine::Confinement>,
     },
     /// Exit the worker; no response.
     Shutdown,

@@ -74,6 +74,7 @@ impl Server {
             .workers(1)
             .spares(config.pool.session_spares)
             .spin(Duration::from_micros(config.pool.session_spin_us))
+            .worker_cgroups(confiner.worker_cgroups())
             .call_timeout(Some(config.call_timeout()))
             .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
             .max_private_memory(config.pool.max_worker_mib << 20)

@@ -60,6 +60,7 @@ pub(crate) struct PoolConfig {
     pub max_calls: Option<u64>,
     pub start_timeout: Duration,
     pub cpu_affinity: bool,
+    pub worker_cgroups: bool,
     next_cpu: AtomicUsize,
 }
 
@@ -86,6 +87,7 @@ pub struct PoolBuilder {
     max_calls: Option<u64>,
     start_timeout: Duration,
     cpu_affinity: bool,
+    worker_cgroups: bool,
 }
 
 impl Default for PoolBuilder {
@@ -108,6 +110,7 @@ impl Default for PoolBuilder {
             max_calls: None,
             start_timeout: Duration::from_secs(60),
             cpu_affinity: false,
+            worker_cgroups: false,
         }
     }
 }
@@ -244,6 +247,17 @@ impl PoolBuilder {
         self
     }
 
+    /// Gives every worker its own memory + pids cgroup (`rookery/w<zygote>-<pid>`,
+    /// v2 with controllers or v1; needs root), made and joined when the worker is
+    /// forked, so that [`crate::Session::confine`] only writes its limits
+    /// ([`crate::confine::Confinement::cgroup_limits`]). On cgroup v1 a move costs an
+    /// RCU grace period (≈ 10 ms): forked ahead, a spare pays it in the background.
+    /// Building the pool fails if a cgroup cannot be made.
+    pub fn worker_cgroups(mut self, on: bool) -> Self {
+        self.worker_cgroups = on;
+        self
+    }
+
     /// How long R start-up plus init may take in the zygote, and a worker its
     /// set-up (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
@@ -265,6 +279,9 @@ impl PoolBuilder {
             None => std::env::current_exe()
                 .map_err(|e| Error::Spawn(format!("cannot find this executable: {e}")))?,
         };
+        if self.worker_cgroups {
+            crate::confine::Cgroup::sweep_stale_workers();
+        }
         let zygote = zygote::Zygote::start(&program, &self.zygote, self.start_timeout)?;
         let (respawn, wake) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
@@ -279,6 +296,7 @@ impl PoolBuilder {
                 max_calls: self.max_calls,
                 start_timeout: self.start_timeout,
                 cpu_affinity: self.cpu_affinity,
+                worker_cgroups: self.worker_cgroups,
                 next_cpu: AtomicUsize::new(0),
             },
             state: Mutex::new(State::default()),

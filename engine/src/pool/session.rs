@@ -103,9 +103,25 @@ impl Session {
                 "only a fresh session's worker can be confined (it is never reused)".into(),
             ));
         }
+        if let Some((memory, pids)) = spec.cgroup_limits {
+            let w = self.worker.as_mut().ok_or(Error::Closed)?;
+            let limited = match &w.cgroup {
+                Some(cgroup) => cgroup
+                    .set_limits(memory, pids)
+                    .map_err(|e| format!("setting the worker's cgroup limits: {e}")),
+                None => {
+                    Err("this pool gives workers no cgroup (PoolBuilder::worker_cgroups)".into())
+                }
+            };
+            if let Err(why) = limited {
+                w.broken = true;
+                self.release();
+                return Err(Error::Confinement(why));
+            }
+        }
         match self.simple(|id| Request::Confine {
             id,
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
         }) {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -130,7 +130,25 @@ impl Shared {
     /// Spawns one worker and waits until it is ready.
     pub fn spawn_one(&self) -> Result<WorkerConn, Error> {
         let spawned = self.zygote.spawn(self.config.cpu_for_next())?;
-        WorkerConn::await_ready(spawned, &self.zygote, self.config.start_timeout)
+        let mut w = WorkerConn::await_ready(spawned, &self.zygote, self.config.start_timeout)?;
+        if self.config.worker_cgroups {
+            // Moving a process between cgroups (v1) waits for an RCU grace period,
+            // about 10 ms: done here, off the path of the call that will use it.
+            let name = format!("w{}-{}", self.zygote.pid(), w.pid);
+            let placed = crate::confine::Cgroup::create(&name, u64::MAX, u64::MAX).and_then(|c| {
+                let c = c.ok_or_else(|| std::io::Error::other("no usable cgroup hierarchy"))?;
+                c.join(w.pid)?;
+                Ok(c)
+            });
+            match placed {
+                Ok(c) => w.cgroup = Some(c),
+                Err(e) => {
+                    w.kill();
+                    return Err(Error::Spawn(format!("worker cgroup: {e}")));
+                }
+            }
+        }
+        Ok(w)
     }
 }
 

@@ -52,6 +52,9 @@ pub(crate) struct WorkerConn {
     /// Set when the worker died before it took the last request (it died while
     /// idle): the request can go to another worker as if nothing happened.
     pub undelivered: bool,
+    /// The worker's own memory + pids cgroup (pools built with
+    /// `PoolBuilder::worker_cgroups`); emptied and removed when this drops.
+    pub cgroup: Option<crate::confine::Cgroup>,
 }
 
 impl WorkerConn {
@@ -70,6 +73,7 @@ impl WorkerConn {
             retire: None,
             broken: false,
             undelivered: false,
+            cgroup: None,
         };
         let deadline = Some(Instant::now() + timeout);
         let extra = [conn.pidfd.as_fd()];

@@ -2,8 +2,8 @@
 //! account for the lifetime of their requests.
 //!
 //! Owns which account serves which key (`user:NAME` for a user's sessions,
-//! `service:NAME@VERSION` for a service's pool), the memory + pids cgroup of each
-//! lease, and the clean-up that returns an account to the pool. Parallel requests
+//! `service:NAME@VERSION` for a service's pool), the memory + pids cgroup of a
+//! service's lease, and the clean-up that returns an account to the pool. Parallel requests
 //! of one key share its lease (a count); when the last one ends, a background
 //! thread kills every process left in the lease's cgroup and of its uid, wipes the
 //! lease's temp folders, and only then frees the account. A lock file per account
@@ -141,6 +141,7 @@ impl Leases {
         for a in &self.accounts {
             if let Ok(lock) = self.try_lock(a) {
                 uids.push(a.uid);
+                Cgroup::remove_stale(&a.name);
                 drop(lock);
             }
         }
@@ -161,13 +162,15 @@ impl Leases {
     }
 
     /// Joins `key`'s lease, or leases a free account for it, waiting up to `wait`
-    /// for one. A new lease gets its cgroup, and `prepare` runs (under the pool's
+    /// for one. A new lease gets its cgroup (`with_cgroup`: one for all its
+    /// workers, which join it), and `prepare` runs (under the pool's
     /// lock, so a parallel request of the same key waits for it) to hand the key's
     /// folders to the account. `wipe` folders are emptied when the lease ends.
     pub fn acquire(
         self: &Arc<Self>,
         key: &str,
         wait: Duration,
+        with_cgroup: bool,
         wipe: &[PathBuf],
         prepare: impl FnOnce(&Account) -> std::io::Result<()>,
     ) -> Result<Lease, String> {
@@ -180,7 +183,9 @@ impl Leases {
             }
             if st.cleaning.contains(key) {
                 if self.freed.wait_until(&mut st, deadline).timed_out() {
-                    return Err(format!("the previous lease of {key} is still being cleaned up"));
+                    return Err(format!(
+                        "the previous lease of {key} is still being cleaned up"
+                    ));
                 }
                 continue;
             }
@@ -190,8 +195,12 @@ impl Leases {
                 let account = &self.accounts[i];
                 match self.try_lock(account) {
                     Ok(lock) => {
-                        let cgroup = Cgroup::create(&account.name, self.memory_max, self.pids_max)
-                            .map_err(|e| format!("cgroup for {}: {e}", account.name));
+                        let cgroup = if with_cgroup {
+                            Cgroup::create(&account.name, self.memory_max, self.pids_max)
+                                .map_err(|e| format!("cgroup for {}: {e}", account.name))
+                        } else {
+                            Ok(None)
+                        };
                         let cgroup = match cgroup {
                             Ok(c) => c.map(Arc::new),
                             Err(e) => {

@@ -9,9 +9,10 @@
 //! system calls themselves are the engine's (`rookery_engine::confine`).
 //!
 //! ```text
-//!  session of alice ──▶ lease "user:alice" ──▶ rookery-w3 (uid 997), cgroup rookery/rookery-w3
-//!  session of alice ──▶   (shared)               users/alice/ chowned to it, 0700
-//!  service rf@1     ──▶ lease "service:rf@1" ─▶ rookery-w4, reads only its model folder
+//!  session of alice ──▶ lease "user:alice" ──▶ rookery-w3 (uid 997); users/alice/ chowned
+//!  session of alice ──▶   (shared)               to it, 0700; each worker its own cgroup
+//!  service rf@1     ──▶ lease "service:rf@1" ─▶ rookery-w4 + cgroup rookery/rookery-w4 for
+//!                                                its zygote and workers; model folder read-only
 //!  last holder gone ──▶ kill cgroup + uid, wipe users/alice/tmp, account back to the pool
 //! ```
 
@@ -57,9 +58,10 @@ pub struct ConfineConfig {
     pub open_files: u64,
     /// Processes per worker account (`RLIMIT_NPROC`; root servers only).
     pub processes: u64,
-    /// Memory of all the workers of one lease together (cgroup), MiB.
+    /// Memory cgroup limit, MiB: per session worker (each has its own cgroup), and
+    /// for all the workers of a service version together.
     pub memory_mib: u64,
-    /// Processes of one lease together (pids cgroup).
+    /// Processes (pids cgroup), counted like `memory_mib`.
     pub pids: u64,
     /// How long a request waits for a free worker account, in milliseconds.
     pub lease_wait_ms: u64,
@@ -203,9 +205,19 @@ impl Confiner {
         }
     }
 
+    /// Whether session workers get a cgroup each (root, a usable hierarchy, worker
+    /// accounts): the sessions pool is built with `worker_cgroups` then.
+    pub fn worker_cgroups(&self) -> bool {
+        self.config.enabled
+            && self.support.root
+            && self.support.cgroups.is_some()
+            && !self.leases.accounts().is_empty()
+    }
+
     fn lease(
         &self,
         key: &str,
+        with_cgroup: bool,
         wipe: &[PathBuf],
         give: &[PathBuf],
     ) -> Result<Option<Lease>, AppError> {
@@ -218,7 +230,7 @@ impl Confiner {
         }
         let wait = Duration::from_millis(self.config.lease_wait_ms);
         self.leases
-            .acquire(key, wait, wipe, |account| {
+            .acquire(key, wait, with_cgroup, wipe, |account| {
                 give.iter().try_for_each(|dir| chown_tree(dir, account))
             })
             .map(Some)
@@ -229,13 +241,23 @@ impl Confiner {
     /// account, and hands `user_dir` to it). `None` when confinement is off.
     pub fn lease_user(&self, user: &str, user_dir: &Path) -> Result<Option<Lease>, AppError> {
         let tmp = user_dir.join("tmp");
-        self.lease(&format!("user:{user}"), &[tmp], &[user_dir.to_path_buf()])
+        // Session workers have a cgroup each (see `worker_cgroups`).
+        self.lease(
+            &format!("user:{user}"),
+            false,
+            &[tmp],
+            &[user_dir.to_path_buf()],
+        )
     }
 
     /// The confinement of one session's worker: read-write in `job` and `temp`.
+    /// Its memory and process limits go to the worker's own cgroup.
     pub fn session_spec(&self, lease: &Lease, job: &Path, temp: &Path) -> Confinement {
         let mut spec = Confinement::for_job(job, temp);
         self.fill(&mut spec, lease, None);
+        if self.worker_cgroups() {
+            spec.cgroup_limits = Some((self.config.memory_mib << 20, self.config.pids));
+        }
         spec
     }
 
@@ -257,7 +279,8 @@ impl Confiner {
             |what: &Path, e: std::io::Error| AppError::Internal(format!("{}: {e}", what.display()));
         let temp = self.temp_root.join(tag);
         make_dir(&temp, 0o700).map_err(|e| internal(&temp, e))?;
-        let lease = match self.lease(&format!("service:{name}@{version}"), &[], &[]) {
+        // A service's zygote joins the lease's cgroup; its workers are born in it.
+        let lease = match self.lease(&format!("service:{name}@{version}"), true, &[], &[]) {
             Ok(Some(lease)) => lease,
             Ok(None) => return Ok(None),
             Err(e) => {

@@ -4,6 +4,7 @@
 
 mod engine;
 mod escape;
+mod unprivileged;
 
 use std::path::{Path, PathBuf};
 

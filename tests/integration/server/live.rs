@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::Command;
 
 /// One HTTP/1.1 request over a fresh connection; returns status and body.
-fn http(
+pub fn http(
     addr: &str,
     method: &str,
     path: &str,

@@ -4,7 +4,7 @@
 
 mod auth;
 mod jobs;
-mod live;
+pub mod live;
 mod ops;
 mod qap;
 mod services;
@@ -60,8 +60,21 @@ pub fn shared() -> &'static Shared {
     })
 }
 
+/// As root, makes sure the machine has the worker accounts servers lease to users'
+/// code (what `scripts/test` does first; idempotent).
+pub fn ensure_accounts() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if rustix::process::geteuid().is_root() {
+            rookery_server::confine::accounts::create("rookery-w", 64)
+                .expect("creating worker accounts");
+        }
+    });
+}
+
 /// A server in a fresh data folder, its pools re-executing the `rookery` binary.
 pub fn server_with(tweak: impl FnOnce(&mut Config)) -> (Server, tempfile::TempDir) {
+    ensure_accounts();
     let data = tempfile::tempdir().unwrap();
     let mut config = Config {
         data: data.path().to_owned(),
@@ -224,6 +237,7 @@ pub fn spawn_serve(
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
     use std::io::BufRead;
+    ensure_accounts();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
         .arg("serve")
         .args(args)

@@ -106,3 +106,27 @@ fn a_session_from_the_warm_pool_cannot_be_confined() {
 
 #[allow(dead_code)]
 fn _identity_is_plain_data(_: Identity) {}
+
+#[test]
+fn workers_that_cannot_set_up_fail_the_build_with_the_reason() {
+    let Some(id) = nobody() else {
+        return;
+    };
+    let (root, job, tmp) = job_dirs();
+    let mut spec = Confinement::for_job(&job, &tmp);
+    spec.identity = Some(id);
+    // The temp dir belongs to root: the workers cannot make their own in it.
+    std::os::unix::fs::chown(&tmp, Some(0), Some(0)).unwrap();
+    let started = std::time::Instant::now();
+    let err = Pool::builder()
+        .program(env!("CARGO_BIN_EXE_rookery"))
+        .workers(1)
+        .confine(spec)
+        .start_timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{err}");
+    assert!(err.contains("ermission denied") || err.contains("died"), "{err}");
+    drop(root);
+}

@@ -23,7 +23,7 @@ use rookery_server::store::{Role, GRANT_EXECUTE};
 use rookery_server::{admin, confine::leases};
 use serde_json::{json, Value as Json};
 
-use crate::server::{send, server_with, token_for, PASSWORD};
+use crate::server::{publish, send, server_with, token_for, PASSWORD};
 
 const SECRET: &str = "bob-secret-7f3a9c";
 
@@ -176,6 +176,66 @@ fn r_str(path: &Path) -> String {
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn a_published_services_code_is_confined_too() {
+    for (confined, name) in [(true, "peek"), (false, "peek")] {
+        let e = env(confined);
+        // The publisher's code runs at start-up (in the zygote) and on each call.
+        let code = format!(
+            "peek <- function(path) tryCatch(paste(readLines(path, warn = FALSE), collapse = ''), \
+               error = function(e) 'DENIED', warning = function(w) 'DENIED')\n\
+             at_start <- peek({secret})\n\
+             double_it <- function(d) rep(paste(at_start, peek({secret}), \
+               tryCatch({{writeLines('x', file.path(R.home(), 'escape')); 'WROTE'}}, \
+                 error = function(e) 'NOWRITE', warning = function(w) 'NOWRITE')), nrow(d))",
+            secret = r_str(&e.bob_secret)
+        );
+        let version = if confined { "1" } else { "2" };
+        publish(
+            &e._server,
+            &e.router,
+            crate::server::double_spec(name, version, &code),
+        );
+        let (status, out) = e.rt.block_on(async {
+            let t = token_for(&e._server, "pub");
+            let body = Body::from(json!([{"x": 1}]).to_string());
+            let uri = format!("/api/v1/services/{name}/{version}");
+            send(&e.router, "POST", &uri, Some(&t), body).await
+        });
+        assert_eq!(status, StatusCode::OK, "{out}");
+        let text = text(&out);
+        assert_eq!(text.contains(SECRET), !confined, "{out}");
+        assert_eq!(text.contains("WROTE"), !confined && is_root(), "{out}");
+        let _ = std::fs::remove_file(Path::new("/usr/lib/R/escape"));
+    }
+}
+
+#[test]
+fn below_the_landlock_floor_untrusted_code_is_refused_with_the_reason() {
+    let (server, _data) = server_with(|c| c.confine.min_landlock_abi = 99);
+    let router = server.router();
+    admin::add_user(server.state.store.as_ref(), "carol", Role::User, PASSWORD).unwrap();
+    admin::grant(server.state.store.as_ref(), "carol", GRANT_EXECUTE).unwrap();
+    let token = token_for(&server, "carol");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(send(
+        &router,
+        "POST",
+        "/api/v1/sessions",
+        Some(&token),
+        Body::empty(),
+    ));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "confinement", "{body}");
+    assert!(text(&body).contains("floor"), "{body}");
+    assert!(server
+        .state
+        .confiner
+        .describe()
+        .iter()
+        .any(|l| l.contains("REFUSED")));
 }
 
 #[test]

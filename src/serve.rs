@@ -40,6 +40,15 @@ pub struct ServeArgs {
     /// PEM RSA private key for QAP1's secure login (RSclient's RS.login).
     #[arg(long)]
     qap_rsa_key: Option<PathBuf>,
+    /// Log QAP1 connections on the loopback TCP listener and the Unix socket in as
+    /// this existing non-admin user, without a password (for benchmark clients that
+    /// cannot log in). Refused for admins and unknown users; logged at start-up.
+    #[arg(long, value_name = "NAME")]
+    qap_anonymous: Option<String>,
+    /// Send an R error's message to QAP1 clients in an OOB_SEND message (code 127)
+    /// before the status-127 answer (pyRserve's oobCallback, RSclient's RS.oobCallbacks).
+    #[arg(long)]
+    qap_oob_errors: bool,
     /// Warm workers per service version.
     #[arg(long)]
     service_workers: Option<usize>,
@@ -78,6 +87,10 @@ impl ServeArgs {
         if self.qap_rsa_key.is_some() {
             config.qap_rsa_key = self.qap_rsa_key.clone();
         }
+        if self.qap_anonymous.is_some() {
+            config.qap_anonymous = self.qap_anonymous.clone();
+        }
+        config.qap_oob_errors |= self.qap_oob_errors;
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;
         }
@@ -128,6 +141,9 @@ fn announce(
     }
     if let Some(path) = &at.qap_unix {
         println!("rookery QAP1 listening on unix:{}", path.display());
+    }
+    if let Some(name) = &at.qap_anonymous {
+        println!("rookery QAP1 WARNING: loopback connections are logged in as `{name}` without a password");
     }
     if let Some(d) = demo {
         if let Some(pw) = &d.password {

@@ -34,6 +34,14 @@ pub struct Config {
     /// PEM RSA private key for QAP1's secure login (`CMD_keyReq`/`CMD_secLogin`, what
     /// RSclient's `RS.login` uses). Without it that login is unavailable.
     pub qap_rsa_key: Option<PathBuf>,
+    /// An opt-in anonymous identity for QAP1 clients that cannot log in (benchmarks):
+    /// connections on the loopback TCP listener and the Unix socket are logged in as
+    /// this existing, non-admin user without a password. Logged at start-up.
+    pub qap_anonymous: Option<String>,
+    /// Before answering an R error with status 127, send its message in an OOB_SEND
+    /// message (user code 127, a character vector), which pyRserve's `oobCallback` and
+    /// RSclient's `RS.oobCallbacks` receive. Off by default, like Rserve's `oob`.
+    pub qap_oob_errors: bool,
     pub limits: Limits,
     pub pool: PoolConfig,
     pub confine: crate::confine::ConfineConfig,
@@ -125,6 +133,8 @@ impl Default for Config {
             qap_rsa_key: None,
             qap_tls: None,
             qap_ocap: None,
+            qap_anonymous: None,
+            qap_oob_errors: false,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             confine: crate::confine::ConfineConfig::default(),
@@ -215,6 +225,13 @@ impl Config {
                     oc.listen, oc.service
                 )));
             }
+        }
+        if self.qap_anonymous.is_some() && self.qap.is_none() && self.qap_unix.is_none() {
+            return Err(ConfigError::Invalid(
+                "qap_anonymous serves only the loopback QAP1 listeners: set qap (a loopback \
+                 address) or qap_unix"
+                    .into(),
+            ));
         }
         if self.qap_tls.is_some() && self.tls.is_none() {
             return Err(ConfigError::Invalid(

@@ -46,11 +46,17 @@ pub struct Server {
 
 impl Server {
     /// Opens the store and folders and starts the sessions pool. Blocking (R starts).
-    pub fn open(config: Config) -> Result<Server, ServeError> {
+    pub fn open(mut config: Config) -> Result<Server, ServeError> {
         config.check()?;
-        let config = Arc::new(config);
         std::fs::create_dir_all(&config.data)
             .map_err(|e| ServeError::Io(format!("creating {}: {e}", config.data.display())))?;
+        // Workers change directory (and confined ones only see absolute folders):
+        // every path handed to them must be absolute.
+        config.data = config
+            .data
+            .canonicalize()
+            .map_err(|e| ServeError::Io(format!("{}: {e}", config.data.display())))?;
+        let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path(&config.data))?);
         let dirs = Arc::new(
             UserDirs::open(&config.data)
@@ -101,6 +107,7 @@ impl Server {
         };
         let state = AppState {
             qap_detached: Arc::default(),
+            qap_shutdown: Arc::default(),
             qap_tls,
             qap_key,
             sessions: Arc::new(Sessions::new(
@@ -197,6 +204,8 @@ pub struct Listening {
     pub http: SocketAddr,
     pub qap: Option<SocketAddr>,
     pub qap_unix: Option<std::path::PathBuf>,
+    /// The QAP1 anonymous identity, when one is configured (announced as a warning).
+    pub qap_anonymous: Option<String>,
 }
 
 /// Serves until SIGINT or SIGTERM. `on_listening` is told where.
@@ -250,6 +259,7 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
         http: addr,
         qap,
         qap_unix: config.qap_unix.clone(),
+        qap_anonymous: config.qap_anonymous.clone(),
     });
     if !server.state.ready.load(Ordering::Acquire) {
         let loaded = server.load_services().await;
@@ -257,7 +267,10 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     }
     tracing::info!(%addr, tls = config.tls.is_some(), "ready");
     server.spawn_housekeeping();
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = server.state.qap_shutdown.notified() => {}
+    }
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = task.await;

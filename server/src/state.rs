@@ -33,6 +33,9 @@ pub struct AppState {
     pub qap_detached: Arc<crate::qap::endpoint::Detached>,
     /// The QAP1 secure-login key, when configured.
     pub qap_key: Option<Arc<crate::qap::seclogin::LoginKey>>,
+    /// Told when an admin sends QAP1's `CMD_shutdown`: the server then stops as on
+    /// SIGTERM.
+    pub qap_shutdown: Arc<tokio::sync::Notify>,
     /// Set once the stored services are loaded.
     pub ready: Arc<AtomicBool>,
 }

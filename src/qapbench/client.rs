@@ -53,7 +53,10 @@ impl Target {
             .endpoint
             .connect()
             .with_context(|| format!("cannot connect to {}", self.endpoint))?;
-        let mut conn = Conn { stream };
+        let mut conn = Conn {
+            stream,
+            buf: Vec::new(),
+        };
         let id = conn
             .read_id()
             .with_context(|| format!("{}", self.endpoint))?;
@@ -172,10 +175,17 @@ pub(super) fn check_id(id: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests larger than this go out as a header write and a payload write.
+const LARGE_REQUEST: usize = 64 << 10;
+
 /// One open QAP1 connection.
 #[derive(Debug)]
 pub(super) struct Conn {
     stream: Stream,
+    /// The last payload's buffer, reused so a large answer does not fault in fresh
+    /// pages each time (what any tuned client does; Rserve's and Rookery's figures
+    /// both benefit).
+    buf: Vec<u8>,
 }
 
 impl Conn {
@@ -241,7 +251,9 @@ impl Conn {
         frame::push_string_param(&mut p, code.as_bytes());
         let step = || format!("CMD_eval `{code}`");
         let payload = self.request(cmd::EVAL, &p).with_context(step)?;
-        decode_value(&payload).with_context(step)
+        let value = decode_value(&payload).with_context(step);
+        self.buf = payload;
+        value
     }
 
     /// CMD_voidEval of `code`.
@@ -256,10 +268,17 @@ impl Conn {
     /// Sends one request and returns the payload of its RESP_OK answer, skipping OOB
     /// sends (which need no reply) that arrive first.
     pub(super) fn request(&mut self, command: u32, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let msg = frame::encode_message(command, 0, payload);
-        self.stream
-            .write_all(&msg)
-            .map_err(|e| anyhow!("sending the request: {e}"))?;
+        let sent = if payload.len() <= LARGE_REQUEST {
+            self.stream
+                .write_all(&frame::encode_message(command, 0, payload))
+        } else {
+            // The header, then the payload where it is: no copy of a large request.
+            let head = Header::new(command, payload.len() as u64).to_bytes();
+            self.stream
+                .write_all(&head)
+                .and_then(|()| self.stream.write_all(payload))
+        };
+        sent.map_err(|e| anyhow!("sending the request: {e}"))?;
         loop {
             let (head, body) = self.read_message()?;
             if head.cmd & resp::CMD_OOB == 0 {
@@ -278,7 +297,9 @@ impl Conn {
         self.read_full(&mut head, "the response header")?;
         let head = Header::try_from_bytes(&head, MAX_RESPONSE)
             .map_err(|e| anyhow!("bad response header: {e}"))?;
-        let mut body = vec![0; usize::try_from(head.len)?];
+        let mut body = std::mem::take(&mut self.buf);
+        body.clear();
+        body.resize(usize::try_from(head.len)?, 0);
         self.read_full(&mut body, "the response payload")?;
         Ok((head, body))
     }

@@ -247,3 +247,17 @@ fn rookery_values_sent_to_rserve_come_back_unchanged() {
         assert_eq!(same, Value::scalar_bool(true), "{code}");
     }
 }
+
+/// `CMD_detachedVoidEval` on a real Rserve: the same steps as Rookery's test
+/// (`server::qap`), with the same answers: RESP_OK at attach after the code ran,
+/// its state kept, and an R error's status 127 as the attach reply.
+#[test]
+fn rserve_detached_void_eval() {
+    let rs = Rserve::start("", false);
+    let (back, word) = crate::rserve::detached_void_eval(connect(&rs), "keepme <- 7L");
+    assert_eq!(word, frame::resp::OK);
+    let mut back = QapClient::from_stream(back);
+    assert_eq!(back.eval("keepme"), Ok(Value::integers(vec![7])));
+    let (_back, word) = crate::rserve::detached_void_eval(connect(&rs), "stop('detached boom')");
+    assert_eq!(frame::status_of(word), status::R_ERROR);
+}

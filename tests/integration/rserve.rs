@@ -133,6 +133,11 @@ impl QapClient {
         (QapClient { s }, id)
     }
 
+    /// A client on a connection that already speaks QAP1 (a resumed session).
+    pub fn from_stream(s: TcpStream) -> QapClient {
+        QapClient { s }
+    }
+
     /// Whether the server has closed the connection (a read returns end of file).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
@@ -143,6 +148,11 @@ impl QapClient {
         self.s
             .write_all(&frame::encode_message(command, 0, payload))
             .expect("send");
+        self.read_reply()
+    }
+
+    /// The next message from the server (a response, or an OOB message before one).
+    pub fn read_reply(&mut self) -> Reply {
         let mut head = [0; HEADER_LEN];
         self.s.read_exact(&mut head).expect("response header");
         let head = Header::try_from_bytes(&head, 1 << 30).expect("header");
@@ -185,4 +195,26 @@ pub fn decode_payload(payload: &[u8]) -> Result<Value, QapError> {
     let params = frame::decode_params(payload)?;
     assert_eq!(params.len(), 1, "one DT_SEXP parameter");
     sexp::decode(params[0].as_sexp()?)
+}
+
+/// `CMD_detachedVoidEval` of `code` on `c`, then the attach to the port the reply
+/// names: the resumed connection and the word of the bare header it got (the
+/// detached evaluation's status). The same steps for Rserve and Rookery.
+pub fn detached_void_eval(mut c: QapClient, code: &str) -> (TcpStream, u32) {
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, code.as_bytes());
+    let reply = c.request(cmd::DETACHED_VOID_EVAL, &p);
+    assert_eq!(reply.cmd, resp::OK, "detachedVoidEval answered");
+    let params = frame::decode_params(&reply.payload).expect("port and key");
+    let port = u16::try_from(params[0].as_int().expect("a port")).expect("a port");
+    let key = params[1].data.to_vec();
+    assert_eq!(key.len(), 32, "a 32-byte key");
+    assert!(c.is_closed(), "the connection closes at once");
+    let mut back = TcpStream::connect(("127.0.0.1", port)).expect("resume port");
+    back.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    back.write_all(&key).expect("key");
+    let mut head = [0u8; HEADER_LEN];
+    back.read_exact(&mut head).expect("attach reply");
+    (back, u32::from_le_bytes(head[..4].try_into().unwrap()))
 }

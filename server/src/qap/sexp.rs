@@ -20,8 +20,8 @@
 use rookery_engine::value::{codec, Attributes, Complex, Data, Logical, RString, Value};
 
 use super::frame::{
-    align4, large_header, need, small_header, split_item, word, QapError, LARGE_MAX,
-    LARGE_THRESHOLD, SMALL_MAX,
+    align4, large_header, need, small_header, split_item, QapError, LARGE_MAX, LARGE_THRESHOLD,
+    SMALL_MAX,
 };
 
 pub const XT_NULL: u8 = 0;
@@ -99,10 +99,45 @@ pub fn encode(v: &Value) -> Result<Vec<u8>, QapError> {
 
 /// Appends the XT encoding of `v` to `out`.
 pub fn encode_into(out: &mut Vec<u8>, v: &Value) -> Result<(), QapError> {
-    encode_at(out, v, 0)
+    encode_at(out, v, 0, Strings::Utf8)
 }
 
-fn encode_at(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), QapError> {
+/// How strings travel (`CMD_setEncoding`): UTF-8 (`utf8`, and `native` here), or
+/// Latin-1, where a character beyond U+00FF is left out, as Rserve does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strings {
+    #[default]
+    Utf8,
+    Latin1,
+}
+
+impl Strings {
+    /// `s` in this encoding.
+    pub fn bytes<'a>(self, s: &'a str) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            Strings::Latin1 if !s.is_ascii() => {
+                let latin1 = s.chars().filter_map(|c| u8::try_from(u32::from(c)).ok());
+                latin1.collect::<Vec<u8>>().into()
+            }
+            _ => s.as_bytes().into(),
+        }
+    }
+
+    /// Bytes in this encoding as a string (invalid UTF-8 becomes U+FFFD).
+    pub fn text(self, b: &[u8]) -> String {
+        match self {
+            Strings::Latin1 => b.iter().map(|&c| char::from(c)).collect(),
+            Strings::Utf8 => lossy(b),
+        }
+    }
+}
+
+/// [`encode_into`] with strings in `strings`.
+pub fn encode_into_as(out: &mut Vec<u8>, v: &Value, strings: Strings) -> Result<(), QapError> {
+    encode_at(out, v, 0, strings)
+}
+
+fn encode_at(out: &mut Vec<u8>, v: &Value, depth: usize, enc: Strings) -> Result<(), QapError> {
     if depth > codec::MAX_DEPTH {
         return Err(QapError::Unencodable("value nested too deeply".into()));
     }
@@ -111,9 +146,9 @@ fn encode_at(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), QapError>
     let large = !v.is_null() && estimate(v) > LARGE_THRESHOLD;
     let start = begin_object(out, large);
     if !v.attrs.is_empty() {
-        encode_attrs(out, &v.attrs, depth)?;
+        encode_attrs(out, &v.attrs, depth, enc)?;
     }
-    encode_data(out, &v.data, depth)?;
+    encode_data(out, &v.data, depth, enc)?;
     finish_object(out, start, xt_of(&v.data) | attr_flag, large)
 }
 
@@ -155,11 +190,16 @@ fn finish_object(out: &mut Vec<u8>, start: usize, ty: u8, large: bool) -> Result
     Ok(())
 }
 
-fn encode_attrs(out: &mut Vec<u8>, attrs: &Attributes, depth: usize) -> Result<(), QapError> {
+fn encode_attrs(
+    out: &mut Vec<u8>,
+    attrs: &Attributes,
+    depth: usize,
+    enc: Strings,
+) -> Result<(), QapError> {
     let large = estimate_attrs(attrs) > LARGE_THRESHOLD;
     let start = begin_object(out, large);
     for (name, value) in attrs.iter() {
-        encode_at(out, value, depth + 1)?;
+        encode_at(out, value, depth + 1, enc)?;
         encode_symbol(out, name)?;
     }
     finish_object(out, start, XT_LIST_TAG, large)
@@ -188,22 +228,33 @@ fn pad_to_4(out: &mut Vec<u8>, start: usize, pad: u8) {
     out.resize(start + align4(out.len() - start), pad);
 }
 
-fn encode_data(out: &mut Vec<u8>, data: &Data, depth: usize) -> Result<(), QapError> {
+fn encode_data(out: &mut Vec<u8>, data: &Data, depth: usize, enc: Strings) -> Result<(), QapError> {
     match data {
         Data::Null => {}
         Data::Logical(v) => encode_bytes(out, v.len(), v.iter().map(logical_byte), 0xff)?,
         Data::Raw(v) => encode_bytes(out, v.len(), v.iter().copied(), 0)?,
-        Data::Integer(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-        Data::Double(v) => v.iter().for_each(|x| out.extend(x.to_bits().to_le_bytes())),
+        Data::Integer(v) => put_fixed(out, v, |x| x.to_le_bytes()),
+        Data::Double(v) => put_fixed(out, v, |x| x.to_le_bytes()),
         Data::Complex(v) => v.iter().for_each(|c| push_complex(out, c)),
-        Data::Character(v) => encode_strings(out, v)?,
+        Data::Character(v) => encode_strings(out, v, enc)?,
         Data::List(v) => {
             for item in v {
-                encode_at(out, item, depth + 1)?;
+                encode_at(out, item, depth + 1, enc)?;
             }
         }
     }
     Ok(())
+}
+
+/// Appends each item's `N` little-endian bytes: one resize, then a loop the compiler
+/// turns into plain copies (large vectors are the common case of a big transfer).
+#[inline]
+fn put_fixed<T: Copy, const N: usize>(out: &mut Vec<u8>, v: &[T], bytes: impl Fn(T) -> [u8; N]) {
+    let start = out.len();
+    out.resize(start + N * v.len(), 0);
+    for (dst, x) in out[start..].chunks_exact_mut(N).zip(v) {
+        dst.copy_from_slice(&bytes(*x));
+    }
 }
 
 /// Rserve's mapping: 0 and 1 as they are, anything else (NA) as 2.
@@ -236,12 +287,12 @@ fn encode_bytes(
     Ok(())
 }
 
-fn encode_strings(out: &mut Vec<u8>, v: &[RString]) -> Result<(), QapError> {
+fn encode_strings(out: &mut Vec<u8>, v: &[RString], enc: Strings) -> Result<(), QapError> {
     let start = out.len();
     for s in v {
         match s {
             None => out.extend([NA_STRING_BYTE, 0]),
-            Some(s) => push_string_element(out, s.as_bytes())?,
+            Some(s) => push_string_element(out, &enc.bytes(s))?,
         }
     }
     // Padding with 0x01 keeps the NUL count equal to the element count.
@@ -331,7 +382,12 @@ pub fn decode(bytes: &[u8]) -> Result<Value, QapError> {
 
 /// [`decode`] with an explicit nesting cap.
 pub fn decode_with_depth(bytes: &[u8], max_depth: usize) -> Result<Value, QapError> {
-    let d = Decoder { max_depth };
+    decode_as(bytes, max_depth, Strings::Utf8)
+}
+
+/// [`decode_with_depth`] with strings in `strings`.
+pub fn decode_as(bytes: &[u8], max_depth: usize, strings: Strings) -> Result<Value, QapError> {
+    let d = Decoder { max_depth, strings };
     let (value, rest) = d.object(bytes, 0)?;
     if !rest.is_empty() {
         let detail = format!("{} bytes after the object", rest.len());
@@ -368,6 +424,7 @@ pub fn decode_call(bytes: &[u8]) -> Result<Call, QapError> {
     };
     let d = Decoder {
         max_depth: MAX_DEPTH,
+        strings: Strings::Utf8,
     };
     let mut items = Vec::new();
     let mut rest = body;
@@ -406,6 +463,7 @@ fn optional_tag(bytes: &[u8]) -> Result<(Option<String>, &[u8]), QapError> {
 
 struct Decoder {
     max_depth: usize,
+    strings: Strings,
 }
 
 impl Decoder {
@@ -457,8 +515,8 @@ impl Decoder {
             XT_INT | XT_ARRAY_INT => Data::Integer(fixed(body, 4, "integer", i32_at)?),
             XT_DOUBLE | XT_ARRAY_DOUBLE => Data::Double(fixed(body, 8, "double", f64_at)?),
             XT_ARRAY_CPLX => Data::Complex(fixed(body, 16, "complex", complex_at)?),
-            XT_ARRAY_STR => Data::Character(strings(body)),
-            XT_STR => Data::Character(vec![Some(lossy(c_string(body)))]),
+            XT_ARRAY_STR => Data::Character(strings(body, self.strings)),
+            XT_STR => Data::Character(vec![Some(self.strings.text(c_string(body)))]),
             XT_ARRAY_BOOL => Data::Logical(counted(body, "logical")?.map(wire_logical).collect()),
             XT_RAW => Data::Raw(counted(body, "raw")?.copied().collect()),
             XT_VECTOR => Data::List(self.list(body, depth)?),
@@ -504,11 +562,14 @@ fn expect_empty(body: &[u8]) -> Result<(), QapError> {
 }
 
 /// Fixed-width elements: the body must be a whole number of `width`-byte items.
+/// Generic over `read` so it inlines into one tight loop (large vectors are the
+/// common case of a big transfer).
+#[inline]
 fn fixed<T>(
     body: &[u8],
     width: usize,
     what: &'static str,
-    read: fn(&[u8]) -> T,
+    read: impl Fn(&[u8]) -> T,
 ) -> Result<Vec<T>, QapError> {
     if body.len() % width != 0 {
         let detail = format!("{} bytes is not a multiple of {width}", body.len());
@@ -517,12 +578,16 @@ fn fixed<T>(
     Ok(body.chunks_exact(width).map(read).collect())
 }
 
+#[inline]
 fn i32_at(b: &[u8]) -> i32 {
     i32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+#[inline]
 fn f64_at(b: &[u8]) -> f64 {
-    f64::from_bits(u64::from(word(b, 0)) | (u64::from(word(b, 4)) << 32))
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&b[..8]);
+    f64::from_le_bytes(bytes)
 }
 
 fn complex_at(b: &[u8]) -> Complex {
@@ -559,18 +624,21 @@ fn wire_logical(b: &u8) -> Logical {
 }
 
 /// XT_ARRAY_STR: one element per NUL; bytes after the last NUL are padding.
-fn strings(body: &[u8]) -> Vec<RString> {
+fn strings(body: &[u8], enc: Strings) -> Vec<RString> {
     let Some(end) = body.iter().rposition(|&b| b == 0) else {
         return Vec::new();
     };
-    body[..end].split(|&b| b == 0).map(string_element).collect()
+    body[..end]
+        .split(|&b| b == 0)
+        .map(|s| string_element(s, enc))
+        .collect()
 }
 
-fn string_element(s: &[u8]) -> RString {
+fn string_element(s: &[u8], enc: Strings) -> RString {
     match s {
         [NA_STRING_BYTE] => None,
-        [NA_STRING_BYTE, rest @ ..] => Some(lossy(rest)),
-        _ => Some(lossy(s)),
+        [NA_STRING_BYTE, rest @ ..] => Some(enc.text(rest)),
+        _ => Some(enc.text(s)),
     }
 }
 

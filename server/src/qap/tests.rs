@@ -609,3 +609,17 @@ fn calls_decode_with_their_head_and_tagged_arguments() {
     assert!(sexp::decode_call(&symbol_head).is_err());
     assert!(sexp::decode_call(&[22, 0, 0, 0]).is_err(), "no function");
 }
+
+#[test]
+fn latin1_strings_drop_what_latin1_cannot_hold() {
+    use crate::qap::sexp::Strings;
+    assert_eq!(&*Strings::Latin1.bytes("a\u{e9}\u{65e5}b"), b"a\xe9b");
+    assert_eq!(Strings::Latin1.text(b"\xe9t\xe9"), "\u{e9}t\u{e9}");
+    assert_eq!(&*Strings::Utf8.bytes("\u{e9}"), "\u{e9}".as_bytes());
+    let v = rookery_engine::Value::strings(["\u{e9}"]);
+    let mut out = Vec::new();
+    crate::qap::sexp::encode_into_as(&mut out, &v, Strings::Latin1).unwrap();
+    assert_eq!(out, [0x22, 4, 0, 0, 0xe9, 0, 1, 1]);
+    let back = crate::qap::sexp::decode_as(&out, 8, Strings::Latin1).unwrap();
+    assert_eq!(back, v);
+}

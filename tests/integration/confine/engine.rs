@@ -117,7 +117,6 @@ fn workers_that_cannot_set_up_fail_the_build_with_the_reason() {
     spec.identity = Some(id);
     // The temp dir belongs to root: the workers cannot make their own in it.
     std::os::unix::fs::chown(&tmp, Some(0), Some(0)).unwrap();
-    let started = std::time::Instant::now();
     let err = Pool::builder()
         .program(env!("CARGO_BIN_EXE_rookery"))
         .workers(1)
@@ -126,7 +125,9 @@ fn workers_that_cannot_set_up_fail_the_build_with_the_reason() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{err}");
-    assert!(err.contains("ermission denied") || err.contains("died"), "{err}");
+    assert!(
+        err.contains("ermission denied") || err.contains("died"),
+        "{err}"
+    );
     drop(root);
 }

@@ -59,6 +59,12 @@ fn a_logged_in_connection_is_a_session_that_speaks_rserve() {
     let sessions = server.state.sessions.clone();
     assert_eq!(sessions.count(), 1, "the connection holds a session");
     assert_eq!(eval(&mut c, "1+1"), Ok(Value::doubles(vec![2.0])));
+    // A result past 16 MB: the DT_SEXP and XT headers take their large forms.
+    let big: Vec<f64> = (1..=2_100_000).map(f64::from).collect();
+    assert_eq!(
+        eval(&mut c, "as.double(seq_len(2100000))"),
+        Ok(Value::doubles(big))
+    );
     // setSEXP, then assignSEXP with a target that is R code.
     let frame_value = Value::data_frame(vec![
         ("a".into(), Value::integers(vec![1, 2, 3])),
@@ -663,4 +669,306 @@ fn ocap_mode_offers_a_services_function_and_nothing_else() {
     let mut rest = Vec::new();
     let _ = other.read_to_end(&mut rest);
     assert!(rest.is_empty(), "a stale reference gets no answer");
+}
+
+/// A server with the loopback QAP1 listener, the anonymous identity `bencher` (a
+/// plain user with the execute grant) and R error messages sent out of band.
+fn anonymous_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
+    let (server, data) = super::server_with(|c| {
+        c.qap = Some("127.0.0.1:0".parse().unwrap());
+        c.qap_anonymous = Some("bencher".into());
+        c.qap_oob_errors = true;
+    });
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "bencher", Role::User, super::PASSWORD).unwrap();
+    rookery_server::admin::grant(store, "bencher", rookery_server::store::GRANT_EXECUTE).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .unwrap()
+        .expect("a TCP listener");
+    (server, data, rt, addr.port())
+}
+
+/// pyRserve over TCP, unmodified, against the opt-in anonymous identity: no login is
+/// asked, the session belongs to the named user, and an R error's message arrives
+/// both through pyRserve's `oobCallback` (OOB_SEND, code 127) and as status 127.
+#[test]
+fn pyrserve_over_tcp_with_the_anonymous_identity_and_oob_error_messages() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyvenv/bin/python");
+    let (_server, _data, _rt, port) = anonymous_server();
+    let (mut c, id) = QapClient::open(port);
+    assert!(
+        !std::str::from_utf8(&id).unwrap().contains("AR"),
+        "no login asked"
+    );
+    assert_eq!(eval(&mut c, "1L"), Ok(Value::integers(vec![1])));
+    // The raw exchange: OOB_SEND | 127 with the message, then the usual status.
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, b"stop('boom')");
+    let oob = c.request(cmd::EVAL, &p);
+    assert_eq!(oob.cmd, rookery_server::qap::endpoint::OOB_ERROR);
+    assert_eq!(decode_payload(&oob.payload), Ok(Value::strings(["boom"])));
+    assert_eq!(frame::status_of(c.read_reply().cmd), status::R_ERROR);
+    let script = r#"
+import sys, pyRserve
+seen = []
+def oob(data, code=0):
+    seen.append((code, data))
+conn = pyRserve.connect(host="127.0.0.1", port=int(sys.argv[1]), oobCallback=oob)
+print("two", conn.eval("1+1"))
+print("who", conn.eval("basename(dirname(dirname(getwd())))"))
+try:
+    conn.eval('stop("boom")')
+except Exception as e:
+    print("error", type(e).__name__, "boom" in str(e))
+print("oob", seen)
+print("after", conn.eval("2L"))
+conn.close()
+"#;
+    let text = super::run_ok(
+        python,
+        &["-c".as_ref(), script.as_ref(), port.to_string().as_ref()],
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "two 2.0",
+            "who bencher",
+            "error REvalError True",
+            "oob [(127, 'boom')]",
+            "after 2"
+        ],
+        "{text}"
+    );
+}
+
+/// RSclient, unmodified: no login asked under the anonymous identity, and
+/// `RS.oobCallbacks` receives an R error's message before `RS.eval` fails.
+#[test]
+fn rsclient_receives_r_error_messages_out_of_band() {
+    let (_server, _data, _rt, port) = anonymous_server();
+    let script = format!(
+        r#"
+library(RSclient)
+c <- RS.connect(port = {port}L)
+got <- NULL
+invisible(RS.oobCallbacks(c, send = function(code, payload) got <<- list(code, payload)))
+cat("two", RS.eval(c, 1 + 1), "\n")
+r <- try(RS.eval(c, stop("boom")), silent = TRUE)
+cat("error", inherits(r, "try-error"), "\n")
+cat("oob", got[[1]], got[[2]], "\n")
+cat("after", RS.eval(c, 2L), "\n")
+invisible(RS.close(c))
+"#
+    );
+    let text = super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()]);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["two 2", "error TRUE", "oob 127 boom", "after 2"],
+        "{text}"
+    );
+}
+
+/// The anonymous identity is refused at start-up for an admin or an unknown user,
+/// and without a loopback listener to serve it on.
+#[test]
+fn the_anonymous_identity_is_refused_for_admins_and_unknown_users() {
+    for name in ["root", "nobody"] {
+        let (server, _data) = super::server_with(|c| {
+            c.qap = Some("127.0.0.1:0".parse().unwrap());
+            c.qap_anonymous = Some(name.into());
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let refused = rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()));
+        let err = refused.expect_err(name).to_string();
+        assert!(err.contains(name), "{err}");
+    }
+    let config = rookery_server::Config {
+        qap_anonymous: Some("bencher".into()),
+        qap_tls: Some("0.0.0.0:0".parse().unwrap()),
+        ..rookery_server::Config::default()
+    };
+    assert!(
+        config.check().is_err(),
+        "TLS alone is not a loopback listener"
+    );
+    let config = rookery_server::Config {
+        qap_anonymous: Some("bencher".into()),
+        qap: Some("0.0.0.0:6311".parse().unwrap()),
+        ..rookery_server::Config::default()
+    };
+    assert!(config.check().is_err(), "never on a non-loopback address");
+}
+
+/// `CMD_detachedVoidEval`: answered like a detach (port and key, then closed); the
+/// code runs while detached; the attach waits for it and its bare reply is the
+/// evaluation's status.
+#[test]
+fn detached_void_eval_runs_while_detached_and_the_attach_gets_its_status() {
+    let (_server, _data, _rt, port) = qap_server();
+    let detached = |code: &str| {
+        let (mut c, _) = QapClient::open(port);
+        assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+        crate::rserve::detached_void_eval(c, code)
+    };
+    let (mut back, word) = detached("Sys.sleep(0.2); keepme <- 7L");
+    assert_eq!(word, resp::OK);
+    let (word, body) = request(&mut back, cmd::EVAL, &string_param("keepme"));
+    assert_eq!(word, resp::OK);
+    assert_eq!(decode_payload(&body).unwrap(), Value::integers(vec![7]));
+    let (_back, word) = detached("stop('detached boom')");
+    assert_eq!(frame::status_of(word), status::R_ERROR);
+    let (_back, word) = detached("1 +* 2");
+    assert_eq!(frame::status_of(word), status::PARSE_ERROR);
+}
+
+/// `CMD_shutdown` from an admin stops `rookery serve` (as SIGTERM would); from anyone
+/// else it is refused (the first test).
+#[test]
+fn an_admin_shuts_the_server_down_over_qap() {
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let rookery = env!("CARGO_BIN_EXE_rookery");
+    let mut add = Command::new(rookery)
+        .args(["user", "add", "boss", "--role", "admin", "--data"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"boss-password-1\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let (mut child, mut lines) = super::spawn_serve(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--qap".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ]);
+    let _http = lines.next().unwrap().unwrap();
+    let qap = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = qap
+        .strip_prefix("rookery QAP1 listening on ")
+        .expect(&qap)
+        .parse()
+        .unwrap();
+    let (mut c, _) = QapClient::open(addr.port());
+    assert_eq!(login(&mut c, "boss", "boss-password-1"), resp::OK);
+    assert_eq!(c.request(cmd::SHUTDOWN, &[]).cmd, resp::OK);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `rookery serve --qap-anonymous NAME`: a warning line names the user at start-up,
+/// and `rookery bench qap` without `--user` (a client that cannot log in) is served.
+#[test]
+fn serve_with_an_anonymous_identity_serves_a_benchmark_without_login() {
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let rookery = env!("CARGO_BIN_EXE_rookery");
+    let mut add = Command::new(rookery)
+        .args(["user", "add", "bencher", "--data"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"bencher-password-1\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let grant = Command::new(rookery)
+        .args(["user", "grant", "bencher", "execute", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(grant.status.success());
+    let config = data.path().join("rookery.toml");
+    std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
+    let (child, mut lines) = super::spawn_serve(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--qap".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--qap-anonymous".as_ref(),
+        "bencher".as_ref(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ]);
+    let _http = lines.next().unwrap().unwrap();
+    let qap = lines.next().unwrap().unwrap();
+    let addr = qap
+        .strip_prefix("rookery QAP1 listening on ")
+        .expect(&qap)
+        .to_owned();
+    let warning = lines.next().unwrap().unwrap();
+    assert!(
+        warning.contains("WARNING") && warning.contains("`bencher`"),
+        "{warning}"
+    );
+    let out = Command::new(rookery)
+        .args(["bench", "qap", "--target", &addr, "--json"])
+        .args(["--calls", "20", "--warmup-calls", "2", "--connects", "2"])
+        .args(["--repeats", "1", "--duration", "100ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    super::stop_server(child);
+}
+
+/// `CMD_setEncoding "latin1"` against Rookery and a real Rserve: the same bytes back
+/// for Latin-1 code and values, and for a character Latin-1 cannot hold.
+#[test]
+fn latin1_strings_travel_as_rserve_sends_them() {
+    let rs = crate::rserve::Rserve::start("", false);
+    let (_server, _data, _rt, port) = qap_server();
+    let exchange = |c: &mut QapClient| {
+        let set = c.request(cmd::SET_ENCODING, &string_param("latin1"));
+        assert_eq!(set.cmd, resp::OK);
+        let mut out = Vec::new();
+        for code in [
+            &b"c(\"\xe9t\xe9\", NA, \"a\")"[..],
+            b"c(\"a\\u65e5b\", \"\\u00e9\\u65e5\", \"\\u20ac\")",
+            // (R marks Rserve's copy "latin1" and Rookery's "UTF-8": same string.)
+            b"as.integer(c(nchar(y), y == \"\\u00e9\"))",
+        ] {
+            if code.starts_with(b"as.integer") {
+                let mut p = Vec::new();
+                frame::push_string_param(&mut p, b"y");
+                let latin1 = [0x22, 4, 0, 0, 0xe9, 0, 1, 1];
+                frame::push_param(&mut p, rookery_server::qap::frame::dt::SEXP, &latin1);
+                assert_eq!(c.request(cmd::SET_SEXP, &p).cmd, resp::OK);
+            }
+            let mut p = Vec::new();
+            frame::push_string_param(&mut p, code);
+            let reply = c.request(cmd::EVAL, &p);
+            out.push((reply.cmd, reply.payload));
+        }
+        out
+    };
+    let (mut theirs, _) = QapClient::open(rs.port);
+    let (mut ours, _) = QapClient::open(port);
+    assert_eq!(login(&mut ours, "pub", super::PASSWORD), resp::OK);
+    let (theirs, ours) = (exchange(&mut theirs), exchange(&mut ours));
+    for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
+        assert_eq!(t, o, "exchange {i}");
+    }
 }

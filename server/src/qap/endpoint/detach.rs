@@ -3,6 +3,9 @@
 //! connection to that port that sends exactly the key, from the same address, gets
 //! the session back (a bare RESP_OK header, no ID string). Keys come from the OS
 //! CSPRNG and are single use; a parked session still expires with the idle TTL.
+//! `CMD_detachedVoidEval` parks the same way, then runs its code while detached; an
+//! attach waits for that evaluation and its bare reply header is the evaluation's
+//! status (RESP_OK, or RESP_ERR with the parse status or 127).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -10,12 +13,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Connection, End};
 use crate::auth::AuthUser;
 use crate::engine::SessionEntry;
+use crate::qap::frame::Param;
 use crate::qap::frame::{self, dt, resp, status};
+use crate::qap::stream::Stream;
 
 /// Sessions waiting to be attached, by key.
 #[derive(Debug, Default)]
@@ -31,6 +36,32 @@ struct Parked {
     session: Arc<SessionEntry>,
     peer: IpAddr,
     until: Instant,
+    /// The detached evaluation's reply word, once it has finished.
+    outcome: Option<Arc<Outcome>>,
+}
+
+/// The reply word of a detached evaluation, which an attach waits for.
+#[derive(Debug, Default)]
+struct Outcome {
+    word: Mutex<Option<u32>>,
+    done: Condvar,
+}
+
+impl Outcome {
+    fn set(&self, word: u32) {
+        *self.word.lock() = Some(word);
+        self.done.notify_all();
+    }
+
+    fn wait(&self) -> u32 {
+        let mut word = self.word.lock();
+        loop {
+            if let Some(w) = *word {
+                return w;
+            }
+            self.done.wait(&mut word);
+        }
+    }
 }
 
 impl Detached {
@@ -59,28 +90,65 @@ impl Connection {
     /// `CMD_detachSession`: park the session, answer with the resume port and key,
     /// close the socket but keep the session.
     pub(super) fn detach(&mut self) -> Result<(), End> {
+        match self.park_session(None)? {
+            Some(_) => Err(End::Close),
+            None => Ok(()),
+        }
+    }
+
+    /// `CMD_detachedVoidEval`: answered like a detach at once (and the socket closed),
+    /// then the code runs in the parked session; its status goes to the attach.
+    pub(super) fn detached_void_eval(&mut self, params: &[Param<'_>]) -> Result<(), End> {
+        let Some(code) = self.text(params.first()) else {
+            return self.reply_err(status::INV_PAR);
+        };
+        let outcome = Arc::new(Outcome::default());
+        let Some(entry) = self.park_session(Some(outcome.clone()))? else {
+            return Ok(());
+        };
+        self.stream = Stream::Gone;
+        self.audit("CMD_detachedVoidEval", Some(&code), &entry);
+        let word = match self.state.sessions.execute_blocking(&entry, &code) {
+            Ok(_) => resp::OK,
+            Err(e) => {
+                self.log_failure(&e);
+                frame::resp_err(super::r_status(&e))
+            }
+        };
+        outcome.set(word);
+        Err(End::Close)
+    }
+
+    /// Parks the session and answers with the resume port and key; the session lives
+    /// on without this connection. `None` when there is nothing to park (answered
+    /// ERR_detach_failed).
+    fn park_session(
+        &mut self,
+        outcome: Option<Arc<Outcome>>,
+    ) -> Result<Option<Arc<SessionEntry>>, End> {
         let detached = self.state.qap_detached.clone();
         let port = *detached.port.lock();
         let (Some(port), Some(user), Some(session)) =
             (port, self.user.clone(), self.session.clone())
         else {
-            return self.reply_err(status::DETACH_FAILED);
+            self.reply_err(status::DETACH_FAILED)?;
+            return Ok(None);
         };
         let ttl = Duration::from_secs(self.state.config.limits.session_idle_secs);
         let key = detached.park(Parked {
             user,
-            session,
+            session: session.clone(),
             peer: self.peer,
             until: Instant::now() + ttl,
+            outcome,
         });
         let mut payload = Vec::new();
         frame::push_int_param(&mut payload, i32::from(port));
         frame::push_param(&mut payload, dt::BYTESTREAM, &key);
         self.reply_ok(&payload)?;
-        tracing::info!(conn = %self.id, session = ?self.session.as_ref().map(|s| s.id), "QAP1 session detached");
-        // The session lives on without this connection.
+        tracing::info!(conn = %self.id, session = %session.id, "QAP1 session detached");
         self.session = None;
-        Err(End::Close)
+        Ok(Some(session))
     }
 
     /// A connection to the resume port: the 32-byte key, then normal QAP1 on the
@@ -102,7 +170,8 @@ impl Connection {
         {
             return;
         }
-        let header = frame::Header::new(resp::OK, 0).to_bytes();
+        let word = parked.outcome.as_ref().map_or(resp::OK, |o| o.wait());
+        let header = frame::Header::new(word, 0).to_bytes();
         if self.stream.write_all(&header).is_err() {
             return;
         }

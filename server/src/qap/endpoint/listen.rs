@@ -1,5 +1,7 @@
 //! The QAP1 listeners: loopback TCP, TLS from the first byte, and a Unix socket whose
-//! peers may be logged in by their kernel-verified credentials. Each accepted
+//! peers may be logged in by their kernel-verified credentials. With `qap_anonymous`,
+//! loopback TCP and Unix-socket peers without a mapped uid are logged in as that
+//! (non-admin) user: an opt-in for benchmark clients that cannot log in. Each accepted
 //! connection gets its own blocking thread (R calls block).
 
 use std::io;
@@ -12,6 +14,7 @@ use super::{auth_user, Connection};
 use crate::auth::AuthUser;
 use crate::qap::stream::Stream;
 use crate::state::AppState;
+use crate::store::Role;
 
 /// The user a Unix-socket peer's uid is mapped to (`rookery user map-os-user`).
 fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Option<AuthUser> {
@@ -25,6 +28,41 @@ fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Optio
     Some(auth_user(user))
 }
 
+/// The anonymous identity (`qap_anonymous`), checked at start-up: an existing user
+/// who is not an admin. Logged as a warning, since it skips the login.
+fn check_anonymous(state: &AppState) -> io::Result<()> {
+    let Some(name) = &state.config.qap_anonymous else {
+        return Ok(());
+    };
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    match state.store.user(name) {
+        Ok(Some(u)) if u.role == Role::Admin => refuse(format!(
+            "qap_anonymous: `{name}` is an admin; name a low-privilege user"
+        )),
+        Ok(Some(_)) => {
+            tracing::warn!(
+                user = %name,
+                "QAP1 ANONYMOUS IDENTITY: connections on the loopback QAP1 listener and the \
+                 Unix socket are logged in as this user without a password"
+            );
+            Ok(())
+        }
+        Ok(None) => refuse(format!("qap_anonymous: no user `{name}`")),
+        Err(e) => refuse(format!("qap_anonymous: {e}")),
+    }
+}
+
+/// The anonymous identity for a connection from `peer`: only on loopback, only while
+/// the user exists and is not an admin.
+fn anonymous_user(state: &AppState, peer: IpAddr) -> Option<AuthUser> {
+    let name = state.config.qap_anonymous.as_ref()?;
+    if !peer.is_loopback() {
+        return None;
+    }
+    let user = state.store.user(name).ok().flatten()?;
+    (user.role != Role::Admin).then(|| auth_user(user))
+}
+
 /// The read deadline of an idle connection.
 fn idle_timeout(state: &AppState) -> Duration {
     Duration::from_secs(state.config.limits.session_idle_secs.max(1))
@@ -33,6 +71,7 @@ fn idle_timeout(state: &AppState) -> Duration {
 /// Starts the configured QAP1 listeners on the current runtime; returns the bound
 /// TCP address (port 0 in the config picks a free one).
 pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>> {
+    check_anonymous(&state)?;
     let mut bound = None;
     if let Some(addr) = state.config.qap {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -82,7 +121,8 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: boo
             },
             _ => Stream::Tcp(stream),
         };
-        spawn_connection(stream, state.clone(), peer.ip());
+        // The TLS listener may face the network: never anonymous there.
+        spawn_connection(stream, state.clone(), peer.ip(), !tls);
     }
 }
 
@@ -138,12 +178,14 @@ async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
         let Ok(stream) = blocking_stream(stream.into_std(), &state) else {
             continue;
         };
-        let preauth = peer_user(&stream, &state);
         let runtime = Handle::current();
         let (state, conn_runtime) = (state.clone(), runtime.clone());
         runtime.spawn_blocking(move || {
+            // Store look-ups block: they run here, not on the accept loop.
+            let loopback = IpAddr::from([127, 0, 0, 1]);
+            let preauth = peer_user(&stream, &state).or_else(|| anonymous_user(&state, loopback));
             let stream = Stream::Unix(stream);
-            let conn = Connection::new(stream, state, conn_runtime, IpAddr::from([127, 0, 0, 1]));
+            let conn = Connection::new(stream, state, conn_runtime, loopback);
             match preauth {
                 Some(user) => conn.preauthenticated(user).serve(),
                 None => conn.serve(),
@@ -160,10 +202,19 @@ fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -
     Ok(stream)
 }
 
-fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr) {
+/// Serves a TCP connection on its own blocking thread; with `anonymous`, a loopback
+/// peer is logged in as the anonymous identity, when one is configured.
+fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr, anonymous: bool) {
     let runtime = Handle::current();
     let conn_runtime = runtime.clone();
-    runtime.spawn_blocking(move || Connection::new(stream, state, conn_runtime, peer).serve());
+    runtime.spawn_blocking(move || {
+        let preauth = anonymous.then(|| anonymous_user(&state, peer)).flatten();
+        let conn = Connection::new(stream, state, conn_runtime, peer);
+        match preauth {
+            Some(user) => conn.preauthenticated(user).serve(),
+            None => conn.serve(),
+        }
+    });
 }
 
 /// The two socket kinds, for [`blocking_stream`].

@@ -13,7 +13,9 @@
 //! through [`crate::engine::Sessions`], so QAP1 sessions count against the same
 //! per-user limits as HTTP sessions and show up in `GET /api/v1/sessions`.
 //! R errors keep Rserve's status 127 for compatibility; their message goes to the
-//! server log with the connection id instead of being lost.
+//! server log with the request id instead of being lost, and with `qap_oob_errors`
+//! to the client too, in an OOB_SEND message (code 127) just before the status.
+//! Loopback peers may be logged in as an opt-in anonymous identity (`listen`).
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -45,8 +47,16 @@ use files::OpenFile;
 /// (on loopback, Unix sockets and TLS only; see `Config::check`).
 pub const ID_STRING_AUTH: [u8; 32] = *b"Rsrv0103QAP1\r\n\r\nARpt----------\r\n";
 
-/// Replies up to this size are assembled into one buffer and written at once.
-const SMALL_REPLY: usize = 64 << 10;
+/// The OOB message word for an R error's message: OOB_SEND with user code 127.
+pub const OOB_ERROR: u32 = resp::OOB_SEND | status::R_ERROR as u32;
+
+/// Message buffers up to this capacity are kept for the next message (1e6 doubles
+/// are 8 MB); larger ones are freed, so an idle connection holds at most twice this.
+const RETAIN: usize = 16 << 20;
+
+/// Room left in front of an encoded reply for the message header and the DT_SEXP
+/// parameter header (4 or 8 bytes), so the reply goes out in one write, uncopied.
+const REPLY_PREFIX: usize = HEADER_LEN + 8;
 
 /// The ID string for this connection: `TLS\n` first when `CMD_switch "TLS"` is
 /// offered, `ARpt` when a login is required (qap1.md §2.1).
@@ -78,6 +88,15 @@ pub struct Connection {
     authkey: Option<[u8; AUTHKEY_LEN]>,
     /// The file of the file commands, inside the session's folder.
     file: Option<OpenFile>,
+    /// Requests read so far: `{id}-{requests}` is the current request's id (audit,
+    /// log).
+    requests: u64,
+    /// Buffers kept between messages (up to [`RETAIN`] bytes), so a large transfer
+    /// does not fault in fresh pages each time.
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// How strings travel (`CMD_setEncoding`): code, names and values.
+    strings: sexp::Strings,
 }
 
 /// Why a connection ends.
@@ -108,6 +127,10 @@ impl Connection {
             preauth: None,
             authkey: None,
             file: None,
+            requests: 0,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            strings: sexp::Strings::Utf8,
         }
     }
 
@@ -135,6 +158,8 @@ impl Connection {
 
     /// Closes the connection's session, unless it was detached.
     fn finish(mut self, end: End) {
+        // The client is told at once; closing the session (stopping its worker) follows.
+        self.stream = Stream::Gone;
         if let Some(s) = self.session.take() {
             let sessions = self.state.sessions.clone();
             let _ = self.runtime.block_on(sessions.close(&s));
@@ -167,7 +192,17 @@ impl Connection {
 
     fn one_message(&mut self) -> Result<(), End> {
         let (command, payload) = self.read_message()?;
-        self.dispatch(command, &payload)
+        self.requests += 1;
+        let done = self.dispatch(command, &payload);
+        if payload.capacity() <= RETAIN {
+            self.inbuf = payload;
+        }
+        done
+    }
+
+    /// The current request's id: the connection id and the request's number.
+    fn request_id(&self) -> String {
+        format!("{}-{}", self.id, self.requests)
     }
 
     /// The next request: its command and payload. A header announcing more than the
@@ -184,7 +219,9 @@ impl Connection {
                 return Err(End::Close);
             }
         };
-        let mut payload = vec![0u8; header.len as usize];
+        let mut payload = std::mem::take(&mut self.inbuf);
+        payload.clear();
+        payload.resize(header.len as usize, 0);
         self.stream.read_exact(&mut payload)?;
         Ok((header.cmd, payload))
     }
@@ -237,6 +274,7 @@ impl Connection {
             cmd::SET_ENCODING => self.set_encoding(&params),
             cmd::SHUTDOWN => self.shutdown(),
             cmd::DETACH_SESSION => self.detach(),
+            cmd::DETACHED_VOID_EVAL => self.detached_void_eval(&params),
             cmd::KEY_REQ | cmd::SEC_LOGIN => self.reply_err(status::UNAVAILABLE),
             cmd::SWITCH => self.switch(&params),
             cmd::CTRL_EVAL | cmd::CTRL_SOURCE | cmd::CTRL_SHUTDOWN => {
@@ -366,17 +404,14 @@ impl Connection {
 
     /// `CMD_eval` / `CMD_voidEval` with a DT_STRING of R code.
     fn eval(&mut self, params: &[Param<'_>], answer: bool) -> Result<(), End> {
-        let Some(code) = params.first().and_then(|p| p.as_str().ok()) else {
+        let Some(code) = self.text(params.first()) else {
             return self.reply_err(status::INV_PAR);
         };
         let entry = self.session();
         self.audit("CMD_eval", Some(&code), &entry);
         let result = self.state.sessions.execute_blocking(&entry, &code);
         match result {
-            Ok(ev) if answer => match sexp::encode(&ev.value) {
-                Ok(bytes) => self.reply_sexp(&bytes),
-                Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
-            },
+            Ok(ev) if answer => self.reply_value(&ev.value),
             Ok(_) => self.reply_ok(&[]),
             Err(e) => self.r_failure(&e),
         }
@@ -388,10 +423,10 @@ impl Connection {
         let (Some(target), Some(value)) = (params.first(), params.get(1)) else {
             return self.reply_err(status::INV_PAR);
         };
-        let Ok(target) = target.as_str() else {
+        let Some(target) = self.text(Some(target)) else {
             return self.reply_err(status::INV_PAR);
         };
-        let value = match decode_value(value) {
+        let value = match decode_value(value, self.strings) {
             Ok(v) => v,
             Err(e) => return self.reply_err(e.status()),
         };
@@ -463,34 +498,76 @@ impl Connection {
         }
     }
 
-    /// Strings are always UTF-8 here; `native` and `utf8` are accepted, `latin1` is not.
+    /// `utf8` and `native` (UTF-8 here), or `latin1`: code and strings from the client
+    /// are read as Latin-1, and strings to it are written in Latin-1.
     fn set_encoding(&mut self, params: &[Param<'_>]) -> Result<(), End> {
-        match params.first().and_then(|p| p.as_str().ok()).as_deref() {
-            Some("utf8" | "native") => self.reply_ok(&[]),
-            _ => self.reply_err(status::INV_PAR),
-        }
-    }
-
-    /// Shutting the server down is not a client's business: refused for everyone
-    /// (Rserve's answer when shutdown is disabled). Admins stop the service itself.
-    fn shutdown(&mut self) -> Result<(), End> {
-        self.reply_err(status::DISABLED)
-    }
-
-    /// An R failure: Rserve's status (parse status, or 127) for compatibility, and
-    /// the message in the log under the connection id.
-    fn r_failure(&mut self, e: &AppError) -> Result<(), End> {
-        let code = match e {
-            AppError::R(f) if f.kind == "parse_error" => status::PARSE_ERROR,
-            _ => status::R_ERROR,
+        self.strings = match params.first().and_then(|p| p.as_str().ok()).as_deref() {
+            Some("utf8" | "native") => sexp::Strings::Utf8,
+            Some("latin1") => sexp::Strings::Latin1,
+            _ => return self.reply_err(status::INV_PAR),
         };
-        tracing::info!(conn = %self.id, user = ?self.user.as_ref().map(|u| &u.name), error = %e, "QAP1 call failed");
-        self.reply_err(code)
+        self.reply_ok(&[])
+    }
+
+    /// A DT_STRING parameter as text, in the connection's string encoding.
+    fn text(&self, p: Option<&Param<'_>>) -> Option<String> {
+        let bytes = p?.as_string_bytes().ok()?;
+        Some(self.strings.text(bytes))
+    }
+
+    /// `CMD_shutdown`: admins only (answered, then the server shuts down as on
+    /// SIGTERM); anyone else gets Rserve's answer when shutdown is disabled.
+    fn shutdown(&mut self) -> Result<(), End> {
+        if !self.user.as_ref().is_some_and(AuthUser::is_admin) {
+            return self.reply_err(status::DISABLED);
+        }
+        tracing::warn!(conn = %self.id, user = ?self.user.as_ref().map(|u| &u.name), "QAP1 shutdown by an admin");
+        self.reply_ok(&[])?;
+        self.state.qap_shutdown.notify_one();
+        Err(End::Close)
+    }
+
+    /// An R failure: Rserve's status (parse status, or 127) for compatibility; the
+    /// message in the log under the request id, and (with `qap_oob_errors`) to the
+    /// client in an OOB_SEND message just before the status.
+    fn r_failure(&mut self, e: &AppError) -> Result<(), End> {
+        self.log_failure(e);
+        if self.state.config.qap_oob_errors {
+            self.send_oob_error(e)?;
+        }
+        self.reply_err(r_status(e))
+    }
+
+    fn log_failure(&self, e: &AppError) {
+        tracing::info!(request = %self.request_id(), user = ?self.user.as_ref().map(|u| &u.name), error = %e, "QAP1 call failed");
+    }
+
+    /// OOB_SEND with user code 127 (the status that follows) and the R error's
+    /// message as a length-1 character vector.
+    fn send_oob_error(&mut self, e: &AppError) -> Result<(), End> {
+        let message = match e {
+            AppError::R(f) => f.message.clone(),
+            other => other.to_string(),
+        };
+        let mut object = Vec::new();
+        if sexp::encode_into_as(
+            &mut object,
+            &rookery_engine::Value::strings([message]),
+            self.strings,
+        )
+        .is_err()
+        {
+            object = vec![0, 0, 0, 0];
+        }
+        let mut payload = Vec::with_capacity(object.len() + 8);
+        frame::push_item_header(&mut payload, dt::SEXP, dt::LARGE, object.len() as u64);
+        payload.extend_from_slice(&object);
+        self.send(OOB_ERROR, &payload)
     }
 
     fn audit(&self, route: &str, code: Option<&str>, entry: &SessionEntry) {
         self.state.audit.record(crate::audit::Entry {
-            request_id: &self.id,
+            request_id: &self.request_id(),
             user: self.user.as_ref().map(|u| u.name.as_str()),
             route,
             target: Some(entry.id.to_string()),
@@ -499,25 +576,27 @@ impl Connection {
         });
     }
 
-    /// RESP_OK with one DT_SEXP parameter holding `object`. A large object is written
-    /// after the headers instead of being copied into one message buffer (results can
-    /// be hundreds of MB); a small one goes out in a single write.
-    fn reply_sexp(&mut self, object: &[u8]) -> Result<(), End> {
-        let mut head = Vec::with_capacity(HEADER_LEN + 8 + object.len().min(SMALL_REPLY));
-        let mut param = Vec::with_capacity(8);
-        frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object.len() as u64);
-        let total = (param.len() + object.len()) as u64;
-        head.extend_from_slice(&Header::new(resp::OK, total).to_bytes());
-        head.extend_from_slice(&param);
-        if object.len() <= SMALL_REPLY {
-            head.extend_from_slice(object);
-            self.stream.write_all(&head)?;
-        } else {
-            self.stream.write_all(&head)?;
-            self.stream.write_all(object)?;
+    /// RESP_OK with one DT_SEXP parameter holding `value`, encoded straight into the
+    /// connection's reply buffer behind room for the headers, then written at once:
+    /// no copy of the object, whatever its size.
+    fn reply_value(&mut self, value: &rookery_engine::Value) -> Result<(), End> {
+        let mut buf = std::mem::take(&mut self.outbuf);
+        buf.clear();
+        buf.resize(REPLY_PREFIX, 0);
+        let sent = match sexp::encode_into_as(&mut buf, value, self.strings) {
+            Ok(()) => {
+                let start = frame_reply(&mut buf);
+                self.stream
+                    .write_all(&buf[start..])
+                    .and_then(|()| self.stream.flush())
+                    .map_err(End::from)
+            }
+            Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
+        };
+        if buf.capacity() <= RETAIN {
+            self.outbuf = buf;
         }
-        self.stream.flush()?;
-        Ok(())
+        sent
     }
 
     fn reply_ok(&mut self, payload: &[u8]) -> Result<(), End> {
@@ -536,6 +615,27 @@ impl Connection {
     }
 }
 
+/// Rserve's status for an R failure: the parse status, or 127.
+fn r_status(e: &AppError) -> u8 {
+    match e {
+        AppError::R(f) if f.kind == "parse_error" => status::PARSE_ERROR,
+        _ => status::R_ERROR,
+    }
+}
+
+/// Writes the message header and the DT_SEXP parameter header just in front of the
+/// object encoded at `buf[REPLY_PREFIX..]`; returns where the message starts.
+fn frame_reply(buf: &mut [u8]) -> usize {
+    let object = (buf.len() - REPLY_PREFIX) as u64;
+    let mut param = Vec::with_capacity(8);
+    frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object);
+    let start = REPLY_PREFIX - param.len() - HEADER_LEN;
+    let header = Header::new(resp::OK, param.len() as u64 + object).to_bytes();
+    buf[start..start + HEADER_LEN].copy_from_slice(&header);
+    buf[start + HEADER_LEN..REPLY_PREFIX].copy_from_slice(&param);
+    start
+}
+
 fn auth_user(u: crate::store::UserRecord) -> AuthUser {
     AuthUser {
         name: u.name,
@@ -546,9 +646,11 @@ fn auth_user(u: crate::store::UserRecord) -> AuthUser {
     }
 }
 
-fn decode_value(p: &Param<'_>) -> Result<rookery_engine::Value, QapError> {
+fn decode_value(p: &Param<'_>, strings: sexp::Strings) -> Result<rookery_engine::Value, QapError> {
     match p.dt {
-        dt::STRING => Ok(rookery_engine::Value::strings([p.as_str()?])),
-        _ => sexp::decode(p.as_sexp()?),
+        dt::STRING => Ok(rookery_engine::Value::strings([
+            strings.text(p.as_string_bytes()?)
+        ])),
+        _ => sexp::decode_as(p.as_sexp()?, sexp::MAX_DEPTH, strings),
     }
 }

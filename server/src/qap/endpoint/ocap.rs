@@ -83,9 +83,8 @@ impl Connection {
             code: None,
             outcome: if result.is_ok() { "ok" } else { "r_error" }.into(),
         });
-        match result.map(|v| sexp::encode(&v)) {
-            Ok(Ok(bytes)) => self.reply_sexp(&bytes),
-            Ok(Err(e)) => self.r_failure(&crate::error::AppError::Internal(e.to_string())),
+        match result {
+            Ok(v) => self.reply_value(&v),
             Err(e) => self.r_failure(&e.into()),
         }
     }

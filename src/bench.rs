@@ -174,7 +174,7 @@ fn respawn(program: &std::path::Path) -> anyhow::Result<f64> {
     Ok(percentile(&mut samples, 0.5))
 }
 
-fn percentile(samples: &mut [f64], q: f64) -> f64 {
+pub(crate) fn percentile(samples: &mut [f64], q: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples.get(i).copied().unwrap_or(f64::NAN)

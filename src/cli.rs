@@ -18,9 +18,9 @@ struct Cli {
 enum Command {
     /// Evaluate R code in-process and print its value.
     Eval(EvalArgs),
-    /// Measure Rookery on this machine.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure Rookery on this machine; with no subcommand, side by side with Rserve,
+    /// plumber and mclapply (the same as `rookery bench compare`).
+    Bench(BenchArgs),
     /// Run the HTTP server (sessions, services, batch jobs).
     Serve(crate::serve::ServeArgs),
     /// Manage users (passwords are stored only as argon2id hashes).
@@ -32,10 +32,24 @@ enum Command {
     /// Manage the worker accounts confined R code runs as (see `[confine]`).
     #[command(subcommand)]
     Accounts(crate::admin::AccountsCommand),
+    /// Score a CSV, Arrow or Parquet file with an R function, streaming, in input order.
+    Batch(crate::batch::BatchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    compare: crate::benchsuite::CompareArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Rookery side by side with Rserve, plumber and mclapply, interleaved; writes
+    /// bench.json, bench.md and a plot of the ratios (what plain `rookery bench` does).
+    Compare(crate::benchsuite::CompareArgs),
     /// The prefork engine: round trip, transfer, respawn, batch, idle memory.
     Pool {
         /// Print one JSON object instead of a table.
@@ -49,6 +63,15 @@ enum BenchCommand {
     Http(crate::loadgen::HttpArgs),
     /// Drive any QAP1 server (Rserve, or Rookery's QAP1 endpoint) and print latency and throughput.
     Qap(crate::qapbench::QapArgs),
+    /// What confining a worker costs, and request-to-first-result with and without it.
+    Confine {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Measurements of each figure.
+        #[arg(long, default_value_t = 60)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,11 +97,19 @@ pub fn run() -> ExitCode {
         Command::User(cmd) => report(crate::admin::run_user(cmd)),
         Command::Key(cmd) => report(crate::admin::run_key(cmd)),
         Command::Accounts(cmd) => report(crate::admin::run_accounts(cmd)),
-        Command::Bench(BenchCommand::Pool { json, workers }) => {
-            report(crate::bench::pool(json, workers))
-        }
-        Command::Bench(BenchCommand::Http(args)) => report(crate::loadgen::command(&args)),
-        Command::Bench(BenchCommand::Qap(args)) => report(crate::qapbench::command(&args)),
+        Command::Batch(args) => crate::batch::command(&args),
+        Command::Bench(args) => report(bench(args)),
+    }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        None => crate::benchsuite::command(&args.compare),
+        Some(BenchCommand::Compare(compare)) => crate::benchsuite::command(&compare),
+        Some(BenchCommand::Pool { json, workers }) => crate::bench::pool(json, workers),
+        Some(BenchCommand::Http(args)) => crate::loadgen::command(&args),
+        Some(BenchCommand::Qap(args)) => crate::qapbench::command(&args),
+        Some(BenchCommand::Confine { json, runs }) => crate::confinebench::confine(json, runs),
     }
 }
 

@@ -400,7 +400,7 @@ fn parse_header(header: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// `"10s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"250us"`: a number and a unit.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());

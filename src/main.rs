@@ -1,8 +1,11 @@
 //! The `rookery` command line.
 
 mod admin;
+mod batch;
 mod bench;
+mod benchsuite;
 mod cli;
+mod confinebench;
 mod loadgen;
 mod qapbench;
 mod serve;

@@ -128,6 +128,72 @@ pub fn run(args: &QapArgs) -> anyhow::Result<QapReport> {
     })
 }
 
+/// One figure of [`run`], measured on its own, so that a caller (`rookery bench`) can
+/// interleave servers figure by figure. Each returns the number [`QapReport`] holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Figure {
+    /// `1+1` p50 on one open connection, in µs, after `calls / 10` unmeasured.
+    Eval1p1 { calls: usize },
+    /// Connect + ID string + login + `1+1` + close, p50 in ms.
+    ConnectEvalClose { connects: usize },
+    /// 1e6 doubles server -> client, median in ms.
+    TransferOut { repeats: usize },
+    /// 1e6 doubles client -> server (CMD_setSEXP), median in ms.
+    TransferIn { repeats: usize },
+    /// `1+1` evals/s summed over `connections` back-to-back connections.
+    EvalsPerS {
+        connections: usize,
+        duration: Duration,
+    },
+}
+
+/// A server to measure figure by figure: TCP, logging in as `user` when asked (the
+/// password from ROOKERY_QAP_PASSWORD, as for `--user`).
+#[derive(Debug)]
+pub struct QapTarget(Target);
+
+impl QapTarget {
+    pub fn tcp(addr: std::net::SocketAddr, user: Option<String>) -> anyhow::Result<QapTarget> {
+        let args = QapArgs {
+            target: Some(addr.to_string()),
+            unix: None,
+            user,
+            calls: 1,
+            warmup_calls: 0,
+            connects: 1,
+            repeats: 1,
+            duration: Duration::from_secs(1),
+            json: false,
+        };
+        Ok(QapTarget(Target::from_args(&args)?))
+    }
+}
+
+/// Measures one figure against `target` (see [`Figure`] for units).
+pub fn measure(target: &QapTarget, figure: Figure) -> anyhow::Result<f64> {
+    let target = &target.0;
+    let n = |n: usize| n.max(1);
+    Ok(match figure {
+        Figure::Eval1p1 { calls } => {
+            let mut conn = target.open()?;
+            eval_latency(&mut conn, calls / 10, n(calls))?.quantile(0.5) * 1e6
+        }
+        Figure::ConnectEvalClose { connects } => {
+            connect_cycles(target, n(connects))?.quantile(0.5) * 1e3
+        }
+        Figure::TransferOut { repeats } => {
+            transfer_out(&mut target.open()?, n(repeats))?.quantile(0.5) * 1e3
+        }
+        Figure::TransferIn { repeats } => {
+            transfer_in(&mut target.open()?, n(repeats))?.quantile(0.5) * 1e3
+        }
+        Figure::EvalsPerS {
+            connections,
+            duration,
+        } => throughput(target, n(connections), duration)?,
+    })
+}
+
 fn check_counts(args: &QapArgs) -> anyhow::Result<()> {
     ensure!(args.calls > 0, "--calls must be at least 1");
     ensure!(args.connects > 0, "--connects must be at least 1");

@@ -4,6 +4,8 @@
 //! [`support::r`]; tests keep to their own variable names.
 
 mod admin;
+mod batch;
+mod bench_suite;
 mod cli;
 mod confine;
 mod loadgen;

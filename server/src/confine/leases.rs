@@ -4,7 +4,8 @@
 //! Owns which account serves which key (`user:NAME` for a user's sessions,
 //! `service:NAME@VERSION` for a service's pool), the memory + pids cgroup of a
 //! service's lease, and the clean-up that returns an account to the pool. Parallel requests
-//! of one key share its lease (a count); when the last one ends, a background
+//! of one key share its lease (a count); when the last one ends (and after a short
+//! linger, in which the same key may take it back at no cost), a background
 //! thread kills every process left in the lease's cgroup and of its uid, wipes the
 //! lease's temp folders, and only then frees the account. A lock file per account
 //! (`flock`, released by the kernel if this process dies) keeps two servers on one
@@ -31,6 +32,9 @@ pub struct Leases {
     lock_dir: PathBuf,
     memory_max: u64,
     pids_max: u64,
+    /// How long a lease with no holder is kept before its clean-up, so a client that
+    /// reconnects at once (QAP1 clients often connect per call) finds it ready.
+    linger: Duration,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -48,6 +52,8 @@ struct State {
 struct Active {
     account: usize,
     holders: usize,
+    /// Bumped each time the lease is taken again while it lingers.
+    generation: u64,
     lock: File,
     cgroup: Option<Arc<Cgroup>>,
     wipe: Vec<PathBuf>,
@@ -101,7 +107,12 @@ impl Drop for Lease {
 impl Leases {
     /// A pool over `accounts`. Takes each account's lock once to kill what a crashed
     /// server may have left running under it.
-    pub fn new(accounts: Vec<Account>, memory_max: u64, pids_max: u64) -> std::io::Result<Leases> {
+    pub fn new(
+        accounts: Vec<Account>,
+        memory_max: u64,
+        pids_max: u64,
+        linger: Duration,
+    ) -> std::io::Result<Leases> {
         let lock_dir = PathBuf::from(LOCK_DIR);
         if !accounts.is_empty() {
             use std::os::unix::fs::DirBuilderExt;
@@ -119,6 +130,7 @@ impl Leases {
             lock_dir,
             memory_max,
             pids_max,
+            linger,
             freed: Condvar::new(),
         };
         leases.sweep();
@@ -178,6 +190,9 @@ impl Leases {
         let mut st = self.state.lock();
         loop {
             if let Some(active) = st.active.get_mut(key) {
+                if active.holders == 0 {
+                    active.generation += 1;
+                }
                 active.holders += 1;
                 return Ok(self.share(key, active));
             }
@@ -216,6 +231,7 @@ impl Leases {
                         let active = Active {
                             account: i,
                             holders: 1,
+                            generation: 0,
                             lock,
                             cgroup,
                             wipe: wipe.to_vec(),
@@ -259,12 +275,25 @@ impl Leases {
         if active.holders > 0 {
             return;
         }
-        let active = st.active.remove(key).expect("present");
-        st.cleaning.insert(key.to_owned());
+        let generation = active.generation;
         drop(st);
         let leases = self.clone();
         let key = key.to_owned();
-        let cleanup = move || leases.clean_up(&key, active);
+        let cleanup = move || {
+            std::thread::sleep(leases.linger);
+            let mut st = leases.state.lock();
+            let idle = st
+                .active
+                .get(&key)
+                .is_some_and(|a| a.holders == 0 && a.generation == generation);
+            if !idle {
+                return; // taken again while it lingered
+            }
+            let active = st.active.remove(&key).expect("present");
+            st.cleaning.insert(key.clone());
+            drop(st);
+            leases.clean_up(&key, active);
+        };
         if std::thread::Builder::new()
             .name("rookery-lease-cleanup".into())
             .spawn(cleanup)

@@ -65,6 +65,10 @@ pub struct ConfineConfig {
     pub pids: u64,
     /// How long a request waits for a free worker account, in milliseconds.
     pub lease_wait_ms: u64,
+    /// How long an account stays with a user after their last session ends before
+    /// it is emptied and returned (their workers are already gone): a client that
+    /// reconnects at once skips the clean-up. Milliseconds.
+    pub lease_linger_ms: u64,
     /// Per-service overrides, by service name.
     pub services: HashMap<String, ServiceConfine>,
 }
@@ -95,6 +99,7 @@ impl Default for ConfineConfig {
             memory_mib: 8192,
             pids: 256,
             lease_wait_ms: 10_000,
+            lease_linger_ms: 1_000,
             services: HashMap::new(),
         }
     }
@@ -146,7 +151,8 @@ impl Confiner {
         }
         make_dir(&temp_root, if accounts.is_empty() { 0o700 } else { 0o711 })
             .map_err(|e| format!("{}: {e}", temp_root.display()))?;
-        let leases = Leases::new(accounts, config.memory_mib << 20, config.pids)
+        let linger = Duration::from_millis(config.lease_linger_ms);
+        let leases = Leases::new(accounts, config.memory_mib << 20, config.pids, linger)
             .map_err(|e| format!("worker account locks: {e}"))?;
         Ok(Confiner {
             config: config.clone(),

@@ -117,48 +117,12 @@ impl Sessions {
         let _place = self.reserve(owner)?;
         let id = Uuid::new_v4();
         let user = self.dirs.user(owner)?;
-        let confiner = self.confiner.clone();
-        let (who, user_path) = (owner.to_owned(), user.path());
-        let lease = blocking(move || confiner.lease_user(&who, &user_path)).await??;
-        let mut dir = user.create_session(&id)?;
-        let cleanup = |dirs: &UserDirs| {
-            if let Ok(u) = dirs.user(owner) {
-                let _ = u.remove_session(&id);
-                let _ = u.remove_temp(&id);
-            }
-        };
-        let spec = match &lease {
-            None => None,
-            Some(lease) => {
-                let prepared = prepare_folders(&user, &id, lease);
-                let temp = match prepared {
-                    Ok(t) => t,
-                    Err(e) => {
-                        cleanup(&self.dirs);
-                        return Err(e);
-                    }
-                };
-                if let Some(a) = lease.account() {
-                    dir = dir.owned_by(a.uid, a.gid);
-                }
-                Some(Arc::new(self.confiner.session_spec(
-                    lease,
-                    &dir.path(),
-                    &temp,
-                )))
-            }
-        };
-        let pool = self.pool.clone();
-        let path = dir.path();
-        let worker_spec = spec.clone();
-        let started = blocking(move || start_worker(&pool, &path, worker_spec.as_deref())).await?;
-        let session = match started {
-            Ok(s) => s,
-            Err(e) => {
-                cleanup(&self.dirs);
-                return Err(e.into());
-            }
-        };
+        let (confiner, pool) = (self.confiner.clone(), self.pool.clone());
+        let who = owner.to_owned();
+        // One hop to a blocking thread for everything that waits: the lease, the
+        // folders, the worker.
+        let (lease, dir, spec, session) =
+            blocking(move || start_session(&confiner, &pool, &user, &who, &id)).await??;
         let entry = Arc::new(SessionEntry {
             id,
             owner: owner.to_owned(),
@@ -399,6 +363,47 @@ fn on_worker<T>(
         *slot = start_worker(pool, dir, spec).ok();
     }
     result.map_err(AppError::from)
+}
+
+/// What a new session is made of.
+type Started = (
+    Option<Lease>,
+    ConfinedDir,
+    Option<Arc<Confinement>>,
+    Session,
+);
+
+/// Leases `owner`'s account, makes the session's folders and hands them to it, and
+/// starts its worker (confined when confinement is on). Undoes the folders on
+/// failure. Blocking.
+fn start_session(
+    confiner: &Confiner,
+    pool: &Pool,
+    user: &crate::files::UserDir,
+    owner: &str,
+    id: &Uuid,
+) -> Result<Started, AppError> {
+    let lease = confiner.lease_user(owner, &user.path())?;
+    let dir = user.create_session(id)?;
+    let undo = |e: AppError| {
+        let _ = user.remove_session(id);
+        let _ = user.remove_temp(id);
+        e
+    };
+    let (dir, spec) = match &lease {
+        None => (dir, None),
+        Some(lease) => {
+            let temp = prepare_folders(user, id, lease).map_err(undo)?;
+            let dir = match lease.account() {
+                Some(a) => dir.owned_by(a.uid, a.gid),
+                None => dir,
+            };
+            let spec = Arc::new(confiner.session_spec(lease, &dir.path(), &temp));
+            (dir, Some(spec))
+        }
+    };
+    let session = start_worker(pool, &dir.path(), spec.as_deref()).map_err(|e| undo(e.into()))?;
+    Ok((lease, dir, spec, session))
 }
 
 /// Hands the session's folders to the lease's account (the server created them),

@@ -5,8 +5,9 @@
 //! cgroup join, temp dir and working directory), minus an empty round trip on the
 //! same worker. (2) End to end, through the server's own session API: from "a
 //! user's request arrives and no worker is theirs yet" to "first result" (lease an
-//! account or join the lease, make the GUID folder and temp dir, take a spare,
-//! confine it, evaluate `1+1`), with confinement on and off, interleaved.
+//! account or take back the user's lingering lease, make the GUID folder and temp
+//! dir, take a spare, confine it, evaluate `1+1`): a returning user and a new user
+//! with confinement on, and confinement off, interleaved.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +29,13 @@ pub struct ConfineFigures {
     /// `Session::confine` minus an empty round trip, median and p99.
     pub confine_p50_ms: f64,
     pub confine_p99_ms: f64,
-    /// Open a session and get `1+1` back, confinement on.
+    /// Open a session and get `1+1` back, confinement on, for a user whose account
+    /// lease is still lingering from their previous session.
     pub first_result_confined_p50_ms: f64,
     pub first_result_confined_p99_ms: f64,
+    /// The same for a user never seen before: a new lease and a new folder.
+    pub first_result_new_user_p50_ms: f64,
+    pub first_result_new_user_p99_ms: f64,
     /// The same with `[confine] enabled = false`.
     pub first_result_unconfined_p50_ms: f64,
     pub first_result_unconfined_p99_ms: f64,
@@ -40,8 +45,7 @@ pub fn confine(json: bool, runs: usize) -> anyhow::Result<()> {
     let runs = runs.max(5);
     let (confine_p50, confine_p99) = worker_cost(runs)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let (on, off) = rt.block_on(end_to_end(runs))?;
-    let (mut on, mut off) = (on, off);
+    let (mut on, mut fresh, mut off) = rt.block_on(end_to_end(runs))?;
     let figures = ConfineFigures {
         layers: rookery_engine::confine::probe().describe(),
         runs,
@@ -49,6 +53,8 @@ pub fn confine(json: bool, runs: usize) -> anyhow::Result<()> {
         confine_p99_ms: confine_p99,
         first_result_confined_p50_ms: percentile(&mut on, 0.5),
         first_result_confined_p99_ms: percentile(&mut on, 0.99),
+        first_result_new_user_p50_ms: percentile(&mut fresh, 0.5),
+        first_result_new_user_p99_ms: percentile(&mut fresh, 0.99),
         first_result_unconfined_p50_ms: percentile(&mut off, 0.5),
         first_result_unconfined_p99_ms: percentile(&mut off, 0.99),
     };
@@ -67,6 +73,10 @@ pub fn confine(json: bool, runs: usize) -> anyhow::Result<()> {
     println!(
         "request -> first result, on:     p50 {:.3} ms   p99 {:.3} ms",
         figures.first_result_confined_p50_ms, figures.first_result_confined_p99_ms
+    );
+    println!(
+        "  the same, a new user:           p50 {:.3} ms   p99 {:.3} ms",
+        figures.first_result_new_user_p50_ms, figures.first_result_new_user_p99_ms
     );
     println!(
         "request -> first result, off:    p50 {:.3} ms   p99 {:.3} ms",
@@ -127,7 +137,9 @@ fn worker_cost(runs: usize) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
-async fn end_to_end(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+type Series = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+async fn end_to_end(runs: usize) -> anyhow::Result<Series> {
     let open = |confined: bool| -> anyhow::Result<(Server, tempfile::TempDir)> {
         let data = tempfile::tempdir()?;
         let mut config = Config {
@@ -136,27 +148,33 @@ async fn end_to_end(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         };
         config.confine.enabled = confined;
         let server = Server::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        rookery_server::admin::add_user(
-            server.state.store.as_ref(),
-            "bench",
-            Role::User,
-            "bench-password",
-        )?;
+        let store = server.state.store.as_ref();
+        rookery_server::admin::add_user(store, "bench", Role::User, "bench-password")?;
+        for i in 0..runs {
+            let name = format!("new{i}");
+            rookery_server::admin::add_user(store, &name, Role::User, "bench-password")?;
+        }
         Ok((server, data))
     };
     let (on, _on_data) = tokio::task::block_in_place(|| open(true))?;
     let (off, _off_data) = tokio::task::block_in_place(|| open(false))?;
-    let mut results = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-    for _ in 0..runs {
-        for (server, out) in [(&on, &mut results.0), (&off, &mut results.1)] {
+    let mut results = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let new_user = format!("new{i}");
+        let rounds = [
+            (&on, "bench", &mut results.0),
+            (&on, new_user.as_str(), &mut results.1),
+            (&off, "bench", &mut results.2),
+        ];
+        for (server, user, out) in rounds {
             let sessions = Arc::clone(&server.state.sessions);
             let t = Instant::now();
-            let entry = sessions.open("bench").await?;
+            let entry = sessions.open(user).await?;
             let answer = sessions.execute(&entry, "1+1".into()).await?;
             out.push(ms(t.elapsed()));
             anyhow::ensure!(answer.value.as_f64() == Some(2.0), "wrong answer");
             sessions.close(&entry).await?;
-            // The lease's clean-up and the next spare's fork, as between users.
+            // The next spare's fork, as between requests.
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
     }

@@ -132,11 +132,7 @@ pub fn from_code(
             }
             other => format!("cannot start R workers: {other}"),
         })?;
-    let probe = pool.eval(&format!("is.function({function})"));
-    let is_fn = probe
-        .ok()
-        .and_then(|ev| ev.value.as_logicals()?.first()?.to_option());
-    if is_fn != Some(true) {
+    if !pool.has_function(function).unwrap_or(false) {
         pool.shutdown(Duration::ZERO);
         return Err(format!(
             "the R code in {origin} does not define a function `{function}`"

@@ -406,6 +406,20 @@ impl Pool {
             .map(|ev| ev.value)
     }
 
+    /// Whether `name` is bound to a function on the workers (in the global
+    /// environment, which init code filled, or on the search path). The name is
+    /// passed to R as data, never spliced into code.
+    pub fn has_function(&self, name: &str) -> Result<bool, Error> {
+        let found = self.call(
+            "exists",
+            &[
+                ("", &Value::scalar_string(name)),
+                ("mode", &Value::scalar_string("function")),
+            ],
+        )?;
+        Ok(found.as_logicals().and_then(|l| l.first()?.to_option()) == Some(true))
+    }
+
     /// Holds one worker for a series of calls that share state, until the session is
     /// dropped. The worker is checked and recycled afterwards like any other.
     pub fn session(&self) -> Result<Session, Error> {

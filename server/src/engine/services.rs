@@ -297,11 +297,7 @@ fn build_pool(
         ),
         other => AppError::from(other),
     })?;
-    let probe = pool.eval(&format!("is.function({function})"));
-    let is_fn = probe
-        .ok()
-        .and_then(|ev| ev.value.as_logicals()?.first()?.to_option());
-    if is_fn != Some(true) {
+    if !pool.has_function(function).unwrap_or(false) {
         pool.shutdown(Duration::ZERO);
         return Err(AppError::BadRequest(format!(
             "the service's code does not define a function `{function}`"

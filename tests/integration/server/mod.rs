@@ -228,6 +228,23 @@ pub fn run_ok(program: &str, args: &[&std::ffi::OsStr]) -> String {
     text
 }
 
+/// `rookery user add NAME --role ROLE --data DATA`, the password on stdin.
+pub fn cli_add_user(data: &std::path::Path, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["user", "add", name, "--role", role, "--data"])
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = add.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    drop(stdin);
+    assert!(add.wait().unwrap().success(), "rookery user add {name}");
+}
+
 /// Starts `rookery serve ARGS` with its stdout piped; returns the child and the lines
 /// it prints (the first says where it listens).
 pub fn spawn_serve(

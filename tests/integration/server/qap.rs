@@ -156,23 +156,10 @@ fn oversized_messages_are_refused_before_they_are_read() {
 
 #[test]
 fn bench_qap_drives_a_real_rookery_serve() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let data = tempfile::tempdir().unwrap();
     let rookery = env!("CARGO_BIN_EXE_rookery");
-    let mut add = Command::new(rookery)
-        .args(["user", "add", "ada", "--role", "publisher", "--data"])
-        .arg(data.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"ada-password-1\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
+    super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
     let config = data.path().join("rookery.toml");
     std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
     let (child, mut lines) = super::spawn_serve(&[
@@ -829,23 +816,8 @@ fn detached_void_eval_runs_while_detached_and_the_attach_gets_its_status() {
 /// else it is refused (the first test).
 #[test]
 fn an_admin_shuts_the_server_down_over_qap() {
-    use std::process::{Command, Stdio};
     let data = tempfile::tempdir().unwrap();
-    let rookery = env!("CARGO_BIN_EXE_rookery");
-    let mut add = Command::new(rookery)
-        .args(["user", "add", "boss", "--role", "admin", "--data"])
-        .arg(data.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"boss-password-1\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
+    super::cli_add_user(data.path(), "boss", "admin", "boss-password-1");
     let (mut child, mut lines) = super::spawn_serve(&[
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
@@ -872,23 +844,10 @@ fn an_admin_shuts_the_server_down_over_qap() {
 /// and `rookery bench qap` without `--user` (a client that cannot log in) is served.
 #[test]
 fn serve_with_an_anonymous_identity_serves_a_benchmark_without_login() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let data = tempfile::tempdir().unwrap();
     let rookery = env!("CARGO_BIN_EXE_rookery");
-    let mut add = Command::new(rookery)
-        .args(["user", "add", "bencher", "--data"])
-        .arg(data.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"bencher-password-1\n")
-        .unwrap();
-    assert!(add.wait().unwrap().success());
+    super::cli_add_user(data.path(), "bencher", "user", "bencher-password-1");
     let grant = Command::new(rookery)
         .args(["user", "grant", "bencher", "execute", "--data"])
         .arg(data.path())

@@ -154,30 +154,47 @@ fn oversized_messages_are_refused_before_they_are_read() {
     assert_eq!(eval(&mut c, "2 * 21"), Ok(Value::doubles(vec![42.0])));
 }
 
-#[test]
-fn bench_qap_drives_a_real_rookery_serve() {
-    use std::process::Command;
-    let data = tempfile::tempdir().unwrap();
-    let rookery = env!("CARGO_BIN_EXE_rookery");
-    super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
-    let config = data.path().join("rookery.toml");
+/// `rookery serve` on loopback with a QAP1 listener, 32 sessions per user, and
+/// `extra` flags; returns the child, its remaining output lines, and the QAP1
+/// address.
+fn serve_qap(
+    data: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    let config = data.join("rookery.toml");
     std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
-    let (child, mut lines) = super::spawn_serve(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--qap".as_ref(),
-        "127.0.0.1:0".as_ref(),
+    let mut args: Vec<&std::ffi::OsStr> = ["--listen", "127.0.0.1:0", "--qap", "127.0.0.1:0"]
+        .iter()
+        .map(|a| a.as_ref())
+        .collect();
+    args.extend([
         "--config".as_ref(),
         config.as_os_str(),
         "--data".as_ref(),
-        data.path().as_os_str(),
+        data.as_os_str(),
     ]);
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (child, mut lines) = super::spawn_serve(&args);
     let _http = lines.next().unwrap().unwrap();
     let qap = lines.next().unwrap().unwrap();
     let addr = qap
         .strip_prefix("rookery QAP1 listening on ")
         .expect(&qap)
         .to_owned();
+    (child, lines, addr)
+}
+
+#[test]
+fn bench_qap_drives_a_real_rookery_serve() {
+    use std::process::Command;
+    let data = tempfile::tempdir().unwrap();
+    let rookery = env!("CARGO_BIN_EXE_rookery");
+    super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
+    let (child, _lines, addr) = serve_qap(data.path(), &[]);
     let out = Command::new(rookery)
         .args(["bench", "qap", "--target", &addr, "--user", "ada", "--json"])
         .args(["--calls", "50", "--warmup-calls", "5", "--connects", "3"])
@@ -854,26 +871,7 @@ fn serve_with_an_anonymous_identity_serves_a_benchmark_without_login() {
         .output()
         .unwrap();
     assert!(grant.status.success());
-    let config = data.path().join("rookery.toml");
-    std::fs::write(&config, "[limits]\nsessions_per_user = 32\n").unwrap();
-    let (child, mut lines) = super::spawn_serve(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--qap".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--qap-anonymous".as_ref(),
-        "bencher".as_ref(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-    ]);
-    let _http = lines.next().unwrap().unwrap();
-    let qap = lines.next().unwrap().unwrap();
-    let addr = qap
-        .strip_prefix("rookery QAP1 listening on ")
-        .expect(&qap)
-        .to_owned();
+    let (child, mut lines, addr) = serve_qap(data.path(), &["--qap-anonymous", "bencher"]);
     let warning = lines.next().unwrap().unwrap();
     assert!(
         warning.contains("WARNING") && warning.contains("`bencher`"),

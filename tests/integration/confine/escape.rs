@@ -34,6 +34,10 @@ struct Env {
     _data: tempfile::TempDir,
     alice: String,
     bob: String,
+    /// Users of their own for the tests that check that nothing of an account
+    /// survives (alice's account is busy with the other tests' sessions).
+    mallory: String,
+    carl: String,
     bob_session: String,
     /// Bob's session folder and secret file, as absolute paths.
     bob_dir: PathBuf,
@@ -61,12 +65,14 @@ fn start(confined: bool) -> Env {
     });
     let router = server.router();
     let store = server.state.store.as_ref();
-    for name in ["alice", "bob"] {
+    for name in ["alice", "bob", "mallory", "carl"] {
         admin::add_user(store, name, Role::User, PASSWORD).unwrap();
         admin::grant(store, name, GRANT_EXECUTE).unwrap();
     }
     let alice = token_for(&server, "alice");
     let bob = token_for(&server, "bob");
+    let mallory = token_for(&server, "mallory");
+    let carl = token_for(&server, "carl");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (bob_session, bob_dir, bob_pid) = rt.block_on(async {
         let id = open_on(&router, &bob).await;
@@ -89,6 +95,8 @@ fn start(confined: bool) -> Env {
         _data: data,
         alice,
         bob,
+        mallory,
+        carl,
         bob_session,
         bob_dir,
         bob_secret,
@@ -131,10 +139,15 @@ async fn eval_on(router: &Router, token: &str, id: &str, code: &str) -> Json {
 impl Env {
     /// Runs `code` in a new session of alice's; returns status and body.
     fn attack(&self, code: &str) -> (StatusCode, Json) {
+        self.attack_as(&self.alice, code)
+    }
+
+    /// Runs `code` in a new session of the user whose token is `token`.
+    fn attack_as(&self, token: &str, code: &str) -> (StatusCode, Json) {
         self.rt.block_on(async {
-            let id = open_on(&self.router, &self.alice).await;
-            let out = exec_on(&self.router, &self.alice, &id, code).await;
-            self.close(&self.alice, &id).await;
+            let id = open_on(&self.router, token).await;
+            let out = exec_on(&self.router, token, &id, code).await;
+            self.close(token, &id).await;
             out
         })
     }
@@ -353,6 +366,97 @@ fn another_workers_proc_files_are_hidden() {
     }
 }
 
+/// `TracerPid` of process `pid`.
+fn tracer_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn ptrace_reaches_no_other_process() {
+    // The victim: a host process. The attacker attaches with ptrace(PTRACE_ATTACH)
+    // from Python's ctypes and holds on for two seconds; the witness is the
+    // victim's TracerPid, read by the host meanwhile.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let script = [
+        "import ctypes, sys, time",
+        "libc = ctypes.CDLL(None, use_errno=True)",
+        "r = libc.ptrace(16, int(sys.argv[1]), 0, 0)",
+        "print('attach', r, ctypes.get_errno()); sys.stdout.flush(); time.sleep(2)",
+    ];
+    let lines: Vec<String> = script.iter().map(|l| format!("{l:?}")).collect();
+    let code = format!(
+        "writeLines(c({}), 'p.py'); system2('python3', c('p.py', {}), stdout = TRUE, stderr = TRUE, wait = FALSE); Sys.sleep(1.5); 1",
+        lines.join(", "),
+        victim.id()
+    );
+    for confined in [true, false] {
+        let e = env(confined);
+        let traced = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = wait_for(Duration::from_secs(4), || {
+                    let t = tracer_of(victim.id()).is_some_and(|t| t != 0);
+                    if t {
+                        traced.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    t
+                });
+            });
+            let (status, out) = e.attack(&code);
+            assert_eq!(status, StatusCode::OK, "{out}");
+        });
+        // Only root may trace a process it does not own: the control needs root.
+        let expect = !confined && is_root();
+        assert_eq!(traced.into_inner(), expect, "confined: {confined}");
+        // Whatever happened, the victim is not left stopped under a tracer.
+        assert!(wait_for(Duration::from_secs(10), || tracer_of(victim.id())
+            == Some(0)));
+    }
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
+
+#[test]
+fn a_crashed_worker_leaks_no_process_folder_or_account() {
+    let e = env(true);
+    let (dir, tmp, uid) = e.rt.block_on(async {
+        let id = open_on(&e.router, &e.carl).await;
+        let dir = eval_on(&e.router, &e.carl, &id, "getwd()").await;
+        let tmp = eval_on(&e.router, &e.carl, &id, "tempdir()").await;
+        let uid = eval_on(&e.router, &e.carl, &id, "system('id -u', intern = TRUE)").await;
+        let (status, out) = exec_on(
+            &e.router,
+            &e.carl,
+            &id,
+            "system('sleep 300', wait = FALSE); tools::pskill(Sys.getpid(), 9L)",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{out}");
+        // The session goes on with a new worker, in the same folder.
+        let again = eval_on(&e.router, &e.carl, &id, "getwd()").await;
+        assert_eq!(again, dir);
+        e.close(&e.carl, &id).await;
+        (dir, tmp, uid)
+    });
+    assert!(!Path::new(dir.as_str().unwrap()).exists(), "{dir}");
+    assert!(!Path::new(tmp.as_str().unwrap()).exists(), "{tmp}");
+    assert!(wait_for(Duration::from_secs(10), || !any_sleep_300()));
+    if is_root() {
+        let uid: u32 = uid.as_str().unwrap().parse().unwrap();
+        let none = wait_for(Duration::from_secs(15), || {
+            leases::processes_of(&[uid]).is_empty()
+        });
+        assert!(none, "processes of uid {uid} survive");
+    }
+}
+
 #[test]
 fn signals_reach_neither_other_workers_nor_the_server() {
     // The victim: a process of the host's, as the server would be.
@@ -514,9 +618,9 @@ fn a_fork_bomb_is_contained_and_cleaned_up_and_others_still_fork() {
     // No unconfined control: a real fork bomb would take the machine down.
     let bomb = "u <- system('id -u', intern = TRUE); \
                 system('bomb() { bomb | bomb & }; bomb', wait = FALSE); Sys.sleep(2); u";
-    let (status, out) = e.attack(bomb);
+    let (status, out) = e.attack_as(&e.mallory, bomb);
     assert_eq!(status, StatusCode::OK, "{out}");
-    // The bomb ran in alice's cgroup and uid: bob's session still forks.
+    // The bomb ran in mallory's cgroup and uid: bob's session still forks.
     let (status_b, out_b) = e.rt.block_on(exec_on(
         &e.router,
         &e.bob,
@@ -527,7 +631,7 @@ fn a_fork_bomb_is_contained_and_cleaned_up_and_others_still_fork() {
     assert!(text(&out_b).contains("still-forking"), "{out_b}");
     assert!(e.bob_alive());
     let uid: u32 = out["result"].as_str().unwrap().parse().unwrap();
-    // After alice's session closed, nothing of her account's is left.
+    // After mallory's session closed, nothing of her account's is left.
     let clean = wait_for(Duration::from_secs(30), || {
         leases::processes_of(&[uid]).is_empty()
     });

@@ -251,6 +251,10 @@ fn reap(control: BorrowedFd<'_>, children: &mut Vec<Child>, tmp_base: &Path) {
     while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
         if let Some(i) = children.iter().position(|c| c.pid == pid) {
             let child = children.swap_remove(i);
+            // Whatever the worker started goes with it: its process group (which
+            // confined code cannot leave). The number still names that group while
+            // any member lives, so this reaches no one else.
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
             let (code, signal) = (status.exit_status(), status.terminating_signal());
             report_exit(control, &child, code, signal, tmp_base);
         }

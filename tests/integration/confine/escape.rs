@@ -8,7 +8,6 @@
 //! Runs as root (worker accounts, cgroups) and as an unprivileged user; the
 //! checks that need root say so.
 
-use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -435,7 +434,7 @@ fn a_crashed_worker_leaks_no_process_folder_or_account() {
             &e.router,
             &e.carl,
             &id,
-            "system('sleep 300', wait = FALSE); tools::pskill(Sys.getpid(), 9L)",
+            "system('sleep 301', wait = FALSE); tools::pskill(Sys.getpid(), 9L)",
         )
         .await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{out}");
@@ -447,7 +446,7 @@ fn a_crashed_worker_leaks_no_process_folder_or_account() {
     });
     assert!(!Path::new(dir.as_str().unwrap()).exists(), "{dir}");
     assert!(!Path::new(tmp.as_str().unwrap()).exists(), "{tmp}");
-    assert!(wait_for(Duration::from_secs(10), || !any_sleep_300()));
+    assert!(wait_for(Duration::from_secs(10), || !any_sleep("301")));
     if is_root() {
         let uid: u32 = uid.as_str().unwrap().parse().unwrap();
         let none = wait_for(Duration::from_secs(15), || {
@@ -706,23 +705,16 @@ fn an_infinite_loop_ends_at_the_deadline_with_nothing_left_behind() {
     });
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{out}");
     // Nothing the loop started survives it: its `sleep` went with its process group.
-    assert!(wait_for(Duration::from_secs(10), || !any_sleep_300()));
+    assert!(wait_for(Duration::from_secs(10), || !any_sleep("300")));
 }
 
-fn any_sleep_300() -> bool {
+/// Whether a `sleep SECONDS` process runs anywhere on the machine.
+fn any_sleep(seconds: &str) -> bool {
+    let wanted = format!("sleep\0{seconds}\0");
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .any(is_sleep_300)
-}
-
-fn is_sleep_300(pid: i32) -> bool {
-    let mut cmd = String::new();
-    std::fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|mut f| f.read_to_string(&mut cmd))
-        .is_ok()
-        && cmd.starts_with("sleep\x00300")
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
 }
 
 fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -182,8 +182,9 @@ impl CgroupKind {
     }
 }
 
-/// A memory + pids cgroup for a group of workers (one lease), removed on drop after
-/// every process in it is killed.
+/// A memory + pids cgroup (and cpu, where the host has that controller, so the
+/// group shares CPU as one entity) for one worker or a group of workers, removed on
+/// drop after every process in it is killed.
 #[derive(Debug)]
 pub struct Cgroup {
     kind: CgroupKind,
@@ -212,6 +213,10 @@ impl Cgroup {
                 // Controllers must be enabled in every ancestor's subtree_control.
                 std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids")?;
                 std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids")?;
+                // The cpu controller, where there is one, makes the group one entity
+                // for the scheduler (see the v1 branch); optional.
+                let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
                 let dir = parent.join(name);
                 create_fresh(&dir)?;
                 std::fs::write(dir.join("memory.max"), limit_text(memory_max))?;
@@ -232,10 +237,17 @@ impl Cgroup {
                     memory_limit_text(kind, memory_max),
                 )?;
                 std::fs::write(pids.join("pids.max"), limit_text(pids_max))?;
-                Cgroup {
-                    kind,
-                    dirs: vec![memory, pids],
+                let mut dirs = vec![memory, pids];
+                // With the cpu controller the group competes for CPU as one entity,
+                // so a fork bomb's hundred busy processes get one group's share, not
+                // a hundred tasks' worth (optional: not every host mounts it).
+                if root.join("cpu/cgroup.procs").exists() {
+                    let cpu = root.join("cpu/rookery").join(name);
+                    if create_fresh(&cpu).is_ok() {
+                        dirs.push(cpu);
+                    }
                 }
+                Cgroup { kind, dirs }
             }
         };
         Ok(Some(group))
@@ -246,7 +258,11 @@ impl Cgroup {
         let root = Path::new(CGROUP_ROOT);
         match CgroupKind::detect() {
             Some(CgroupKind::V2) => vec![root.join("rookery")],
-            Some(CgroupKind::V1) => vec![root.join("memory/rookery"), root.join("pids/rookery")],
+            Some(CgroupKind::V1) => vec![
+                root.join("memory/rookery"),
+                root.join("pids/rookery"),
+                root.join("cpu/rookery"),
+            ],
             None => vec![],
         }
     }

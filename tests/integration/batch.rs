@@ -171,25 +171,22 @@ fn failing_setup(dir: &Path) -> (PathBuf, PathBuf) {
     (input, code)
 }
 
+/// Scores [`failing_setup`]'s rows into `dir/output` on 2 workers, 100-row chunks,
+/// with `extra` flags; returns the output path, the run and its stderr.
+fn run_failing(dir: &Path, output: &str, extra: &[&str]) -> (PathBuf, Output, String) {
+    let (input, code) = failing_setup(dir);
+    let output = dir.join(output);
+    let mut flags = vec!["--workers", "2", "--chunk-rows", "100"];
+    flags.extend_from_slice(extra);
+    let o = run(&batch_args(&code, &input, &output, &flags));
+    let err = stderr(&o);
+    (output, o, err)
+}
+
 #[test]
 fn batch_failing_chunk_is_skipped_with_its_rows_and_r_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, code) = failing_setup(dir.path());
-    let output = dir.path().join("out.parquet");
-    let o = run(&batch_args(
-        &code,
-        &input,
-        &output,
-        &[
-            "--workers",
-            "2",
-            "--chunk-rows",
-            "100",
-            "--on-error",
-            "skip",
-        ],
-    ));
-    let err = stderr(&o);
+    let (output, o, err) = run_failing(dir.path(), "out.parquet", &["--on-error", "skip"]);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("rows 401-500"), "{err}");
     assert!(err.contains("row 450 is bad"), "{err}");
@@ -204,15 +201,7 @@ fn batch_failing_chunk_is_skipped_with_its_rows_and_r_message() {
 #[test]
 fn batch_failing_chunk_stops_and_leaves_only_a_partial_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, code) = failing_setup(dir.path());
-    let output = dir.path().join("out.csv");
-    let o = run(&batch_args(
-        &code,
-        &input,
-        &output,
-        &["--workers", "2", "--chunk-rows", "100"],
-    ));
-    let err = stderr(&o);
+    let (output, o, err) = run_failing(dir.path(), "out.csv", &[]);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("rows 401-500") && err.contains("row 450 is bad"),

@@ -38,6 +38,17 @@ fn path_arg(p: &Path) -> std::ffi::OsString {
     p.as_os_str().to_owned()
 }
 
+/// Runs `rookery batch ARGS --input INPUT --output OUTPUT`.
+fn run_io(mut args: Vec<std::ffi::OsString>, input: &Path, output: &Path) -> Output {
+    args.extend([
+        "--input".into(),
+        path_arg(input),
+        "--output".into(),
+        path_arg(output),
+    ]);
+    run(&args)
+}
+
 /// Every row of a table file, in one batch.
 fn read_table(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -262,11 +273,7 @@ fn batch_bad_inputs_get_clear_errors() {
 
     let mut args = os(&["--service", "glm", "--data"]);
     args.push(path_arg(&dir.path().join("no-data")));
-    args.extend(os(&["--input"]));
-    args.push(path_arg(&input));
-    args.push("--output".into());
-    args.push(path_arg(&out));
-    let o = run(&args);
+    let o = run_io(args, &input, &out);
     assert!(
         stderr(&o).contains("no server data folder"),
         "{}",
@@ -320,30 +327,15 @@ fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
         "--max-body",
         "30000",
     ]));
-    args.extend(os(&["--input"]));
-    args.push(path_arg(&input));
-    args.push("--output".into());
-    args.push(path_arg(&remote_out));
-    let o = run(&args);
+    let o = run_io(args, &input, &remote_out);
     assert!(o.status.success(), "{}", stderr(&o));
 
     let local_out = dir.path().join("local.arrow");
-    let mut args = os(&[
-        "--demo",
-        "--quiet",
-        "--workers",
-        "2",
-        "--chunk-rows",
-        "700",
-        "--input",
-    ]);
-    args.push(path_arg(&input));
-    args.push("--output".into());
-    args.push(path_arg(&local_out));
-    let o = run(&args);
+    let args = os(&["--demo", "--quiet", "--workers", "2", "--chunk-rows", "700"]);
+    let o = run_io(args, &input, &local_out);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let mut args = os(&[
+    let args = os(&[
         "--server",
         &addr,
         "--service",
@@ -352,11 +344,7 @@ fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
         "--token",
         "wrong",
     ]);
-    args.extend(os(&["--input"]));
-    args.push(path_arg(&input));
-    args.push("--output".into());
-    args.push(path_arg(&dir.path().join("never.csv")));
-    let o = run(&args);
+    let o = run_io(args, &input, &dir.path().join("never.csv"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     crate::server::stop_server(child);
@@ -365,11 +353,7 @@ fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
     let service_out = dir.path().join("service.parquet");
     let mut args = os(&["--service", "glm@1", "--quiet", "--workers", "1", "--data"]);
     args.push(path_arg(data.path()));
-    args.push("--input".into());
-    args.push(path_arg(&input));
-    args.push("--output".into());
-    args.push(path_arg(&service_out));
-    let o = run(&args);
+    let o = run_io(args, &input, &service_out);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // A bad row: a missing value where the service declares a non-nullable double.

@@ -449,6 +449,14 @@ fn request(s: &mut (impl std::io::Read + Write), command: u32, payload: &[u8]) -
 }
 
 /// QAP over TLS: a dedicated TLS listener, and `CMD_switch "TLS"` on the plain one.
+/// Logs in with the `login` parameter, then evaluates `1+1` and checks the answer.
+fn login_and_add(s: &mut (impl std::io::Read + Write), login: &[u8]) {
+    assert_eq!(request(s, cmd::LOGIN, login).0, resp::OK);
+    let (word, body) = request(s, cmd::EVAL, &string_param("1+1"));
+    assert_eq!(word, resp::OK);
+    assert_eq!(decode_payload(&body).unwrap(), Value::doubles(vec![2.0]));
+}
+
 #[test]
 fn qap_over_tls_from_the_start_and_by_switching() {
     use std::io::Read;
@@ -477,7 +485,6 @@ fn qap_over_tls_from_the_start_and_by_switching() {
         frame::push_string_param(&mut p, format!("pub\n{}", super::PASSWORD).as_bytes());
         p
     };
-    let one_plus_one = string_param("1+1");
     // TLS from the first byte.
     let mut tls = tls_client(
         TcpStream::connect(("127.0.0.1", tls_port)).unwrap(),
@@ -486,10 +493,7 @@ fn qap_over_tls_from_the_start_and_by_switching() {
     let mut id = [0u8; 32];
     tls.read_exact(&mut id).unwrap();
     assert_eq!(id, ID_STRING_AUTH, "no switch offered on a TLS connection");
-    assert_eq!(request(&mut tls, cmd::LOGIN, &login).0, resp::OK);
-    let (word, body) = request(&mut tls, cmd::EVAL, &one_plus_one);
-    assert_eq!(word, resp::OK);
-    assert_eq!(decode_payload(&body).unwrap(), Value::doubles(vec![2.0]));
+    login_and_add(&mut tls, &login);
     // The plain listener offers the switch, then speaks TLS on the same socket.
     let mut tcp = TcpStream::connect(plain).unwrap();
     tcp.read_exact(&mut id).unwrap();
@@ -504,10 +508,7 @@ fn qap_over_tls_from_the_start_and_by_switching() {
         resp::OK
     );
     let mut switched = tls_client(tcp, der);
-    assert_eq!(request(&mut switched, cmd::LOGIN, &login).0, resp::OK);
-    let (word, body) = request(&mut switched, cmd::EVAL, &one_plus_one);
-    assert_eq!(word, resp::OK);
-    assert_eq!(decode_payload(&body).unwrap(), Value::doubles(vec![2.0]));
+    login_and_add(&mut switched, &login);
     // An unknown protocol is refused.
     let mut other = TcpStream::connect(plain).unwrap();
     other.read_exact(&mut id).unwrap();

@@ -5,7 +5,7 @@
 //! `service:NAME@VERSION` for a service's pool), the memory + pids cgroup of a
 //! service's lease, and the clean-up that returns an account to the pool. Parallel requests
 //! of one key share its lease (a count); when the last one ends (and after a short
-//! linger, in which the same key may take it back at no cost), a background
+//! linger, in which the same key may take it back at no cost), one background
 //! thread kills every process left in the lease's cgroup and of its uid, wipes the
 //! lease's temp folders, and only then frees the account. A lock file per account
 //! (`flock`, released by the kernel if this process dies) keeps two servers on one
@@ -35,6 +35,8 @@ pub struct Leases {
     /// How long a lease with no holder is kept before its clean-up, so a client that
     /// reconnects at once (QAP1 clients often connect per call) finds it ready.
     linger: Duration,
+    /// Lingering leases, in release order, for the one thread that ends them.
+    expiries: Mutex<Option<std::sync::mpsc::Sender<Expiry>>>,
     state: Mutex<State>,
     freed: Condvar,
 }
@@ -57,6 +59,15 @@ struct Active {
     lock: File,
     cgroup: Option<Arc<Cgroup>>,
     wipe: Vec<PathBuf>,
+}
+
+/// A lease whose last holder left: ended at `due` unless taken again meanwhile
+/// (its generation then moves on).
+#[derive(Debug)]
+struct Expiry {
+    key: String,
+    generation: u64,
+    due: Instant,
 }
 
 /// One holder's share of a lease; the last drop starts the clean-up.
@@ -131,6 +142,7 @@ impl Leases {
             memory_max,
             pids_max,
             linger,
+            expiries: Mutex::new(None),
             freed: Condvar::new(),
         };
         leases.sweep();
@@ -275,32 +287,60 @@ impl Leases {
         if active.holders > 0 {
             return;
         }
-        let generation = active.generation;
-        drop(st);
-        let leases = self.clone();
-        let key = key.to_owned();
-        let cleanup = move || {
-            std::thread::sleep(leases.linger);
-            let mut st = leases.state.lock();
-            let idle = st
-                .active
-                .get(&key)
-                .is_some_and(|a| a.holders == 0 && a.generation == generation);
-            if !idle {
-                return; // taken again while it lingered
-            }
-            let active = st.active.remove(&key).expect("present");
-            st.cleaning.insert(key.clone());
-            drop(st);
-            leases.clean_up(&key, active);
+        let expiry = Expiry {
+            key: key.to_owned(),
+            generation: active.generation,
+            due: Instant::now() + self.linger,
         };
-        if std::thread::Builder::new()
-            .name("rookery-lease-cleanup".into())
-            .spawn(cleanup)
-            .is_err()
-        {
-            tracing::error!("cannot start a lease clean-up thread; the account stays leased");
+        drop(st);
+        let mut expiries = self.expiries.lock();
+        if expiries.is_none() {
+            *expiries = self.start_expirer();
         }
+        let sent = expiries.as_ref().is_some_and(|tx| tx.send(expiry).is_ok());
+        if !sent {
+            tracing::error!(
+                key,
+                "cannot hand a lease to its clean-up; the account stays leased"
+            );
+        }
+    }
+
+    /// Starts the thread that ends lingering leases, oldest first. It holds the
+    /// pool weakly; leases still lingering when the pool drops are ended by `Drop`.
+    fn start_expirer(self: &Arc<Self>) -> Option<std::sync::mpsc::Sender<Expiry>> {
+        let (tx, rx) = std::sync::mpsc::channel::<Expiry>();
+        let leases = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("rookery-lease-expiry".into())
+            .spawn(move || {
+                for expiry in rx {
+                    std::thread::sleep(expiry.due.saturating_duration_since(Instant::now()));
+                    match leases.upgrade() {
+                        Some(leases) => leases.expire(&expiry.key, Some(expiry.generation)),
+                        None => return,
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    }
+
+    /// Ends `key`'s lease if no one holds it (and, with `generation`, if no one took
+    /// it again since that release).
+    fn expire(&self, key: &str, generation: Option<u64>) {
+        let mut st = self.state.lock();
+        let idle = st
+            .active
+            .get(key)
+            .is_some_and(|a| a.holders == 0 && generation.unwrap_or(a.generation) == a.generation);
+        if !idle {
+            return; // taken again while it lingered
+        }
+        let active = st.active.remove(key).expect("present");
+        st.cleaning.insert(key.to_owned());
+        drop(st);
+        self.clean_up(key, active);
     }
 
     /// Ends a lease: no process of it may remain, nor its temp files; then the
@@ -332,6 +372,17 @@ impl Leases {
         }
         drop(st);
         self.freed.notify_all();
+    }
+}
+
+impl Drop for Leases {
+    /// Every remaining lease lingers (a holder would keep the pool alive): end
+    /// them now rather than leave their processes and files behind.
+    fn drop(&mut self) {
+        let keys: Vec<String> = self.state.get_mut().active.keys().cloned().collect();
+        for key in keys {
+            self.expire(&key, None);
+        }
     }
 }
 

@@ -116,6 +116,15 @@ pub struct PoolConfig {
     /// Workers forked ahead for new sessions (HTTP and QAP1), so opening one takes
     /// a ready process instead of a fork (each idle one costs about 100 kB).
     pub session_spares: usize,
+    /// Users who get their next session prepared ahead when they open one (leased
+    /// account, folders, a confined worker), so that their next open takes it: a
+    /// QAP1 client that connects per request pays no fork or confinement. At most
+    /// one each; each holds one idle worker process for up to `session_ready_ms`.
+    /// 0 turns it off.
+    pub session_ready_users: usize,
+    /// How long a session made ready ahead waits unused before it is discarded, in
+    /// milliseconds (its owner's account returns to the pool only afterwards).
+    pub session_ready_ms: u64,
     /// How long session workers and their callers poll for the next message before
     /// sleeping, in microseconds (see the engine's `PoolBuilder::spin`).
     pub session_spin_us: u64,
@@ -168,6 +177,8 @@ impl Default for PoolConfig {
             max_calls: 0,
             max_worker_mib: 2048,
             session_spares: 2,
+            session_ready_users: 8,
+            session_ready_ms: 2000,
             session_spin_us: 100,
         }
     }

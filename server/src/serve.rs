@@ -115,6 +115,7 @@ impl Server {
                 dirs.clone(),
                 confiner.clone(),
                 &config.limits,
+                &config.pool,
             )),
             services: Arc::new(Services::new(config.clone(), confiner.clone())),
             confiner,

@@ -56,7 +56,10 @@ pub enum Kind {
 pub enum QapKind {
     Eval1p1,
     EvalsPerS(usize),
+    /// Back to back.
     Connect,
+    /// With a pause between cycles (a client connecting once per request).
+    ConnectPaced,
     TransferOut,
     TransferIn,
 }
@@ -123,7 +126,7 @@ const fn batch(key: &'static str, label: &'static str, function: &'static str) -
 }
 
 /// Every workload, in the order of the table.
-pub const ALL: [Workload; 12] = [
+pub const ALL: [Workload; 13] = [
     qap(
         "eval_1p1",
         "`1+1` on an open connection, p50",
@@ -147,6 +150,12 @@ pub const ALL: [Workload; 12] = [
         "new connection + `1+1` + close, p50",
         "ms",
         QapKind::Connect,
+    ),
+    qap(
+        "connect_paced",
+        "new connection + `1+1` + close, 10 ms apart, p50",
+        "ms",
+        QapKind::ConnectPaced,
     ),
     qap(
         "transfer_out",
@@ -222,6 +231,11 @@ pub fn measure_qap(target: &QapTarget, kind: QapKind, e: &Effort) -> anyhow::Res
         },
         QapKind::Connect => Figure::ConnectEvalClose {
             connects: e.connects,
+            gap: std::time::Duration::ZERO,
+        },
+        QapKind::ConnectPaced => Figure::ConnectEvalClose {
+            connects: e.connects,
+            gap: std::time::Duration::from_millis(10),
         },
         QapKind::TransferOut => Figure::TransferOut {
             repeats: e.transfers,

@@ -60,9 +60,14 @@ pub struct QapArgs {
     /// eval_1p1: evals sent first and not measured.
     #[arg(long, default_value_t = 200)]
     warmup_calls: usize,
-    /// connect_eval_close: measured connect + eval + close cycles.
+    /// connect_eval_close: measured connect + eval + close cycles (back to back, and
+    /// again paced by --connect-gap).
     #[arg(long, default_value_t = 200)]
     connects: usize,
+    /// connect_eval_close_paced: the pause between cycles, e.g. "10ms": a client that
+    /// connects once per request, with time between requests.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    connect_gap: Duration,
     /// transfer_1e6_out / transfer_1e6_in: measured transfers each way (median kept).
     #[arg(long, default_value_t = 10)]
     repeats: usize,
@@ -83,6 +88,9 @@ pub struct QapReport {
     pub eval_1p1_mean_us: f64,
     pub connect_eval_close_p50_ms: f64,
     pub connect_eval_close_p99_ms: f64,
+    /// The same cycle with `--connect-gap` between cycles.
+    pub connect_eval_close_paced_p50_ms: f64,
+    pub connect_eval_close_paced_p99_ms: f64,
     pub transfer_1e6_out_ms: f64,
     pub transfer_1e6_in_ms: f64,
     /// Keyed by the number of concurrent connections.
@@ -109,7 +117,10 @@ pub fn run(args: &QapArgs) -> anyhow::Result<QapReport> {
     let out = transfer_out(&mut conn, args.repeats).context("transfer_1e6_out")?;
     let inn = transfer_in(&mut conn, args.repeats).context("transfer_1e6_in")?;
     drop(conn);
-    let cycles = connect_cycles(&target, args.connects).context("connect_eval_close")?;
+    let cycles =
+        connect_cycles(&target, args.connects, Duration::ZERO).context("connect_eval_close")?;
+    let paced = connect_cycles(&target, args.connects, args.connect_gap)
+        .context("connect_eval_close_paced")?;
     let mut evals_per_s = BTreeMap::new();
     for n in CONCURRENCY {
         let rate = throughput(&target, n, args.duration)
@@ -122,6 +133,8 @@ pub fn run(args: &QapArgs) -> anyhow::Result<QapReport> {
         eval_1p1_mean_us: evals.mean() * 1e6,
         connect_eval_close_p50_ms: cycles.quantile(0.50) * 1e3,
         connect_eval_close_p99_ms: cycles.quantile(0.99) * 1e3,
+        connect_eval_close_paced_p50_ms: paced.quantile(0.50) * 1e3,
+        connect_eval_close_paced_p99_ms: paced.quantile(0.99) * 1e3,
         transfer_1e6_out_ms: out.quantile(0.50) * 1e3,
         transfer_1e6_in_ms: inn.quantile(0.50) * 1e3,
         evals_per_s,
@@ -134,8 +147,9 @@ pub fn run(args: &QapArgs) -> anyhow::Result<QapReport> {
 pub enum Figure {
     /// `1+1` p50 on one open connection, in µs, after `calls / 10` unmeasured.
     Eval1p1 { calls: usize },
-    /// Connect + ID string + login + `1+1` + close, p50 in ms.
-    ConnectEvalClose { connects: usize },
+    /// Connect + ID string + login + `1+1` + close, p50 in ms; `gap` between cycles
+    /// (zero: back to back).
+    ConnectEvalClose { connects: usize, gap: Duration },
     /// 1e6 doubles server -> client, median in ms.
     TransferOut { repeats: usize },
     /// 1e6 doubles client -> server (CMD_setSEXP), median in ms.
@@ -161,6 +175,7 @@ impl QapTarget {
             calls: 1,
             warmup_calls: 0,
             connects: 1,
+            connect_gap: Duration::ZERO,
             repeats: 1,
             duration: Duration::from_secs(1),
             json: false,
@@ -178,8 +193,8 @@ pub fn measure(target: &QapTarget, figure: Figure) -> anyhow::Result<f64> {
             let mut conn = target.open()?;
             eval_latency(&mut conn, calls / 10, n(calls))?.quantile(0.5) * 1e6
         }
-        Figure::ConnectEvalClose { connects } => {
-            connect_cycles(target, n(connects))?.quantile(0.5) * 1e3
+        Figure::ConnectEvalClose { connects, gap } => {
+            connect_cycles(target, n(connects), gap)?.quantile(0.5) * 1e3
         }
         Figure::TransferOut { repeats } => {
             transfer_out(&mut target.open()?, n(repeats))?.quantile(0.5) * 1e3
@@ -213,9 +228,19 @@ fn eval_latency(conn: &mut Conn, warmup: usize, calls: usize) -> anyhow::Result<
     Samples::collect(calls, || conn.eval_1p1())
 }
 
-/// Connect, read the ID string, log in if asked, eval `1+1`, close: `n` times.
-fn connect_cycles(target: &Target, n: usize) -> anyhow::Result<Samples> {
-    Samples::collect(n, || target.open()?.eval_1p1())
+/// Connect, read the ID string, log in if asked, eval `1+1`, close: `n` times, with
+/// `gap` between cycles (not measured).
+fn connect_cycles(target: &Target, n: usize, gap: Duration) -> anyhow::Result<Samples> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 && !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        let start = Instant::now();
+        target.open()?.eval_1p1()?;
+        times.push(start.elapsed());
+    }
+    Ok(Samples::new(times))
 }
 
 /// Evals of a 1e6-double vector made once on the server: the result's trip and decode.
@@ -353,8 +378,15 @@ impl QapReport {
             self.eval_1p1_p50_us, self.eval_1p1_p99_us, self.eval_1p1_mean_us, args.calls
         );
         t += &format!(
-            "connect_eval_close  p50 {:>8.3} ms  p99 {:>8.3} ms  ({} connections)\n",
+            "connect_eval_close  p50 {:>8.3} ms  p99 {:>8.3} ms  ({} connections, back to back)\n",
             self.connect_eval_close_p50_ms, self.connect_eval_close_p99_ms, args.connects
+        );
+        t += &format!(
+            "  paced             p50 {:>8.3} ms  p99 {:>8.3} ms  ({} connections, {} ms apart)\n",
+            self.connect_eval_close_paced_p50_ms,
+            self.connect_eval_close_paced_p99_ms,
+            args.connects,
+            args.connect_gap.as_millis()
         );
         for (name, ms) in [
             ("out", self.transfer_1e6_out_ms),

@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-const PAIRS: [&str; 12] = [
+const PAIRS: [&str; 13] = [
     "eval_1p1",
     "evals_1conn",
     "evals_4conn",
     "connect",
+    "connect_paced",
     "transfer_out",
     "transfer_in",
     "glm_1row_1conn",

@@ -26,11 +26,13 @@ const QUICK: &[&str] = &[
     "150ms",
 ];
 
-const JSON_KEYS: [&str; 7] = [
+const JSON_KEYS: [&str; 9] = [
     "eval_1p1_p50_us",
     "eval_1p1_p99_us",
     "connect_eval_close_p50_ms",
     "connect_eval_close_p99_ms",
+    "connect_eval_close_paced_p50_ms",
+    "connect_eval_close_paced_p99_ms",
     "transfer_1e6_out_ms",
     "transfer_1e6_in_ms",
     "evals_per_s",

@@ -266,7 +266,8 @@ impl PoolBuilder {
     }
 
     /// Starts the zygote, runs preload and init there, and forks the workers.
-    pub fn build(self) -> Result<Pool, Error> {
+    pub fn build(mut self) -> Result<Pool, Error> {
+        self.zygote.worker.temp_on_first_use = self.zygote.confine.is_none();
         if std::env::var_os(crate::worker::zygote::ZYGOTE_ENV).is_some() {
             return Err(Error::Spawn(
                 "this process was started as a zygote but builds a pool: call \

@@ -46,6 +46,11 @@ pub(crate) struct WorkerConfig {
     /// Install the seccomp deny list at the end of set-up (`Some(true)`: the variant
     /// that allows TCP sockets). Set by a confined zygote for its workers.
     pub seccomp: Option<bool>,
+    /// Make R's temp dir before the first call that runs R code rather than at
+    /// set-up. For an unconfined zygote's workers, which a session may confine
+    /// first (with the session's temp dir, so theirs is never made). A confined
+    /// zygote's workers make it at set-up, where a failure fails the pool's build.
+    pub temp_on_first_use: bool,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +63,7 @@ impl Default for WorkerConfig {
             tune_malloc: true,
             max_payload: crate::shm::DEFAULT_MAX_CAPACITY,
             seccomp: None,
+            temp_on_first_use: false,
         }
     }
 }
@@ -113,18 +119,18 @@ fn set_up<'r>(
         fork::tune_malloc();
     }
     let pid = std::process::id();
+    // With `temp_on_first_use`, the temp dir is made before the first call that runs
+    // R code (`Worker::ensure_temp`).
     let temp_dir = worker_temp_dir(tmp_base, pid);
-    std::fs::create_dir(&temp_dir)?;
     rookery_ffi::set_temp_dir(r, &temp_dir).map_err(std::io::Error::other)?;
     std::env::set_var("TMPDIR", &temp_dir);
     let mut capture = FdCapture::new()?;
     capture.begin()?;
     let channel = Channel::from_fds(link, config.spin, config.max_payload)?;
-    let temp_fd = std::fs::File::open(&temp_dir)?;
     if let Some(tcp) = config.seccomp {
         confine::install_seccomp(tcp)?;
     }
-    Ok(Worker {
+    let mut worker = Worker {
         r,
         channel,
         capture,
@@ -132,11 +138,18 @@ fn set_up<'r>(
         scratch: None,
         session: None,
         cwd: std::env::current_dir()?,
-        temp_mtime: mtime(&temp_fd),
-        temp_fd,
+        temp: TempDir {
+            path: temp_dir,
+            fd: None,
+            mtime: None,
+        },
         calls: 0,
         proc_files: ProcFiles::open(),
-    })
+    };
+    if !config.temp_on_first_use {
+        worker.ensure_temp().map_err(std::io::Error::other)?;
+    }
+    Ok(worker)
 }
 
 /// `/proc/self` files the memory check reads, opened before confinement (Landlock
@@ -176,8 +189,7 @@ struct Worker<'r> {
     session: Option<Environment<'r>>,
     cwd: PathBuf,
     /// The temp dir, open: its mtime changes when a file is created or removed in it.
-    temp_fd: std::fs::File,
-    temp_mtime: Option<(i64, i64)>,
+    temp: TempDir,
     calls: u64,
     proc_files: ProcFiles,
 }
@@ -212,6 +224,15 @@ impl<'r> Worker<'r> {
     }
 
     fn handle(&mut self, request: Request) -> Result<(), ProtocolError> {
+        if let Request::Eval { id, .. }
+        | Request::Call { id, .. }
+        | Request::Assign { id, .. }
+        | Request::Get { id, .. } = &request
+        {
+            if let Err(e) = self.ensure_temp() {
+                return self.reply(*id, Err(e));
+            }
+        }
         match request {
             Request::Eval { id, code } => {
                 let outcome = self.evaluate(|r, env| r.eval_str(&code, Some(env)));
@@ -259,13 +280,37 @@ impl<'r> Worker<'r> {
         confine::enter(self.r, spec)
             .map_err(|e| RError::InvalidValue(format!("confinement: {e}")))?;
         if let Some(temp) = &spec.temp_dir {
-            self.temp_fd = std::fs::File::open(temp)
-                .map_err(|e| RError::InvalidValue(format!("confinement: temp dir: {e}")))?;
-            self.temp_mtime = mtime(&self.temp_fd);
+            self.temp.path = temp.clone();
+            self.temp.fd = None;
+            self.ensure_temp()
+                .map_err(|e| RError::InvalidValue(format!("confinement: {e}")))?;
         }
         if let Some(dir) = &spec.workdir {
             self.cwd = dir.clone();
         }
+        Ok(())
+    }
+
+    /// Makes R's temp dir if it is not there yet, and remembers its state for the
+    /// checks after stateless calls.
+    fn ensure_temp(&mut self) -> Result<(), RError> {
+        if self.temp.fd.is_some() {
+            return Ok(());
+        }
+        let path = &self.temp.path;
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(RError::InvalidValue(format!(
+                    "temp dir {}: {e}",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+        let fd = std::fs::File::open(path)
+            .map_err(|e| RError::InvalidValue(format!("temp dir {}: {e}", path.display())))?;
+        self.temp.mtime = mtime(&fd);
+        self.temp.fd = Some(fd);
         Ok(())
     }
 
@@ -388,7 +433,7 @@ impl<'r> Worker<'r> {
         if std::env::current_dir().ok().as_ref() != Some(&self.cwd) {
             return Some("working directory changed".into());
         }
-        if mtime(&self.temp_fd) != self.temp_mtime {
+        if self.temp.fd.as_ref().and_then(mtime) != self.temp.mtime {
             return Some("files were left in the temp dir".into());
         }
         self.memory_reason()
@@ -448,6 +493,15 @@ fn append_output(outcome: &mut Outcome, text: &str) {
 
 /// The directory's mtime as (seconds, nanoseconds), by `fstat` on its open fd (no
 /// path lookup: this runs after every call).
+/// R's temp dir (`tempdir()`, `TMPDIR`): made on first use.
+struct TempDir {
+    path: PathBuf,
+    /// Open once the dir exists.
+    fd: Option<std::fs::File>,
+    /// Its modification time when it was opened: files left in it change it.
+    mtime: Option<(i64, i64)>,
+}
+
 fn mtime(dir: &std::fs::File) -> Option<(i64, i64)> {
     let st = rustix::fs::fstat(dir).ok()?;
     Some((st.st_mtime as i64, st.st_mtime_nsec as i64))

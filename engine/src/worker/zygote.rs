@@ -199,6 +199,9 @@ fn prepare_r(config: &ZygoteConfig) -> Result<RToken<'static>, String> {
     r.snapshot_state()
         .map_err(|e| format!("state snapshot: {e}"))?;
     super::confine::prepare();
+    // Huge pages make each fork copy a few page-table entries per 2 MiB of R's heap
+    // instead of 512 (a worker's fork: 0.80 -> 0.43 ms median).
+    fork::collapse_heap();
     Ok(r)
 }
 

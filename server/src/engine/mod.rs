@@ -4,6 +4,7 @@
 //! async thread, and hands back plain data.
 
 mod jobs;
+mod ready;
 mod services;
 mod sessions;
 

@@ -21,6 +21,7 @@ use crate::files::{ConfinedDir, UserDirs};
 use crate::store::Timestamp;
 
 use super::blocking;
+use super::ready::ReadySessions;
 
 /// One open session.
 #[derive(Debug)]
@@ -80,6 +81,8 @@ pub struct Sessions {
     dirs: Arc<UserDirs>,
     confiner: Arc<Confiner>,
     registry: Mutex<Registry>,
+    /// Each user's next session, prepared ahead.
+    ready: Arc<ReadySessions>,
     per_user: usize,
     total: usize,
     idle: Duration,
@@ -87,18 +90,29 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// `pool` forks each session's worker; its own warm workers are not used.
+    /// `pool` forks each session's worker; its own warm workers are not used. Up to
+    /// `pool_config.session_ready_users` users get their next session prepared
+    /// ahead (see [`super::ready`]).
     pub fn new(
         pool: Pool,
         dirs: Arc<UserDirs>,
         confiner: Arc<Confiner>,
         limits: &crate::config::Limits,
+        pool_config: &crate::config::PoolConfig,
     ) -> Sessions {
+        let ready = ReadySessions::new(
+            pool.clone(),
+            dirs.clone(),
+            confiner.clone(),
+            pool_config.session_ready_users,
+            Duration::from_millis(pool_config.session_ready_ms),
+        );
         Sessions {
             pool,
             dirs,
             confiner,
             registry: Mutex::new(Registry::default()),
+            ready,
             per_user: limits.sessions_per_user,
             total: limits.sessions_total,
             idle: Duration::from_secs(limits.session_idle_secs),
@@ -115,14 +129,21 @@ impl Sessions {
     /// worker locked into them before it runs anything.
     pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, AppError> {
         let _place = self.reserve(owner)?;
-        let id = Uuid::new_v4();
-        let user = self.dirs.user(owner)?;
-        let (confiner, pool) = (self.confiner.clone(), self.pool.clone());
-        let who = owner.to_owned();
-        // One hop to a blocking thread for everything that waits: the lease, the
-        // folders, the worker.
-        let (lease, dir, spec, session) =
-            blocking(move || start_session(&confiner, &pool, &user, &who, &id)).await??;
+        let (id, (lease, dir, spec, session)) = match self.ready.take_or_wait(owner).await {
+            Some(ready) => (ready.id, ready.started),
+            None => {
+                let id = Uuid::new_v4();
+                let user = self.dirs.user(owner)?;
+                let (confiner, pool) = (self.confiner.clone(), self.pool.clone());
+                let who = owner.to_owned();
+                // One hop to a blocking thread for everything that waits: the lease,
+                // the folders, the worker.
+                let started =
+                    blocking(move || start_session(&confiner, &pool, &user, &who, &id)).await??;
+                (id, started)
+            }
+        };
+        self.ready.prepare(owner);
         let entry = Arc::new(SessionEntry {
             id,
             owner: owner.to_owned(),
@@ -332,12 +353,24 @@ impl Sessions {
         self.registry.lock().open.len()
     }
 
-    /// Closes everything (server shutdown).
+    /// Closes everything, ready sessions too (server shutdown).
     pub async fn close_all(&self) {
+        let ready = self.ready.clone();
+        let _ = blocking(move || ready.close()).await;
         let all: Vec<_> = self.registry.lock().open.values().cloned().collect();
         for s in &all {
             let _ = self.close(s).await;
         }
+    }
+
+    /// How many sessions wait, made ready ahead for their owner's next open.
+    pub fn ready_count(&self) -> usize {
+        self.ready.waiting()
+    }
+
+    /// The id of the session made ready for `owner`'s next open, if one waits.
+    pub fn ready_for(&self, owner: &str) -> Option<Uuid> {
+        self.ready.waiting_for(owner)
     }
 }
 
@@ -366,7 +399,7 @@ fn on_worker<T>(
 }
 
 /// What a new session is made of.
-type Started = (
+pub(super) type Started = (
     Option<Lease>,
     ConfinedDir,
     Option<Arc<Confinement>>,
@@ -376,7 +409,7 @@ type Started = (
 /// Leases `owner`'s account, makes the session's folders and hands them to it, and
 /// starts its worker (confined when confinement is on). Undoes the folders on
 /// failure. Blocking.
-fn start_session(
+pub(super) fn start_session(
     confiner: &Confiner,
     pool: &Pool,
     user: &crate::files::UserDir,

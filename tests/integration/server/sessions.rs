@@ -386,3 +386,117 @@ fn idle_sessions_expire_and_each_user_has_a_session_limit() {
         server.shut_down().await;
     });
 }
+
+#[test]
+fn the_next_session_is_made_ready_ahead_for_its_owner_alone_and_discarded_unused() {
+    let (server, _data) = super::server_with(|c| c.pool.session_ready_ms = 1500);
+    let router = server.router();
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "ugo", Role::Publisher, super::PASSWORD).unwrap();
+    let (rhea, ugo) = (
+        super::token_for(&server, "pub"),
+        super::token_for(&server, "ugo"),
+    );
+    let sessions = server.state.sessions.clone();
+    let wait_ready = move |owner: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(id) = sessions.ready_for(owner) {
+                return id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing made ready");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let open = |token: String| {
+            let router = router.clone();
+            async move {
+                let (status, body) = send(
+                    &router,
+                    "POST",
+                    "/api/v1/sessions",
+                    Some(&token),
+                    Body::empty(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                body["id"].as_str().unwrap().to_owned()
+            }
+        };
+        let run = |token: String, id: String, code: &'static str| {
+            let router = router.clone();
+            async move {
+                let body = Body::from(json!({ "code": code }).to_string());
+                let uri = format!("/api/v1/sessions/{id}/execute");
+                let (status, body) = send(&router, "POST", &uri, Some(&token), body).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                body["result"].clone()
+            }
+        };
+        let first = open(rhea.clone()).await;
+        run(
+            rhea.clone(),
+            first.clone(),
+            "x <- 42; writeLines('a', 'a.txt')",
+        )
+        .await;
+        let ready = tokio::task::spawn_blocking({
+            let wait_ready = wait_ready.clone();
+            move || wait_ready("pub")
+        })
+        .await
+        .unwrap();
+        // Another user opening now gets a session of their own, never pub's.
+        let other = open(ugo.clone()).await;
+        assert_ne!(other, ready);
+        let wd = run(ugo.clone(), other.clone(), "getwd()").await;
+        assert!(wd.to_string().contains("users/ugo/sessions"), "{wd}");
+        // pub's next open takes the one made ready: a pristine worker in its own
+        // folder and temp dir, which knows nothing of the first session.
+        let second = open(rhea.clone()).await;
+        assert_eq!(second, ready);
+        let wd = run(rhea.clone(), second.clone(), "getwd()").await;
+        let own = format!("users/pub/sessions/{second}");
+        assert!(wd.as_str().is_some_and(|w| w.ends_with(&own)), "{wd}");
+        let seen = run(
+            rhea.clone(),
+            second.clone(),
+            "c(exists('x'), file.exists('a.txt'))",
+        )
+        .await;
+        assert_eq!(seen, json!([false, false]));
+        if rustix::process::geteuid().is_root() {
+            // Confined: the session's own temp dir, named by its id.
+            let temp = run(rhea.clone(), second.clone(), "basename(tempdir())").await;
+            assert_eq!(temp, json!(second));
+        }
+        // The next one made ready is discarded unused after its TTL: worker, folder
+        // and temp dir.
+        let next = tokio::task::spawn_blocking(move || wait_ready("pub"))
+            .await
+            .unwrap();
+        assert_ne!(next, second);
+        let data = &server.state.config.data;
+        let folder = data.join(format!("users/pub/sessions/{next}"));
+        let temp = data.join(format!("users/pub/tmp/{next}"));
+        assert!(folder.is_dir(), "{}", folder.display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while (folder.exists() || server.state.sessions.ready_for("pub").is_some())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            !folder.exists(),
+            "an unused ready session's folder is removed"
+        );
+        assert!(!temp.exists(), "and its temp dir");
+        assert_eq!(server.state.sessions.ready_for("pub"), None);
+        for (token, id) in [(&rhea, &first), (&rhea, &second), (&ugo, &other)] {
+            let uri = format!("/api/v1/sessions/{id}");
+            send(&router, "DELETE", &uri, Some(token), Body::empty()).await;
+        }
+    });
+}

@@ -20,11 +20,14 @@ use crate::mailbox::{Mailbox, Woken};
 use crate::protocol::{self, Message, ProtocolError};
 use crate::shm::ShmRegion;
 
-/// The three fds that make a link, in the order they travel between processes.
+/// The four fds that make a link, in the order they travel between processes.
 pub struct LinkFds {
     pub socket: OwnedFd,
     pub mailbox: OwnedFd,
     pub region: OwnedFd,
+    /// A `SOCK_SEQPACKET` end that carries fds the parent hands the worker (a QAP1
+    /// client's socket), one per packet.
+    pub handoff: OwnedFd,
 }
 
 /// What a receive returned.
@@ -42,6 +45,7 @@ pub enum Received<M> {
 #[derive(Debug)]
 pub struct Channel {
     socket: OwnedFd,
+    handoff: OwnedFd,
     mailbox: Mailbox,
     region: ShmRegion,
     spin: Duration,
@@ -65,6 +69,12 @@ impl Channel {
             rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
             None,
         )?;
+        let (my_handoff, their_handoff) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
         let mailbox = Mailbox::create()?;
         let mut region = ShmRegion::create(REGION_START).map_err(io::Error::other)?;
         region.set_max_capacity(max_payload);
@@ -72,9 +82,11 @@ impl Channel {
             socket: theirs,
             mailbox: mailbox.as_fd().try_clone_to_owned()?,
             region: region.fd().try_clone_to_owned()?,
+            handoff: their_handoff,
         };
         let channel = Channel {
             socket: mine,
+            handoff: my_handoff,
             mailbox,
             region,
             spin,
@@ -92,6 +104,7 @@ impl Channel {
         region.set_max_capacity(max_payload);
         Ok(Channel {
             socket: fds.socket,
+            handoff: fds.handoff,
             mailbox: Mailbox::from_fd(fds.mailbox)?,
             region,
             spin,
@@ -143,6 +156,31 @@ impl Channel {
     /// Whether the peer took the last message this side sent.
     pub fn delivered(&self) -> bool {
         self.mailbox.delivered()
+    }
+
+    /// Hands `fd` to the peer (a duplicate arrives there); send it before the request
+    /// that uses it.
+    pub fn send_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        crate::worker::zygote::send_packet(self.handoff.as_fd(), &0u8, &[fd])
+    }
+
+    /// The next fd the peer handed over with [`Channel::send_fd`].
+    pub fn recv_fd(&self) -> io::Result<OwnedFd> {
+        match crate::worker::zygote::recv_packet::<u8>(self.handoff.as_fd())? {
+            Some((_, mut fds)) if fds.len() == 1 => Ok(fds.remove(0)),
+            Some(_) => Err(io::Error::other("a handoff packet without exactly one fd")),
+            None => Err(io::Error::other("the handoff socket is closed")),
+        }
+    }
+
+    /// The worker's "running a call of its own" stamp (see [`Mailbox::set_busy`]).
+    pub fn set_busy(&self, busy: bool) {
+        self.mailbox.set_busy(busy);
+    }
+
+    /// How long the worker has been running a call of its own, if it is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        self.mailbox.busy_for()
     }
 
     /// The shared payload region, for [`protocol::take_value`].

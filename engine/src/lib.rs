@@ -23,6 +23,7 @@ mod local;
 mod mailbox;
 mod pool;
 mod protocol;
+pub mod qap;
 mod shm;
 mod worker;
 
@@ -35,3 +36,18 @@ pub use rookery_ffi::value;
 pub use rookery_ffi::Error as RError;
 pub use rookery_ffi::{Output, Value, Warning};
 pub use worker::zygote::run_zygote_if_requested;
+
+/// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with `.`
+/// not followed by a digit), at most 256 bytes: what may be bound without parsing.
+pub fn is_r_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let start_ok = match b.first() {
+        Some(c) if c.is_ascii_alphabetic() => true,
+        Some(b'.') => !b.get(1).is_some_and(u8::is_ascii_digit),
+        _ => false,
+    };
+    start_ok
+        && b.len() <= 256
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_')
+}

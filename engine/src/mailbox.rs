@@ -53,6 +53,10 @@ struct Lane {
 struct Page {
     to_worker: Lane,
     to_parent: Lane,
+    /// When the worker started the call it is running, in `CLOCK_MONOTONIC`
+    /// nanoseconds; 0 while it waits. Set only while it serves a connection itself
+    /// (QAP1 direct mode), where the parent has no request of its own to time.
+    busy_since: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Page>() <= PAGE);
@@ -165,6 +169,21 @@ impl Mailbox {
         }
     }
 
+    /// Marks the start (`true`) or end of a call this worker runs on its own.
+    pub fn set_busy(&self, busy: bool) {
+        let now = if busy { monotonic_ns().max(1) } else { 0 };
+        self.page().busy_since.store(now, Ordering::Release);
+    }
+
+    /// How long the worker has been running the call it started on its own, if it
+    /// runs one.
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.page().busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_nanos(monotonic_ns().saturating_sub(since))),
+        }
+    }
+
     /// Hands the peer a frame at `(offset, len)` of the region, ringing its doorbell on
     /// `socket` if it sleeps.
     pub fn publish(&self, offset: u64, len: u64, socket: BorrowedFd<'_>) -> io::Result<()> {
@@ -271,6 +290,11 @@ impl Drop for Mailbox {
         // outlives `&mut self`. A failure only leaks address space.
         let _ = unsafe { rustix::mm::munmap(self.page.as_ptr().cast::<c_void>(), PAGE) };
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Writes one doorbell byte. A full socket buffer means doorbells are already pending,

@@ -68,6 +68,13 @@ pub enum Request {
         id: u64,
         spec: Box<crate::confine::Confinement>,
     },
+    /// Serve the QAP1 socket just handed over (`Channel::send_fd`) until a message
+    /// needs the server, the client leaves, or notes are due (QAP1 direct mode, see
+    /// [`crate::qap::direct`]). Answered with [`Response::Qap`].
+    ServeQap {
+        id: u64,
+        options: crate::qap::direct::QapServe,
+    },
     /// Exit the worker; no response.
     Shutdown,
 }
@@ -91,6 +98,22 @@ pub enum Response {
     },
     /// Sent once, when the worker is ready for its first request.
     Ready { pid: u32 },
+    /// The answer to [`Request::ServeQap`]. A handed-back message's bytes travel in
+    /// `message` (raw, inline or in the region), its command in `turn`.
+    Qap {
+        id: u64,
+        turn: QapTurnWire,
+        notes: Vec<crate::qap::direct::QapNote>,
+        requests: u64,
+    },
+}
+
+/// [`crate::qap::direct::QapTurn`] as it crosses the link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QapTurnWire {
+    Message { command: u32, payload: Payload },
+    Closed { reason: String },
+    Notes,
 }
 
 /// A value's codec bytes, inline or in the shared region.
@@ -150,7 +173,8 @@ impl Request {
             | Request::Get { id, .. }
             | Request::Open { id }
             | Request::Reset { id }
-            | Request::Confine { id, .. } => Some(*id),
+            | Request::Confine { id, .. }
+            | Request::ServeQap { id, .. } => Some(*id),
             Request::Shutdown => None,
         }
     }
@@ -160,7 +184,9 @@ impl Response {
     /// The id of the request this answers (`None` for [`Response::Ready`]).
     pub fn id(&self) -> Option<u64> {
         match self {
-            Response::Ok { id, .. } | Response::Err { id, .. } => Some(*id),
+            Response::Ok { id, .. } | Response::Err { id, .. } | Response::Qap { id, .. } => {
+                Some(*id)
+            }
             Response::Ready { .. } => None,
         }
     }
@@ -199,6 +225,35 @@ pub fn put_value(
         offset: offset as u64,
         len: len as u64,
     })
+}
+
+/// Places raw `bytes` inline if they fit in `inline_limit`, otherwise into `region`
+/// (see [`put_value`]).
+pub fn put_bytes(
+    bytes: &[u8],
+    region: &mut ShmRegion,
+    inline_limit: usize,
+) -> Result<Payload, ProtocolError> {
+    if bytes.len() <= inline_limit {
+        return Ok(Payload::Inline(bytes.to_vec()));
+    }
+    let offset = region.alloc(bytes.len())?;
+    region.as_mut_slice()[offset..offset + bytes.len()].copy_from_slice(bytes);
+    Ok(Payload::Shared {
+        offset: offset as u64,
+        len: bytes.len() as u64,
+    })
+}
+
+/// The raw bytes `payload` names (see [`put_bytes`]).
+pub fn take_bytes(payload: Payload, region: &mut ShmRegion) -> Result<Vec<u8>, ProtocolError> {
+    match payload {
+        Payload::Inline(bytes) => Ok(bytes),
+        Payload::Shared { offset, len } => {
+            let range = shared_range(offset, len, region)?;
+            Ok(region.as_slice()[range].to_vec())
+        }
+    }
 }
 
 /// Decodes the value `payload` names, remapping `region` first if the peer grew it.

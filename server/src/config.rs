@@ -42,6 +42,13 @@ pub struct Config {
     /// message (user code 127, a character vector), which pyRserve's `oobCallback` and
     /// RSclient's `RS.oobCallbacks` receive. Off by default, like Rserve's `oob`.
     pub qap_oob_errors: bool,
+    /// QAP1 direct mode: on plain TCP and Unix-socket connections, each session's
+    /// worker reads its client's messages and answers eval, voidEval and setSEXP
+    /// itself (no hop through the server per call; Rserve's cost model), handing
+    /// every other message back. The server keeps the audit log, the failure log,
+    /// the call deadline and the idle deadline. On by default; TLS connections never
+    /// use it.
+    pub qap_direct: bool,
     pub limits: Limits,
     pub pool: PoolConfig,
     pub confine: crate::confine::ConfineConfig,
@@ -144,6 +151,7 @@ impl Default for Config {
             qap_ocap: None,
             qap_anonymous: None,
             qap_oob_errors: false,
+            qap_direct: true,
             limits: Limits::default(),
             pool: PoolConfig::default(),
             confine: crate::confine::ConfineConfig::default(),

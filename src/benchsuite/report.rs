@@ -209,7 +209,10 @@ mod tests {
 
     #[test]
     fn a_missing_peer_is_named_not_fatal() {
-        let w = super::super::workloads::ALL[6]; // an HTTP pair: plumber
+        let w = *super::super::workloads::ALL
+            .iter()
+            .find(|w| w.key == "glm_1row_1conn")
+            .expect("an HTTP pair: plumber");
         let mut p = Pair::new(&w);
         p.peer_runs = vec![f64::NAN];
         p.rookery_runs = vec![900.0];

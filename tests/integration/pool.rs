@@ -367,9 +367,10 @@ fn each_worker_has_its_own_temp_dir_and_only_its_own_fds() {
         .iter()
         .map(|s| s.clone().unwrap_or_default())
         .collect();
-    // Nothing of the zygote's: its control socket, other workers' pidfds.
+    // Its own link's two sockets (doorbell, fd handoff) and nothing of the zygote's:
+    // its control socket, other workers' pidfds.
     let sockets = targets.iter().filter(|t| t.starts_with("socket:")).count();
-    assert_eq!(sockets, 1, "{targets:?}");
+    assert_eq!(sockets, 2, "{targets:?}");
     assert!(!targets.iter().any(|t| t.contains("pidfd")), "{targets:?}");
 }
 

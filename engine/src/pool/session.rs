@@ -137,6 +137,34 @@ impl Session {
         }
     }
 
+    /// Lets this session's worker serve a QAP1 client's `socket` itself until it
+    /// hands the connection back (QAP1 direct mode, see [`crate::qap::direct`]).
+    /// Each call the worker runs on its own has `timeout` (interrupted, then the
+    /// worker killed after the pool's grace: [`Error::Timeout`], and the session is
+    /// closed like after any timeout).
+    pub fn serve_qap(
+        &mut self,
+        socket: std::os::fd::BorrowedFd<'_>,
+        options: crate::qap::direct::QapServe,
+        timeout: Option<Duration>,
+    ) -> Result<crate::qap::direct::QapYield, crate::qap::direct::QapFailed> {
+        let limits = Limits {
+            timeout,
+            grace: self.pool.shared().config.grace,
+            cancel: None,
+        };
+        let zygote = &self.pool.shared().zygote;
+        let w = self.worker.as_mut().ok_or(crate::qap::direct::QapFailed {
+            error: Error::Closed,
+            in_flight: false,
+        })?;
+        let result = w.serve_qap(zygote, limits, socket, options);
+        if w.broken {
+            self.release();
+        }
+        result
+    }
+
     fn simple(&mut self, make: impl FnOnce(u64) -> Request) -> Result<Evaluation, Error> {
         self.request(|id, _| Ok(make(id)))
     }

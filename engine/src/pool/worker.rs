@@ -164,7 +164,121 @@ impl WorkerConn {
                 self.retire = retire;
                 Err(Error::R(error))
             }
+            Response::Qap { .. } => {
+                self.broken = true;
+                self.kill();
+                Err(Error::Protocol("a QAP1 answer to another request".into()))
+            }
             Response::Ready { .. } => unreachable!("Ready carries no id"),
+        }
+    }
+
+    /// Hands `socket` to the worker and lets it serve the QAP1 connection until it
+    /// gives it back (see [`crate::qap::direct`]). While it runs a call of its own
+    /// past `limits.timeout`, the call is interrupted (R unwinds, the client gets an
+    /// error, the worker serves on); if R does not unwind within `limits.grace`, the
+    /// worker is killed and this returns [`Error::Timeout`].
+    pub fn serve_qap(
+        &mut self,
+        zygote: &Zygote,
+        limits: Limits<'_>,
+        socket: BorrowedFd<'_>,
+        options: crate::qap::direct::QapServe,
+    ) -> Result<crate::qap::direct::QapYield, crate::qap::direct::QapFailed> {
+        use crate::qap::direct::{QapFailed, QapTurn, QapYield};
+        let idle = |error| QapFailed {
+            error,
+            in_flight: false,
+        };
+        use protocol::QapTurnWire;
+        /// How often the deadline of a call the worker runs is checked.
+        const TICK: Duration = Duration::from_millis(50);
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(e) = self.channel.send_fd(socket) {
+            return Err(idle(self.send_failure(zygote, ProtocolError::Io(e))));
+        }
+        if let Err(e) = self.channel.send(|_| Ok(Request::ServeQap { id, options })) {
+            return Err(idle(self.send_failure(zygote, e)));
+        }
+        let mut interrupted: Option<Instant> = None;
+        loop {
+            let response = {
+                let extra = [self.pidfd.as_fd()];
+                self.channel
+                    .recv::<Response>(&extra, Some(Instant::now() + TICK))
+            };
+            match response {
+                Ok(Received::Message(Response::Qap {
+                    id: answered,
+                    turn,
+                    notes,
+                    requests,
+                })) if answered == id => {
+                    let turn = match turn {
+                        QapTurnWire::Message { command, payload } => {
+                            match protocol::take_bytes(payload, self.channel.region()) {
+                                Ok(payload) => QapTurn::Message { command, payload },
+                                Err(e) => {
+                                    self.broken = true;
+                                    self.kill();
+                                    return Err(idle(Error::Protocol(e.to_string())));
+                                }
+                            }
+                        }
+                        QapTurnWire::Closed { reason } => QapTurn::Closed { reason },
+                        QapTurnWire::Notes => QapTurn::Notes,
+                    };
+                    return Ok(QapYield {
+                        turn,
+                        notes,
+                        requests,
+                    });
+                }
+                Ok(Received::Message(other)) => {
+                    self.broken = true;
+                    self.kill();
+                    return Err(idle(Error::Protocol(format!(
+                        "answer {:?} does not match QAP1 request {id}",
+                        other.id()
+                    ))));
+                }
+                Ok(Received::Hangup | Received::Extra(_)) => {
+                    // The stamp outlives the worker: it tells whether it died in a call.
+                    let in_flight = self.channel.busy_for().is_some();
+                    let error = self.death(zygote, "qap");
+                    return Err(QapFailed { error, in_flight });
+                }
+                Ok(Received::TimedOut) => {
+                    let Some(timeout) = limits.timeout else {
+                        continue;
+                    };
+                    match (self.channel.busy_for(), interrupted) {
+                        (None, _) => interrupted = None,
+                        // Another call started since the interrupt: time it afresh.
+                        (Some(busy), Some(at)) if busy < at.elapsed() => interrupted = None,
+                        (Some(busy), None) if busy > timeout => {
+                            let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::INT);
+                            interrupted = Some(Instant::now());
+                        }
+                        (Some(_), Some(at)) if at.elapsed() > limits.grace => {
+                            self.broken = true;
+                            self.kill();
+                            zygote.forget(self.pid);
+                            return Err(QapFailed {
+                                error: Error::Timeout { after: timeout },
+                                in_flight: true,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    self.broken = true;
+                    self.kill();
+                    return Err(idle(Error::Protocol(e.to_string())));
+                }
+            }
         }
     }
 

@@ -139,12 +139,18 @@ impl Zygote {
             socket,
             mailbox,
             region,
+            handoff,
         } = &fds;
         let _serial = self.spawn_lock.lock();
         let sent = send_packet(
             self.control.as_fd(),
             &ToZygote::Spawn { cpu },
-            &[socket.as_fd(), mailbox.as_fd(), region.as_fd()],
+            &[
+                socket.as_fd(),
+                mailbox.as_fd(),
+                region.as_fd(),
+                handoff.as_fd(),
+            ],
         );
         sent.map_err(|e| Error::Spawn(format!("the zygote is gone: {e}")))?;
         drop(fds);

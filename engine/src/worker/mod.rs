@@ -16,6 +16,7 @@
 
 pub(crate) mod confine;
 pub(crate) mod fork;
+mod qap;
 pub(crate) mod zygote;
 
 use std::os::fd::AsRawFd;
@@ -107,6 +108,7 @@ fn set_up<'r>(
         link.socket.as_raw_fd(),
         link.mailbox.as_raw_fd(),
         link.region.as_raw_fd(),
+        link.handoff.as_raw_fd(),
     ];
     fork::close_fds_except(&keep)?;
     if let Some(cpu) = cpu {
@@ -145,6 +147,8 @@ fn set_up<'r>(
         },
         calls: 0,
         proc_files: ProcFiles::open(),
+        qap_in: Vec::new(),
+        qap_out: Vec::new(),
     };
     if !config.temp_on_first_use {
         worker.ensure_temp().map_err(std::io::Error::other)?;
@@ -192,6 +196,9 @@ struct Worker<'r> {
     temp: TempDir,
     calls: u64,
     proc_files: ProcFiles,
+    /// QAP1 direct mode's message buffers, kept between messages.
+    qap_in: Vec<u8>,
+    qap_out: Vec<u8>,
 }
 
 /// What a request produced, before it is written back.
@@ -270,6 +277,7 @@ impl<'r> Worker<'r> {
                     .map(|()| (Value::NULL, false, Output::default()));
                 self.reply(id, outcome)
             }
+            Request::ServeQap { id, options } => self.serve_qap(id, options),
             Request::Shutdown => Ok(()),
         }
     }

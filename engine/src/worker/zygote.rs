@@ -10,7 +10,8 @@
 //!  Command + pre_exec: control on fd 3 ──▶ run_zygote_if_requested()
 //!  Start(config) ────────────────────────▶ start R, preload, init, gc,
 //!                                          snapshot state ◀─ Started
-//!  Spawn + [socket, mailbox, region] ────▶ fork ──────────────────────────▶ worker_main
+//!  Spawn + [socket, mailbox, region,
+//!          handoff] ─────────────────────▶ fork ──────────────────────────▶ worker_main
 //!                          Spawned + [pidfd] ◀─ pidfd_open(child)
 //!                          Exited{status}   ◀─ child's pidfd readable: waitpid
 //!  close control ────────────────────────▶ SIGKILL every worker, reap, exit
@@ -67,7 +68,8 @@ pub(crate) enum InitStep {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToZygote {
     Start(Box<ZygoteConfig>),
-    /// Fork a worker; carries the worker's link fds `[socket, mailbox, region]`.
+    /// Fork a worker; carries the worker's link fds `[socket, mailbox, region,
+    /// handoff]`.
     Spawn {
         cpu: Option<usize>,
     },
@@ -274,14 +276,15 @@ fn spawn(
     tmp_base: &Path,
     children: &mut Vec<Child>,
 ) -> io::Result<()> {
-    let Ok([socket, mailbox, region]) = <[OwnedFd; 3]>::try_from(fds) else {
-        let error = "spawn request without its three link fds".to_string();
+    let Ok([socket, mailbox, region, handoff]) = <[OwnedFd; 4]>::try_from(fds) else {
+        let error = "spawn request without its four link fds".to_string();
         return send_packet(control, &FromZygote::SpawnFailed { error }, &[]);
     };
     let link = LinkFds {
         socket,
         mailbox,
         region,
+        handoff,
     };
     // SAFETY: the zygote is single-threaded (it never starts a thread), and the child
     // branch below ends in `worker_main`, which leaves only through `exit_now`.

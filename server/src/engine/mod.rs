@@ -10,7 +10,7 @@ mod sessions;
 
 pub use jobs::{result_file as jobs_result_file, JobHandle, Jobs};
 pub use services::{record_for, LiveService, ServiceSpec, Services};
-pub use sessions::{is_r_name, SessionEntry, Sessions};
+pub use sessions::{is_r_name, QapPassError, SessionEntry, Sessions};
 
 /// Runs a blocking engine call on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(

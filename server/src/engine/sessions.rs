@@ -315,6 +315,47 @@ impl Sessions {
         result
     }
 
+    /// Lets the session's worker serve a QAP1 socket itself until it hands the
+    /// connection back ([`Session::serve_qap`]); from a blocking thread (a QAP1
+    /// connection's). A worker lost to a timeout or a crash is replaced in the same
+    /// folder, as after any call.
+    pub fn serve_qap_blocking(
+        &self,
+        entry: &SessionEntry,
+        socket: std::os::fd::BorrowedFd<'_>,
+        options: rookery_engine::qap::direct::QapServe,
+    ) -> Result<rookery_engine::qap::direct::QapYield, QapPassError> {
+        let mut guard = entry.worker.blocking_lock();
+        let spec = entry.spec.as_deref();
+        let path = entry.dir.path();
+        if guard.is_none() {
+            *guard = Some(
+                start_worker(&self.pool, &path, spec).map_err(|e| QapPassError {
+                    error: e.into(),
+                    in_flight: false,
+                    replaced: false,
+                })?,
+            );
+        }
+        let session = guard.as_mut().expect("set above");
+        let result = session.serve_qap(socket, options, Some(self.timeout));
+        entry.touch();
+        result.map_err(|f| {
+            let lost = matches!(
+                f.error,
+                EngineError::Timeout { .. } | EngineError::WorkerDied { .. }
+            );
+            if lost {
+                *guard = start_worker(&self.pool, &path, spec).ok();
+            }
+            QapPassError {
+                error: f.error.into(),
+                in_flight: f.in_flight,
+                replaced: lost && guard.is_some(),
+            }
+        })
+    }
+
     /// Closes the session: stops its worker (and everything it started), removes
     /// its folder and temp dir, and lets go of the owner's worker account (returned
     /// to the pool once the owner's last session is closed and cleaned up).
@@ -396,6 +437,17 @@ fn on_worker<T>(
         *slot = start_worker(pool, dir, spec).ok();
     }
     result.map_err(AppError::from)
+}
+
+/// Why a pass of QAP1 direct mode failed ([`Sessions::serve_qap_blocking`]).
+#[derive(Debug)]
+pub struct QapPassError {
+    pub error: AppError,
+    /// The client waits for the answer to a call (the worker died or timed out in
+    /// it): it is owed a status.
+    pub in_flight: bool,
+    /// The session has a new worker (its objects are gone): the connection goes on.
+    pub replaced: bool,
 }
 
 /// What a new session is made of.
@@ -484,20 +536,7 @@ fn start_worker(
     Ok(session)
 }
 
-/// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with
-/// `.` not followed by a digit).
-pub fn is_r_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    let start_ok = match b.first() {
-        Some(c) if c.is_ascii_alphabetic() => true,
-        Some(b'.') => !b.get(1).is_some_and(u8::is_ascii_digit),
-        _ => false,
-    };
-    start_ok
-        && b.len() <= 256
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_')
-}
+pub use rookery_engine::is_r_name;
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,8 @@
 //! QAP1, the Rserve wire protocol (see `docs/qap1.md`).
 //!
 //! - [`frame`]: ID string, 16-byte message header, command/response/status codes,
-//!   DT_* parameter lists.
-//! - [`sexp`]: XT_* R objects to and from [`rookery_engine::Value`].
+//!   DT_* parameter lists (from `rookery_engine::qap`, whose workers speak QAP1 too).
+//! - [`sexp`]: XT_* R objects to and from [`rookery_engine::Value`] (the same).
 //! - [`endpoint`]: the listeners and one connection's life (login, session, commands).
 //!
 //! `frame` and `sexp` own bytes only: no sockets, no sessions, no R. Decoding never
@@ -10,9 +10,8 @@
 //! to a QAP1 status with [`QapError::status`].
 
 pub mod endpoint;
-pub mod frame;
+pub use rookery_engine::qap::{frame, sexp};
 pub mod seclogin;
-pub mod sexp;
 pub mod stream;
 #[cfg(test)]
 mod tests;

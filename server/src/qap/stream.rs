@@ -44,6 +44,17 @@ impl Stream {
         }
     }
 
+    /// The socket, for a plain (TCP or Unix) stream: what QAP1 direct mode hands to
+    /// a worker.
+    pub fn plain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => Some(s.as_fd()),
+            Stream::Unix(s) => Some(s.as_fd()),
+            Stream::Tls(_) | Stream::Gone => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

@@ -930,3 +930,74 @@ fn latin1_strings_travel_as_rserve_sends_them() {
         assert_eq!(t, o, "exchange {i}");
     }
 }
+
+/// Direct mode (the session's worker serves the socket itself) keeps what the server
+/// owes: each call in the audit log, the call deadline (an interrupted call is a
+/// 127 and the session goes on), a new worker after a crash mid-call, and the
+/// session open to HTTP callers while the connection is quiet.
+#[test]
+fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
+    let (server, _data, rt, port) = qap_server();
+    assert!(server.state.config.qap_direct, "direct mode is the default");
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
+    for i in 0..5 {
+        let code = format!("x <- {i}; x * 2");
+        assert_eq!(
+            eval(&mut c, &code),
+            Ok(Value::doubles(vec![f64::from(i * 2)]))
+        );
+    }
+    let audited = || {
+        let tail = server.state.store.audit_tail(200).unwrap();
+        tail.iter()
+            .filter(|e| e.route == "CMD_eval" && e.user.as_deref() == Some("pub"))
+            .filter(|e| e.code_hash.is_some())
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while audited() < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(audited(), 5, "each call is audited with its code's hash");
+    // The test server's deadline is 3 s: the call is interrupted, R unwinds, the
+    // client gets 127, and the worker serves on with its state.
+    assert_eq!(eval(&mut c, "Sys.sleep(60)"), Err(status::R_ERROR));
+    assert_eq!(eval(&mut c, "x"), Ok(Value::doubles(vec![4.0])));
+    // A worker that dies mid-call: 127, then a new worker (its state is gone).
+    assert_eq!(
+        eval(&mut c, "tools::pskill(Sys.getpid(), 9L)"),
+        Err(status::R_ERROR)
+    );
+    assert_eq!(
+        eval(&mut c, "as.numeric(exists('x'))"),
+        Ok(Value::doubles(vec![0.0]))
+    );
+    // The same session over HTTP while the connection is quiet.
+    let router = server.router();
+    let token = super::token_for(&server, "pub");
+    let (status_code, list) = rt.block_on(super::send(
+        &router,
+        "GET",
+        "/api/v1/sessions",
+        Some(&token),
+        axum::body::Body::empty(),
+    ));
+    assert_eq!(status_code, axum::http::StatusCode::OK, "{list}");
+    let id = list["sessions"][0]["id"]
+        .as_str()
+        .expect("the QAP1 session")
+        .to_owned();
+    let body = serde_json::json!({ "code": "y <- 7" }).to_string();
+    let (status_code, out) = rt.block_on(super::send(
+        &router,
+        "POST",
+        &format!("/api/v1/sessions/{id}/execute"),
+        Some(&token),
+        axum::body::Body::from(body),
+    ));
+    assert_eq!(status_code, axum::http::StatusCode::OK, "{out}");
+    assert_eq!(eval(&mut c, "y"), Ok(Value::doubles(vec![7.0])));
+    drop(c);
+    drop(rt);
+}

@@ -64,7 +64,7 @@ fn anonymous_user(state: &AppState, peer: IpAddr) -> Option<AuthUser> {
 }
 
 /// The read deadline of an idle connection.
-fn idle_timeout(state: &AppState) -> Duration {
+pub(super) fn idle_timeout(state: &AppState) -> Duration {
     Duration::from_secs(state.config.limits.session_idle_secs.max(1))
 }
 

@@ -32,7 +32,7 @@ pub use detach::Detached;
 
 pub use listen::listen;
 
-use super::frame::{self, cmd, dt, resp, status, Header, Param, QapError, HEADER_LEN};
+use super::frame::{self, cmd, dt, resp, status, Header, Param, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
 use super::stream::Stream;
@@ -42,21 +42,23 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::TokenKind;
 use files::OpenFile;
+use listen::idle_timeout;
+use rookery_engine::qap::direct::{self, QapServe, QapTurn};
 
 /// The ID string: protocol 0103, a login is always required, plaintext offered
 /// (on loopback, Unix sockets and TLS only; see `Config::check`).
 pub const ID_STRING_AUTH: [u8; 32] = *b"Rsrv0103QAP1\r\n\r\nARpt----------\r\n";
 
 /// The OOB message word for an R error's message: OOB_SEND with user code 127.
-pub const OOB_ERROR: u32 = resp::OOB_SEND | status::R_ERROR as u32;
+pub use direct::OOB_ERROR;
+
+/// A direct-mode pass with a quiet client ends after this long, so the server
+/// checks its idle deadline and other callers of the session get a turn.
+const DIRECT_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Message buffers up to this capacity are kept for the next message (1e6 doubles
 /// are 8 MB); larger ones are freed, so an idle connection holds at most twice this.
 const RETAIN: usize = 16 << 20;
-
-/// Room left in front of an encoded reply for the message header and the DT_SEXP
-/// parameter header (4 or 8 bytes), so the reply goes out in one write, uncopied.
-const REPLY_PREFIX: usize = HEADER_LEN + 8;
 
 /// The ID string for this connection: `TLS\n` first when `CMD_switch "TLS"` is
 /// offered, `ARpt` when a login is required (qap1.md §2.1).
@@ -148,12 +150,99 @@ impl Connection {
 
     /// Serves an attached session (no ID string: the session is already there).
     fn serve_attached(mut self) {
-        let end = loop {
-            if let Err(end) = self.one_message() {
-                break end;
+        let end = self.serve_messages();
+        self.finish(end);
+    }
+
+    /// Serves messages until the connection ends: through the session's worker in
+    /// direct mode when it can (see [`Connection::direct_pass`]), else one by one.
+    fn serve_messages(&mut self) -> End {
+        let mut quiet_since = std::time::Instant::now();
+        loop {
+            let before = self.requests;
+            let next = if self.direct_ok() {
+                self.direct_pass()
+            } else {
+                self.one_message()
+            };
+            if let Err(end) = next {
+                return end;
+            }
+            if self.requests != before {
+                quiet_since = std::time::Instant::now();
+            } else if quiet_since.elapsed() >= idle_timeout(&self.state) {
+                return End::Io(io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+
+    /// Whether the session's worker may serve the socket itself: direct mode is on,
+    /// there is a session, and the stream is plain TCP or a Unix socket.
+    fn direct_ok(&self) -> bool {
+        self.state.config.qap_direct && self.session.is_some() && self.stream.plain_fd().is_some()
+    }
+
+    /// One pass of direct mode: the worker serves the socket until it hands the
+    /// connection back; its notes go to the audit log (each call's code) and the
+    /// server log (each failure, with the request id). A handed-back message is
+    /// dispatched here as usual. A call that timed out or lost its worker is answered
+    /// here with status 127 (the session has a new worker); a worker lost between
+    /// calls is replaced without a word to the client, as it expects none.
+    fn direct_pass(&mut self) -> Result<(), End> {
+        let entry = self.session();
+        let options = QapServe {
+            strings: self.strings,
+            oob_errors: self.state.config.qap_oob_errors,
+            max_message: self.state.config.limits.qap_max_message_bytes,
+            idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
+            requests: self.requests,
+        };
+        let fd = self
+            .stream
+            .plain_fd()
+            .expect("direct_ok checked the stream");
+        let result = self.state.sessions.serve_qap_blocking(&entry, fd, options);
+        let yielded = match result {
+            Ok(y) => y,
+            Err(f) if f.in_flight => {
+                // The call's answer, which the client waits for.
+                self.requests += 1;
+                return self.r_failure(&f.error);
+            }
+            Err(f) => {
+                // Lost between calls: nothing is owed; go on with the new worker, or
+                // end the connection when there is none.
+                self.log_failure(&f.error);
+                return if f.replaced { Ok(()) } else { Err(End::Close) };
             }
         };
-        self.finish(end);
+        for note in &yielded.notes {
+            let request = format!("{}-{}", self.id, note.request);
+            let route = if note.command == cmd::SET_SEXP {
+                "CMD_setSEXP"
+            } else {
+                "CMD_eval"
+            };
+            self.audit_as(&request, route, note.text.as_deref(), &entry);
+            if let Some(error) = &note.error {
+                tracing::info!(request = %request, user = ?self.user.as_ref().map(|u| &u.name), error = %error, "QAP1 call failed");
+            }
+        }
+        self.requests = yielded.requests;
+        match yielded.turn {
+            QapTurn::Message { command, payload } => {
+                let done = self.dispatch(command, &payload);
+                if payload.capacity() <= RETAIN {
+                    self.inbuf = payload;
+                }
+                done
+            }
+            QapTurn::Notes => Ok(()),
+            QapTurn::Closed { reason } => {
+                tracing::debug!(conn = %self.id, reason = %reason, "QAP1 connection ended in direct mode");
+                Err(End::Close)
+            }
+        }
     }
 
     /// Closes the connection's session, unless it was detached.
@@ -183,11 +272,7 @@ impl Connection {
                 return end;
             }
         }
-        loop {
-            if let Err(end) = self.one_message() {
-                return end;
-            }
-        }
+        self.serve_messages()
     }
 
     fn one_message(&mut self) -> Result<(), End> {
@@ -426,7 +511,7 @@ impl Connection {
         let Some(target) = self.text(Some(target)) else {
             return self.reply_err(status::INV_PAR);
         };
-        let value = match decode_value(value, self.strings) {
+        let value = match direct::decode_value(value, self.strings) {
             Ok(v) => v,
             Err(e) => return self.reply_err(e.status()),
         };
@@ -549,25 +634,19 @@ impl Connection {
             AppError::R(f) => f.message.clone(),
             other => other.to_string(),
         };
-        let mut object = Vec::new();
-        if sexp::encode_into_as(
-            &mut object,
-            &rookery_engine::Value::strings([message]),
-            self.strings,
-        )
-        .is_err()
-        {
-            object = vec![0, 0, 0, 0];
-        }
-        let mut payload = Vec::with_capacity(object.len() + 8);
-        frame::push_item_header(&mut payload, dt::SEXP, dt::LARGE, object.len() as u64);
-        payload.extend_from_slice(&object);
-        self.send(OOB_ERROR, &payload)
+        self.stream
+            .write_all(&direct::oob_error_message(&message, self.strings))?;
+        self.stream.flush()?;
+        Ok(())
     }
 
     fn audit(&self, route: &str, code: Option<&str>, entry: &SessionEntry) {
+        self.audit_as(&self.request_id(), route, code, entry);
+    }
+
+    fn audit_as(&self, request_id: &str, route: &str, code: Option<&str>, entry: &SessionEntry) {
         self.state.audit.record(crate::audit::Entry {
-            request_id: &self.request_id(),
+            request_id,
             user: self.user.as_ref().map(|u| u.name.as_str()),
             route,
             target: Some(entry.id.to_string()),
@@ -581,16 +660,12 @@ impl Connection {
     /// no copy of the object, whatever its size.
     fn reply_value(&mut self, value: &rookery_engine::Value) -> Result<(), End> {
         let mut buf = std::mem::take(&mut self.outbuf);
-        buf.clear();
-        buf.resize(REPLY_PREFIX, 0);
-        let sent = match sexp::encode_into_as(&mut buf, value, self.strings) {
-            Ok(()) => {
-                let start = frame_reply(&mut buf);
-                self.stream
-                    .write_all(&buf[start..])
-                    .and_then(|()| self.stream.flush())
-                    .map_err(End::from)
-            }
+        let sent = match direct::encode_value_reply(&mut buf, value, self.strings) {
+            Ok(start) => self
+                .stream
+                .write_all(&buf[start..])
+                .and_then(|()| self.stream.flush())
+                .map_err(End::from),
             Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
         };
         if buf.capacity() <= RETAIN {
@@ -623,19 +698,6 @@ fn r_status(e: &AppError) -> u8 {
     }
 }
 
-/// Writes the message header and the DT_SEXP parameter header just in front of the
-/// object encoded at `buf[REPLY_PREFIX..]`; returns where the message starts.
-fn frame_reply(buf: &mut [u8]) -> usize {
-    let object = (buf.len() - REPLY_PREFIX) as u64;
-    let mut param = Vec::with_capacity(8);
-    frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object);
-    let start = REPLY_PREFIX - param.len() - HEADER_LEN;
-    let header = Header::new(resp::OK, param.len() as u64 + object).to_bytes();
-    buf[start..start + HEADER_LEN].copy_from_slice(&header);
-    buf[start + HEADER_LEN..REPLY_PREFIX].copy_from_slice(&param);
-    start
-}
-
 fn auth_user(u: crate::store::UserRecord) -> AuthUser {
     AuthUser {
         name: u.name,
@@ -643,14 +705,5 @@ fn auth_user(u: crate::store::UserRecord) -> AuthUser {
         grants: u.grants,
         via: TokenKind::Access,
         token_hash: [0; 32],
-    }
-}
-
-fn decode_value(p: &Param<'_>, strings: sexp::Strings) -> Result<rookery_engine::Value, QapError> {
-    match p.dt {
-        dt::STRING => Ok(rookery_engine::Value::strings([
-            strings.text(p.as_string_bytes()?)
-        ])),
-        _ => sexp::decode_as(p.as_sexp()?, sexp::MAX_DEPTH, strings),
     }
 }

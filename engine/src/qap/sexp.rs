@@ -17,7 +17,7 @@
 //!
 //! This module must not do I/O or know about commands; framing is in [`super::frame`].
 
-use rookery_engine::value::{codec, Attributes, Complex, Data, Logical, RString, Value};
+use crate::value::{codec, Attributes, Complex, Data, Logical, RString, Value};
 
 use super::frame::{
     align4, large_header, need, small_header, split_item, QapError, LARGE_MAX, LARGE_THRESHOLD,
@@ -104,7 +104,7 @@ pub fn encode_into(out: &mut Vec<u8>, v: &Value) -> Result<(), QapError> {
 
 /// How strings travel (`CMD_setEncoding`): UTF-8 (`utf8`, and `native` here), or
 /// Latin-1, where a character beyond U+00FF is left out, as Rserve does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Strings {
     #[default]
     Utf8,

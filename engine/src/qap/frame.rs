@@ -150,7 +150,7 @@ impl QapError {
         }
     }
 
-    pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> QapError {
+    pub fn malformed(what: &'static str, detail: impl Into<String>) -> QapError {
         QapError::Malformed {
             what,
             detail: detail.into(),
@@ -339,7 +339,7 @@ pub fn push_int_param(out: &mut Vec<u8>, v: i32) {
 
 /// An item header: its type byte with the large flag removed, and its own size.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ItemHeader {
+pub struct ItemHeader {
     pub kind: u8,
     pub size: usize,
 }
@@ -347,7 +347,7 @@ pub(crate) struct ItemHeader {
 /// Reads a parameter or object header from `bytes` and returns it with the item's
 /// body, checked to lie within `bytes`. `large_flag` is the type bit that selects
 /// the 8-byte form (the same bit, 0x40, for DT_* and XT_*).
-pub(crate) fn split_item<'a>(
+pub fn split_item<'a>(
     bytes: &'a [u8],
     large_flag: u8,
     what: &'static str,
@@ -374,7 +374,7 @@ pub(crate) fn split_item<'a>(
 }
 
 /// Writes an item header: small when `len` fits, else the 8-byte form.
-pub(crate) fn push_item_header(out: &mut Vec<u8>, ty: u8, large_flag: u8, len: u64) {
+pub fn push_item_header(out: &mut Vec<u8>, ty: u8, large_flag: u8, len: u64) {
     if len > LARGE_THRESHOLD {
         push_large_header(out, ty | large_flag, len);
     } else {
@@ -382,11 +382,11 @@ pub(crate) fn push_item_header(out: &mut Vec<u8>, ty: u8, large_flag: u8, len: u
     }
 }
 
-pub(crate) fn small_header(ty: u8, len: u64) -> [u8; 4] {
+pub fn small_header(ty: u8, len: u64) -> [u8; 4] {
     ((low_u32(len & SMALL_MAX) << 8) | u32::from(ty)).to_le_bytes()
 }
 
-pub(crate) fn large_header(ty: u8, len: u64) -> [u8; 8] {
+pub fn large_header(ty: u8, len: u64) -> [u8; 8] {
     let mut b = [0; 8];
     b[..4].copy_from_slice(&small_header(ty, len));
     b[4..].copy_from_slice(&low_u32(len >> 24).to_le_bytes());
@@ -402,7 +402,7 @@ fn push_large_header(out: &mut Vec<u8>, ty: u8, len: u64) {
 }
 
 /// Fails with [`QapError::Truncated`] unless `bytes` holds at least `n` bytes.
-pub(crate) fn need(bytes: &[u8], n: u64, what: &'static str) -> Result<(), QapError> {
+pub fn need(bytes: &[u8], n: u64, what: &'static str) -> Result<(), QapError> {
     let have = bytes.len() as u64;
     if n > have {
         return Err(QapError::Truncated {
@@ -415,11 +415,11 @@ pub(crate) fn need(bytes: &[u8], n: u64, what: &'static str) -> Result<(), QapEr
 }
 
 /// The little-endian u32 at `at`; callers have checked `at + 4 <= b.len()`.
-pub(crate) fn word(b: &[u8], at: usize) -> u32 {
+pub fn word(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-pub(crate) fn align4(n: usize) -> usize {
+pub fn align4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 

@@ -1,0 +1,153 @@
+//! QAP1 direct mode: a session's worker serves its client's socket itself.
+//!
+//! Rserve answers each command in the process that evaluates it. Through the
+//! server, a call would cross two processes (connection thread, then worker) and
+//! shared memory both ways; in direct mode the server hands the client's socket to
+//! the session's worker ([`crate::Session::serve_qap`]), which reads the next
+//! messages and answers `CMD_eval`, `CMD_voidEval` and `CMD_setSEXP` on its own.
+//! Any other message (login is long done; files, encodings, detach, shutdown...) is
+//! handed back whole, with the reason the worker stopped:
+//!
+//! ```text
+//!  server                                    worker (confined, the session's)
+//!  send_fd(socket); ServeQap{options} ─────▶ loop: poll(socket) ─ read message
+//!                                              eval / voidEval / setSEXP: answer it
+//!                                              (busy stamp set while R runs)
+//!  Yielded{Message | Closed | Notes} ◀──────── anything else, EOF, idle, or notes due
+//!  (records notes: audit, failures;
+//!   handles the message; ServeQap again)
+//! ```
+//!
+//! The server still sees everything it must: each call's code and each failure
+//! arrive as [`QapNote`]s (at least once a second, and at every hand-back), and the
+//! call deadline is enforced from the busy stamp the worker keeps in the shared
+//! control page. The types and the pure byte helpers live here; the loop is the
+//! worker's (`worker::qap`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::frame::{self, dt, resp, status, Header, HEADER_LEN};
+use super::sexp::{self, Strings};
+use crate::Value;
+
+/// How the worker serves the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QapServe {
+    /// How strings travel (`CMD_setEncoding`).
+    pub strings: Strings,
+    /// Send an R error's message in an OOB_SEND message (code 127) before the status.
+    pub oob_errors: bool,
+    /// Largest message accepted; a larger header is answered with
+    /// ERR_data_overflow and the connection closed.
+    pub max_message: u64,
+    /// A client silent this long gets the connection handed back ([`QapTurn::Notes`],
+    /// maybe with none): the server keeps the idle deadline, and other callers of the
+    /// session get their turn.
+    pub idle: Duration,
+    /// Requests the connection has made so far (notes number them from here).
+    pub requests: u64,
+}
+
+/// Something the server must record about a call the worker answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QapNote {
+    /// The request's number on its connection.
+    pub request: u64,
+    pub command: u32,
+    /// The code of an eval, or the name a value was set to.
+    pub text: Option<String>,
+    /// The R error's message, when the call failed (the client got status 127 or
+    /// the parse status).
+    pub error: Option<String>,
+}
+
+/// Why the worker gave the connection back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QapTurn {
+    /// A message it does not answer itself, read whole, for the server.
+    Message { command: u32, payload: Vec<u8> },
+    /// The client closed the connection or broke it; or the worker answered an
+    /// oversized header, which ends it.
+    Closed { reason: String },
+    /// Notes are due, or the client was quiet for `idle`; the connection goes on.
+    Notes,
+}
+
+/// What [`crate::Session::serve_qap`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QapYield {
+    pub turn: QapTurn,
+    pub notes: Vec<QapNote>,
+    /// Requests the connection has made so far, the handed-back one included.
+    pub requests: u64,
+}
+
+/// Why [`crate::Session::serve_qap`] failed, and whether the client still waits for
+/// the answer to a call (the worker died or timed out while running it): then the
+/// server owes the client a status.
+#[derive(Debug)]
+pub struct QapFailed {
+    pub error: crate::Error,
+    pub in_flight: bool,
+}
+
+/// Room left in front of an encoded reply for the message header and the DT_SEXP
+/// parameter header (4 or 8 bytes), so the reply goes out in one write, uncopied.
+pub const REPLY_PREFIX: usize = HEADER_LEN + 8;
+
+/// Encodes RESP_OK with one DT_SEXP parameter holding `value` into `buf` (cleared
+/// first), the object straight behind room for the headers; returns where the
+/// message starts in `buf`.
+pub fn encode_value_reply(
+    buf: &mut Vec<u8>,
+    value: &Value,
+    strings: Strings,
+) -> Result<usize, frame::QapError> {
+    buf.clear();
+    buf.resize(REPLY_PREFIX, 0);
+    sexp::encode_into_as(buf, value, strings)?;
+    let object = (buf.len() - REPLY_PREFIX) as u64;
+    let mut param = Vec::with_capacity(8);
+    frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object);
+    let start = REPLY_PREFIX - param.len() - HEADER_LEN;
+    let header = Header::new(resp::OK, param.len() as u64 + object).to_bytes();
+    buf[start..start + HEADER_LEN].copy_from_slice(&header);
+    buf[start + HEADER_LEN..REPLY_PREFIX].copy_from_slice(&param);
+    Ok(start)
+}
+
+/// The OOB word for an R error's message: OOB_SEND with user code 127.
+pub const OOB_ERROR: u32 = resp::OOB_SEND | status::R_ERROR as u32;
+
+/// The whole OOB_SEND message carrying an R error's `message` as a length-1
+/// character vector.
+pub fn oob_error_message(message: &str, strings: Strings) -> Vec<u8> {
+    let mut object = Vec::new();
+    if sexp::encode_into_as(&mut object, &Value::strings([message]), strings).is_err() {
+        object = vec![0, 0, 0, 0];
+    }
+    let mut payload = Vec::with_capacity(object.len() + 8);
+    frame::push_item_header(&mut payload, dt::SEXP, dt::LARGE, object.len() as u64);
+    payload.extend_from_slice(&object);
+    frame::encode_message(OOB_ERROR, 0, &payload)
+}
+
+/// Rserve's status for a failed eval: the parse status for a parse error, else 127.
+pub fn failure_status(parse_error: bool) -> u8 {
+    if parse_error {
+        status::PARSE_ERROR
+    } else {
+        status::R_ERROR
+    }
+}
+
+/// A value sent with `CMD_setSEXP` / `CMD_assignSEXP`: DT_SEXP, or a DT_STRING
+/// (a length-1 character vector).
+pub fn decode_value(p: &frame::Param<'_>, strings: Strings) -> Result<Value, frame::QapError> {
+    match p.dt {
+        dt::STRING => Ok(Value::strings([strings.text(p.as_string_bytes()?)])),
+        _ => sexp::decode_as(p.as_sexp()?, sexp::MAX_DEPTH, strings),
+    }
+}

@@ -1,0 +1,334 @@
+//! The worker's side of QAP1 direct mode (see [`crate::qap::direct`]): reads its
+//! client's messages from the socket the server handed over, answers `CMD_eval`,
+//! `CMD_voidEval` and `CMD_setSEXP` in the session's environment, and gives the
+//! connection back with anything else.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rookery_ffi::Error as RError;
+
+use super::Worker;
+use crate::protocol::{self, ProtocolError, QapTurnWire, Response};
+use crate::qap::direct::{self, QapNote, QapServe};
+use crate::qap::frame::{self, cmd, resp, Header, HEADER_LEN};
+use crate::Value;
+
+/// Notes wait at most this long before the worker hands them over.
+const NOTES_EVERY: Duration = Duration::from_secs(1);
+/// ... or until there are this many.
+const NOTES_MAX: usize = 256;
+/// Reply buffers up to this capacity are kept for the next reply.
+const RETAIN: usize = 16 << 20;
+
+/// One pass of direct mode: why it ended, and a handed-back message's bytes.
+struct Pass {
+    turn: QapTurnWire,
+    message: Option<Vec<u8>>,
+}
+
+impl Worker<'_> {
+    /// Answers [`crate::protocol::Request::ServeQap`].
+    pub(super) fn serve_qap(&mut self, id: u64, options: QapServe) -> Result<(), ProtocolError> {
+        let mut notes = Vec::new();
+        let mut requests = options.requests;
+        // The socket is taken off the handoff queue whatever happens next.
+        let socket = self.channel.recv_fd();
+        let pass = match (socket, self.ensure_temp()) {
+            (Ok(socket), Ok(())) => self.serve_socket(&socket, &options, &mut notes, &mut requests),
+            (Ok(_), Err(e)) => Pass {
+                turn: QapTurnWire::Closed {
+                    reason: format!("the worker cannot run R code: {e}"),
+                },
+                message: None,
+            },
+            (Err(e), _) => Pass {
+                turn: QapTurnWire::Closed {
+                    reason: format!("no socket was handed over: {e}"),
+                },
+                message: None,
+            },
+        };
+        self.channel.set_busy(false);
+        let inline = self.config.inline_limit;
+        self.channel.send(|region| {
+            let turn = match (pass.turn, pass.message) {
+                (QapTurnWire::Message { command, .. }, Some(bytes)) => QapTurnWire::Message {
+                    command,
+                    payload: protocol::put_bytes(&bytes, region, inline)?,
+                },
+                (turn, _) => turn,
+            };
+            Ok(Response::Qap {
+                id,
+                turn,
+                notes,
+                requests,
+            })
+        })
+    }
+
+    fn serve_socket(
+        &mut self,
+        socket: &OwnedFd,
+        options: &QapServe,
+        notes: &mut Vec<QapNote>,
+        requests: &mut u64,
+    ) -> Pass {
+        let closed = |reason: String| Pass {
+            turn: QapTurnWire::Closed { reason },
+            message: None,
+        };
+        let mut since: Option<Instant> = None;
+        loop {
+            let due = since.map(|t| NOTES_EVERY.saturating_sub(t.elapsed()));
+            if due == Some(Duration::ZERO) || notes.len() >= NOTES_MAX {
+                return Pass {
+                    turn: QapTurnWire::Notes,
+                    message: None,
+                };
+            }
+            match readable(socket.as_fd(), due.unwrap_or(options.idle)) {
+                Ok(true) => {}
+                // Notes due, or a quiet client: the server decides what the quiet
+                // means (its idle deadline), and others may use the session meanwhile.
+                Ok(false) => {
+                    return Pass {
+                        turn: QapTurnWire::Notes,
+                        message: None,
+                    }
+                }
+                Err(e) => return closed(format!("poll: {e}")),
+            }
+            let (command, payload) = match self.read_message(socket.as_fd(), options) {
+                Ok(Some(m)) => m,
+                Ok(None) => return closed("the client closed the connection".into()),
+                Err(e) => return closed(e.to_string()),
+            };
+            *requests += 1;
+            let answered = match command {
+                cmd::EVAL | cmd::VOID_EVAL => {
+                    self.direct_eval(socket.as_fd(), options, command, &payload)
+                }
+                cmd::SET_SEXP => self.direct_set(socket.as_fd(), options, &payload),
+                _ => None,
+            };
+            match answered {
+                Some(Ok(note)) => {
+                    notes.push(QapNote {
+                        request: *requests,
+                        ..note
+                    });
+                    since.get_or_insert_with(Instant::now);
+                    self.qap_in = payload;
+                }
+                Some(Err(e)) => return closed(format!("writing to the client: {e}")),
+                None => {
+                    return Pass {
+                        turn: QapTurnWire::Message {
+                            command,
+                            payload: protocol::Payload::Inline(Vec::new()),
+                        },
+                        message: Some(payload),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message, or `None` at EOF. A header over the size limit is answered
+    /// (ERR_data_overflow) and ends the connection.
+    fn read_message(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        options: &QapServe,
+    ) -> io::Result<Option<(u32, Vec<u8>)>> {
+        let mut head = [0u8; HEADER_LEN];
+        if !read_exact(socket, &mut head, true)? {
+            return Ok(None);
+        }
+        let header = match Header::try_from_bytes(&head, options.max_message) {
+            Ok(h) => h,
+            Err(e) => {
+                write_all(
+                    socket,
+                    &frame::encode_message(frame::resp_err(e.status()), 0, &[]),
+                )?;
+                return Err(io::Error::other(format!("refused message: {e}")));
+            }
+        };
+        let mut payload = std::mem::take(&mut self.qap_in);
+        payload.clear();
+        payload.resize(header.len as usize, 0);
+        if !read_exact(socket, &mut payload, false)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Some((header.cmd, payload)))
+    }
+
+    /// `CMD_eval` / `CMD_voidEval`: `None` when the parameters are not one DT_STRING
+    /// (the server answers those, as before).
+    fn direct_eval(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        options: &QapServe,
+        command: u32,
+        payload: &[u8],
+    ) -> Option<io::Result<QapNote>> {
+        let params = frame::decode_params(payload).ok()?;
+        let [param] = params.as_slice() else {
+            return None;
+        };
+        let code = options.strings.text(param.as_string_bytes().ok()?);
+        self.channel.set_busy(true);
+        let outcome = self.evaluate(|r, env| r.eval_str(&code, Some(env)));
+        self.channel.set_busy(false);
+        let mut note = QapNote {
+            request: 0,
+            command,
+            text: Some(code),
+            error: None,
+        };
+        let sent = match outcome {
+            Ok((value, _, _)) if command == cmd::EVAL => self.reply_value(socket, options, &value),
+            Ok(_) => write_all(socket, &frame::encode_message(resp::OK, 0, &[])),
+            Err(e) => self.reply_failure(socket, options, &e, &mut note),
+        };
+        Some(sent.map(|()| note))
+    }
+
+    /// `CMD_setSEXP` to a syntactic name: `None` for anything else.
+    fn direct_set(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        options: &QapServe,
+        payload: &[u8],
+    ) -> Option<io::Result<QapNote>> {
+        let params = frame::decode_params(payload).ok()?;
+        let [target, value] = params.as_slice() else {
+            return None;
+        };
+        let name = options.strings.text(target.as_string_bytes().ok()?);
+        if !crate::is_r_name(&name) {
+            return None;
+        }
+        let mut note = QapNote {
+            request: 0,
+            command: cmd::SET_SEXP,
+            text: Some(name.clone()),
+            error: None,
+        };
+        let value = match direct::decode_value(value, options.strings) {
+            Ok(v) => v,
+            Err(e) => {
+                let reply = frame::encode_message(frame::resp_err(e.status()), 0, &[]);
+                return Some(write_all(socket, &reply).map(|()| note));
+            }
+        };
+        let r = self.r;
+        let assigned = r
+            .from_value(&value)
+            .and_then(|object| r.assign(Some(self.env()?), &name, &object));
+        drop(value);
+        let sent = match assigned {
+            Ok(()) => write_all(socket, &frame::encode_message(resp::OK, 0, &[])),
+            Err(e) => self.reply_failure(socket, options, &e, &mut note),
+        };
+        Some(sent.map(|()| note))
+    }
+
+    fn reply_value(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        options: &QapServe,
+        value: &Value,
+    ) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.qap_out);
+        let sent = match direct::encode_value_reply(&mut buf, value, options.strings) {
+            Ok(start) => write_all(socket, &buf[start..]),
+            Err(e) => {
+                let failure = RError::InvalidValue(e.to_string());
+                let mut note = QapNote {
+                    request: 0,
+                    command: cmd::EVAL,
+                    text: None,
+                    error: None,
+                };
+                self.reply_failure(socket, options, &failure, &mut note)
+            }
+        };
+        if buf.capacity() <= RETAIN {
+            self.qap_out = buf;
+        }
+        sent
+    }
+
+    /// Rserve's status for a failed call (the parse status, or 127), with the
+    /// message in an OOB_SEND message first when the client asked for them.
+    fn reply_failure(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        options: &QapServe,
+        e: &RError,
+        note: &mut QapNote,
+    ) -> io::Result<()> {
+        let message = match e {
+            RError::R { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        if options.oob_errors {
+            write_all(
+                socket,
+                &direct::oob_error_message(&message, options.strings),
+            )?;
+        }
+        note.error = Some(e.to_string());
+        let code = direct::failure_status(matches!(e, RError::Parse { .. }));
+        write_all(
+            socket,
+            &frame::encode_message(frame::resp_err(code), 0, &[]),
+        )
+    }
+}
+
+/// Waits up to `timeout` for `socket` to be readable (or closed).
+fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&socket, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).ok();
+    loop {
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Fills `buf`; `Ok(false)` at EOF before the first byte when `eof_ok`.
+fn read_exact(socket: BorrowedFd<'_>, buf: &mut [u8], eof_ok: bool) -> io::Result<bool> {
+    let mut at = 0;
+    while at < buf.len() {
+        match rustix::io::read(socket, &mut buf[at..]) {
+            Ok(0) if at == 0 && eof_ok => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => at += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes all of `bytes` (no SIGPIPE: a gone client is an error).
+fn write_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -82,6 +82,40 @@ fn copy_vector<'r, T: bytemuck::Pod>(
     Ok(x)
 }
 
+/// A new double vector holding the little-endian numbers in `bytes` (a multiple of
+/// 8 bytes long, any alignment): one copy, no [`Value`] in between.
+pub(crate) fn doubles_from_le<'r>(r: RToken<'r>, bytes: &[u8]) -> Result<Protected<'r>, Error> {
+    if bytes.len() % 8 != 0 {
+        return Err(Error::InvalidValue(format!(
+            "{} bytes are not a whole number of doubles",
+            bytes.len()
+        )));
+    }
+    let n = bytes.len() / 8;
+    let x = alloc(r, REALSXP, n)?;
+    if n > 0 {
+        if cfg!(target_endian = "little") {
+            // SAFETY: `x` is a fresh, non-ALTREP vector of n doubles (8 n bytes);
+            // DATAPTR_OR_NULL does not allocate for it; a byte copy needs no alignment.
+            unsafe {
+                let dst = sys::DATAPTR_OR_NULL(x.sexp()).cast_mut().cast::<u8>();
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+            }
+        } else {
+            let xs: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            // SAFETY: as above, with n doubles of the host's layout.
+            unsafe {
+                let dst = sys::DATAPTR_OR_NULL(x.sexp()).cast_mut().cast::<f64>();
+                std::ptr::copy_nonoverlapping(xs.as_ptr(), dst, n);
+            }
+        }
+    }
+    Ok(x)
+}
+
 fn strings<'r>(r: RToken<'r>, xs: &[Option<String>]) -> Result<Protected<'r>, Error> {
     let x = alloc(r, STRSXP, xs.len())?;
     let (mut ptrs, mut lens) = (
@@ -179,6 +213,56 @@ unsafe fn read(r: RToken<'_>, x: SEXP, depth: usize) -> Result<Value, Error> {
         };
         let attrs = read_attrs(r, x, depth)?;
         Ok(Value { data, attrs })
+    }
+}
+
+/// When `x` is a double vector with no attributes: calls `header(out, n)` with its length, then appends its `n`
+/// numbers in little-endian bytes to `out`, and returns true. For anything else it
+/// appends nothing and returns false. One copy, straight from R's memory: no
+/// [`Value`] in between.
+pub(crate) fn append_plain_doubles_le(
+    x: &Protected<'_>,
+    out: &mut Vec<u8>,
+    header: impl FnOnce(&mut Vec<u8>, usize),
+) -> bool {
+    let s = x.sexp();
+    // SAFETY: `x` is protected, so `s` is a valid object for this whole call; reading
+    // its type, attribute list, length and data pointer allocates nothing and runs
+    // no R code (an ALTREP's materialization runs in the shim's toplevel context, and
+    // its expanded data is kept by the object). The pointer addresses `n` doubles that
+    // stay put while `x` is protected (R never moves objects), and no R code runs
+    // while they are copied.
+    unsafe {
+        if sys::rk_typeof(s) != REALSXP || sys::ATTRIB(s) != sys::R_NilValue {
+            return false;
+        }
+        let Ok(n) = usize::try_from(sys::Rf_xlength(s)) else {
+            return false;
+        };
+        let mut p = sys::DATAPTR_OR_NULL(s).cast_mut();
+        if n > 0 && p.is_null() {
+            // A deferred ALTREP vector (`as.double(1:n)`): the shim materializes it
+            // inside a toplevel context, as `copy_out` does.
+            let mut q: *mut c_void = std::ptr::null_mut();
+            if sys::rk_dataptr(s, &mut q) == 0 || q.is_null() {
+                return false;
+            }
+            p = q;
+        }
+        header(out, n);
+        if n == 0 {
+            return true;
+        }
+        let doubles = std::slice::from_raw_parts(p.cast::<f64>(), n);
+        if cfg!(target_endian = "little") {
+            out.extend_from_slice(bytemuck::cast_slice(doubles));
+        } else {
+            out.reserve(8 * n);
+            for d in doubles {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+        true
     }
 }
 

@@ -412,6 +412,24 @@ impl<'r> RToken<'r> {
         to_value(self, x)
     }
 
+    /// When `x` is a plain double vector (no attributes): writes
+    /// `header(out, n)`, then its `n` numbers as little-endian bytes, straight from
+    /// R's memory, and returns true. Any other object: nothing written, false.
+    pub fn append_plain_doubles_le(
+        self,
+        x: &Protected<'r>,
+        out: &mut Vec<u8>,
+        header: impl FnOnce(&mut Vec<u8>, usize),
+    ) -> bool {
+        crate::convert::append_plain_doubles_le(x, out, header)
+    }
+
+    /// A new double vector of the little-endian numbers in `bytes` (8 bytes each,
+    /// any alignment), copied once.
+    pub fn doubles_from_le(self, bytes: &[u8]) -> Result<Protected<'r>, Error> {
+        crate::convert::doubles_from_le(self, bytes)
+    }
+
     /// Converts a [`Value`] to a new R object.
     pub fn from_value(self, v: &Value) -> Result<Protected<'r>, Error> {
         from_value(self, v)

@@ -108,6 +108,23 @@ pub fn encode_value_reply(
     buf.clear();
     buf.resize(REPLY_PREFIX, 0);
     sexp::encode_into_as(buf, value, strings)?;
+    Ok(frame_reply(buf))
+}
+
+/// Like [`encode_value_reply`], with the object written by `object` (which appends
+/// one whole XT object to `buf`) or `None` when it declines.
+pub fn encode_reply_with(
+    buf: &mut Vec<u8>,
+    object: impl FnOnce(&mut Vec<u8>) -> bool,
+) -> Option<usize> {
+    buf.clear();
+    buf.resize(REPLY_PREFIX, 0);
+    object(buf).then(|| frame_reply(buf))
+}
+
+/// Writes the message and DT_SEXP headers in front of the object at
+/// `buf[REPLY_PREFIX..]`; returns where the message starts.
+fn frame_reply(buf: &mut [u8]) -> usize {
     let object = (buf.len() - REPLY_PREFIX) as u64;
     let mut param = Vec::with_capacity(8);
     frame::push_item_header(&mut param, dt::SEXP, dt::LARGE, object);
@@ -115,7 +132,7 @@ pub fn encode_value_reply(
     let header = Header::new(resp::OK, param.len() as u64 + object).to_bytes();
     buf[start..start + HEADER_LEN].copy_from_slice(&header);
     buf[start + HEADER_LEN..REPLY_PREFIX].copy_from_slice(&param);
-    Ok(start)
+    start
 }
 
 /// The OOB word for an R error's message: OOB_SEND with user code 127.
@@ -150,4 +167,59 @@ pub fn decode_value(p: &frame::Param<'_>, strings: Strings) -> Result<Value, fra
         dt::STRING => Ok(Value::strings([strings.text(p.as_string_bytes()?)])),
         _ => sexp::decode_as(p.as_sexp()?, sexp::MAX_DEPTH, strings),
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The replies written straight from R's memory must be the very bytes the
+    /// Value path writes, headers included, small and large.
+    #[test]
+    fn a_plain_double_reply_matches_the_value_path_byte_for_byte() {
+        for n in [0usize, 3, (LARGE / 8) + 1] {
+            let xs: Vec<f64> = (0..n).map(|i| i as f64 * 0.5 - 1.0).collect();
+            let mut by_value = Vec::new();
+            let start =
+                encode_value_reply(&mut by_value, &Value::doubles(xs.clone()), Strings::Utf8)
+                    .unwrap();
+            let mut direct = Vec::new();
+            let at = encode_reply_with(&mut direct, |out| {
+                sexp::push_double_array_header(out, xs.len());
+                for x in &xs {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                true
+            })
+            .unwrap();
+            assert_eq!(&by_value[start..], &direct[at..], "{n} doubles");
+        }
+    }
+
+    #[test]
+    fn only_a_plain_double_vector_goes_straight_into_r() {
+        let plain = sexp::encode(&Value::doubles(vec![1.5, f64::NAN])).unwrap();
+        let body = sexp::plain_double_body(&plain).expect("plain");
+        assert_eq!(body.len(), 16);
+        assert_eq!(&body[..8], &1.5f64.to_le_bytes());
+        let mut named = Value::doubles(vec![1.0]);
+        named.attrs.set("names", Value::strings(["a"]));
+        for other in [
+            named,
+            Value::integers(vec![1]),
+            Value::strings(["x"]),
+            Value::NULL,
+        ] {
+            let bytes = sexp::encode(&other).unwrap();
+            assert_eq!(sexp::plain_double_body(&bytes), None, "{other:?}");
+        }
+        // Trailing bytes or a cut body are not one whole object.
+        let mut longer = plain.clone();
+        longer.extend_from_slice(&[0; 4]);
+        assert_eq!(sexp::plain_double_body(&longer), None);
+        assert_eq!(sexp::plain_double_body(&plain[..plain.len() - 4]), None);
+    }
+
+    /// The threshold past which the XT header takes its large form.
+    const LARGE: usize = frame::LARGE_THRESHOLD as usize;
 }

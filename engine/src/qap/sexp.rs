@@ -152,6 +152,26 @@ fn encode_at(out: &mut Vec<u8>, v: &Value, depth: usize, enc: Strings) -> Result
     finish_object(out, start, xt_of(&v.data) | attr_flag, large)
 }
 
+/// The header [`encode_into_as`] writes for a double vector of `n` numbers without
+/// attributes (its body, `8 n` bytes, follows).
+pub fn push_double_array_header(out: &mut Vec<u8>, n: usize) {
+    let len = 8 * n as u64;
+    if len > LARGE_THRESHOLD {
+        out.extend_from_slice(&large_header(XT_ARRAY_DOUBLE | XT_LARGE, len));
+    } else {
+        out.extend_from_slice(&small_header(XT_ARRAY_DOUBLE, len));
+    }
+}
+
+/// The body of `bytes` when they are exactly one XT_ARRAY_DOUBLE without
+/// attributes: the numbers' little-endian bytes, for a caller that copies them
+/// straight into R. `None` for anything else (decode it as usual).
+pub fn plain_double_body(bytes: &[u8]) -> Option<&[u8]> {
+    let (head, body) = split_item(bytes, XT_LARGE, "double vector").ok()?;
+    let whole = head.size + body.len() == bytes.len();
+    (head.kind == XT_ARRAY_DOUBLE && whole && body.len() % 8 == 0).then_some(body)
+}
+
 fn xt_of(data: &Data) -> u8 {
     match data {
         Data::Null => XT_NULL,
@@ -249,7 +269,16 @@ fn encode_data(out: &mut Vec<u8>, data: &Data, depth: usize, enc: Strings) -> Re
 /// Appends each item's `N` little-endian bytes: one resize, then a loop the compiler
 /// turns into plain copies (large vectors are the common case of a big transfer).
 #[inline]
-fn put_fixed<T: Copy, const N: usize>(out: &mut Vec<u8>, v: &[T], bytes: impl Fn(T) -> [u8; N]) {
+fn put_fixed<T: bytemuck::Pod, const N: usize>(
+    out: &mut Vec<u8>,
+    v: &[T],
+    bytes: impl Fn(T) -> [u8; N],
+) {
+    if cfg!(target_endian = "little") {
+        // The values' memory is the wire format: one copy, nothing zeroed first.
+        out.extend_from_slice(bytemuck::cast_slice(v));
+        return;
+    }
     let start = out.len();
     out.resize(start + N * v.len(), 0);
     for (dst, x) in out[start..].chunks_exact_mut(N).zip(v) {
@@ -512,8 +541,8 @@ impl Decoder {
     fn data(&self, xt: u8, body: &[u8], depth: usize) -> Result<Data, QapError> {
         Ok(match xt {
             XT_NULL => expect_empty(body).map(|()| Data::Null)?,
-            XT_INT | XT_ARRAY_INT => Data::Integer(fixed(body, 4, "integer", i32_at)?),
-            XT_DOUBLE | XT_ARRAY_DOUBLE => Data::Double(fixed(body, 8, "double", f64_at)?),
+            XT_INT | XT_ARRAY_INT => Data::Integer(fixed_pod(body, "integer", i32_at)?),
+            XT_DOUBLE | XT_ARRAY_DOUBLE => Data::Double(fixed_pod(body, "double", f64_at)?),
             XT_ARRAY_CPLX => Data::Complex(fixed(body, 16, "complex", complex_at)?),
             XT_ARRAY_STR => Data::Character(strings(body, self.strings)),
             XT_STR => Data::Character(vec![Some(self.strings.text(c_string(body)))]),
@@ -576,6 +605,23 @@ fn fixed<T>(
         return Err(QapError::malformed(what, detail));
     }
     Ok(body.chunks_exact(width).map(read).collect())
+}
+
+/// [`fixed`] for plain numbers: on a little-endian host with the body aligned for
+/// `T` (the usual case: payloads start aligned and headers are 4 or 8 bytes), one
+/// copy of the bytes.
+#[inline]
+fn fixed_pod<T: bytemuck::Pod>(
+    body: &[u8],
+    what: &'static str,
+    read: impl Fn(&[u8]) -> T,
+) -> Result<Vec<T>, QapError> {
+    if cfg!(target_endian = "little") {
+        if let Ok(items) = bytemuck::try_cast_slice::<u8, T>(body) {
+            return Ok(items.to_vec());
+        }
+    }
+    fixed(body, std::mem::size_of::<T>(), what, read)
 }
 
 #[inline]

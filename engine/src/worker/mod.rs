@@ -328,10 +328,23 @@ impl<'r> Worker<'r> {
     where
         F: FnOnce(RToken<'r>, &Environment<'r>) -> Result<rookery_ffi::Evaluated<'r>, RError>,
     {
+        self.evaluate_with(f, |r, value| r.to_value(value))
+    }
+
+    /// [`Worker::evaluate`] with the result turned into `T` by `convert` (a
+    /// [`Value`], or bytes written straight from R's memory).
+    fn evaluate_with<F, T>(
+        &mut self,
+        f: F,
+        convert: impl FnOnce(RToken<'r>, &Protected<'r>) -> Result<T, RError>,
+    ) -> Result<(T, bool, Output), RError>
+    where
+        F: FnOnce(RToken<'r>, &Environment<'r>) -> Result<rookery_ffi::Evaluated<'r>, RError>,
+    {
         self.calls += 1;
         let r = self.r;
         let env = self.env()?;
-        let mut outcome = f(r, env).and_then(|ev| match r.to_value(&ev.value) {
+        let mut outcome = f(r, env).and_then(|ev| match convert(r, &ev.value) {
             Ok(value) => Ok((value, ev.visible, ev.output)),
             // The code ran; keep what it printed and warned with the error.
             Err(RError::Unsupported { r_type, .. }) => Err(RError::Unsupported {
@@ -487,7 +500,7 @@ fn call_in<'r>(
     r.eval_protected(&call, Some(env))
 }
 
-fn append_output(outcome: &mut Outcome, text: &str) {
+fn append_output<T>(outcome: &mut Result<(T, bool, Output), RError>, text: &str) {
     match outcome {
         Ok((_, _, output)) => output.stdout.push_str(text),
         Err(
@@ -499,8 +512,6 @@ fn append_output(outcome: &mut Outcome, text: &str) {
     }
 }
 
-/// The directory's mtime as (seconds, nanoseconds), by `fstat` on its open fd (no
-/// path lookup: this runs after every call).
 /// R's temp dir (`tempdir()`, `TMPDIR`): made on first use.
 struct TempDir {
     path: PathBuf,
@@ -510,6 +521,8 @@ struct TempDir {
     mtime: Option<(i64, i64)>,
 }
 
+/// The directory's mtime as (seconds, nanoseconds), by `fstat` on its open fd (no
+/// path lookup: this runs after every call).
 fn mtime(dir: &std::fs::File) -> Option<(i64, i64)> {
     let st = rustix::fs::fstat(dir).ok()?;
     Some((st.st_mtime as i64, st.st_mtime_nsec as i64))

@@ -4,7 +4,7 @@
 //! connection back with anything else.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use rookery_ffi::Error as RError;
@@ -13,6 +13,7 @@ use super::Worker;
 use crate::protocol::{self, ProtocolError, QapTurnWire, Response};
 use crate::qap::direct::{self, QapNote, QapServe};
 use crate::qap::frame::{self, cmd, resp, Header, HEADER_LEN};
+use crate::qap::sexp;
 use crate::Value;
 
 /// Notes wait at most this long before the worker hands them over.
@@ -21,6 +22,15 @@ const NOTES_EVERY: Duration = Duration::from_secs(1);
 const NOTES_MAX: usize = 256;
 /// Reply buffers up to this capacity are kept for the next reply.
 const RETAIN: usize = 16 << 20;
+
+/// What an eval's result became.
+enum Answer {
+    /// Encoded into the reply buffer, the message starting here.
+    Encoded(usize),
+    Value(Value),
+    /// voidEval: nothing to send back but OK.
+    Nothing,
+}
 
 /// One pass of direct mode: why it ended, and a handed-back message's bytes.
 struct Pass {
@@ -36,7 +46,10 @@ impl Worker<'_> {
         // The socket is taken off the handoff queue whatever happens next.
         let socket = self.channel.recv_fd();
         let pass = match (socket, self.ensure_temp()) {
-            (Ok(socket), Ok(())) => self.serve_socket(&socket, &options, &mut notes, &mut requests),
+            (Ok(socket), Ok(())) => {
+                let socket = std::fs::File::from(socket);
+                self.serve_socket(&socket, &options, &mut notes, &mut requests)
+            }
             (Ok(_), Err(e)) => Pass {
                 turn: QapTurnWire::Closed {
                     reason: format!("the worker cannot run R code: {e}"),
@@ -71,7 +84,7 @@ impl Worker<'_> {
 
     fn serve_socket(
         &mut self,
-        socket: &OwnedFd,
+        socket: &std::fs::File,
         options: &QapServe,
         notes: &mut Vec<QapNote>,
         requests: &mut u64,
@@ -101,7 +114,7 @@ impl Worker<'_> {
                 }
                 Err(e) => return closed(format!("poll: {e}")),
             }
-            let (command, payload) = match self.read_message(socket.as_fd(), options) {
+            let (command, payload) = match self.read_message(socket, options) {
                 Ok(Some(m)) => m,
                 Ok(None) => return closed("the client closed the connection".into()),
                 Err(e) => return closed(e.to_string()),
@@ -141,29 +154,24 @@ impl Worker<'_> {
     /// (ERR_data_overflow) and ends the connection.
     fn read_message(
         &mut self,
-        socket: BorrowedFd<'_>,
+        socket: &std::fs::File,
         options: &QapServe,
     ) -> io::Result<Option<(u32, Vec<u8>)>> {
         let mut head = [0u8; HEADER_LEN];
-        if !read_exact(socket, &mut head, true)? {
+        if !read_exact(socket.as_fd(), &mut head, true)? {
             return Ok(None);
         }
         let header = match Header::try_from_bytes(&head, options.max_message) {
             Ok(h) => h,
             Err(e) => {
-                write_all(
-                    socket,
-                    &frame::encode_message(frame::resp_err(e.status()), 0, &[]),
-                )?;
+                let refusal = frame::encode_message(frame::resp_err(e.status()), 0, &[]);
+                write_all(socket.as_fd(), &refusal)?;
                 return Err(io::Error::other(format!("refused message: {e}")));
             }
         };
         let mut payload = std::mem::take(&mut self.qap_in);
         payload.clear();
-        payload.resize(header.len as usize, 0);
-        if !read_exact(socket, &mut payload, false)? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        read_appending(socket, &mut payload, header.len as usize)?;
         Ok(Some((header.cmd, payload)))
     }
 
@@ -182,7 +190,25 @@ impl Worker<'_> {
         };
         let code = options.strings.text(param.as_string_bytes().ok()?);
         self.channel.set_busy(true);
-        let outcome = self.evaluate(|r, env| r.eval_str(&code, Some(env)));
+        // A plain double vector is encoded straight from R's memory into the reply;
+        // anything else becomes a Value first.
+        let mut buf = std::mem::take(&mut self.qap_out);
+        let answer = command == cmd::EVAL;
+        let outcome = self.evaluate_with(
+            |r, env| r.eval_str(&code, Some(env)),
+            |r, object| {
+                if !answer {
+                    return Ok(Answer::Nothing);
+                }
+                let direct = direct::encode_reply_with(&mut buf, |out| {
+                    r.append_plain_doubles_le(object, out, sexp::push_double_array_header)
+                });
+                Ok(match direct {
+                    Some(start) => Answer::Encoded(start),
+                    None => Answer::Value(r.to_value(object)?),
+                })
+            },
+        );
         self.channel.set_busy(false);
         let mut note = QapNote {
             request: 0,
@@ -191,10 +217,19 @@ impl Worker<'_> {
             error: None,
         };
         let sent = match outcome {
-            Ok((value, _, _)) if command == cmd::EVAL => self.reply_value(socket, options, &value),
-            Ok(_) => write_all(socket, &frame::encode_message(resp::OK, 0, &[])),
+            Ok((Answer::Encoded(start), _, _)) => write_all(socket, &buf[start..]),
+            Ok((Answer::Value(value), _, _)) => {
+                self.qap_out = std::mem::take(&mut buf);
+                self.reply_value(socket, options, &value)
+            }
+            Ok((Answer::Nothing, _, _)) => {
+                write_all(socket, &frame::encode_message(resp::OK, 0, &[]))
+            }
             Err(e) => self.reply_failure(socket, options, &e, &mut note),
         };
+        if buf.capacity() > 0 && buf.capacity() <= RETAIN {
+            self.qap_out = buf;
+        }
         Some(sent.map(|()| note))
     }
 
@@ -219,18 +254,20 @@ impl Worker<'_> {
             text: Some(name.clone()),
             error: None,
         };
-        let value = match direct::decode_value(value, options.strings) {
-            Ok(v) => v,
-            Err(e) => {
-                let reply = frame::encode_message(frame::resp_err(e.status()), 0, &[]);
-                return Some(write_all(socket, &reply).map(|()| note));
-            }
-        };
         let r = self.r;
-        let assigned = r
-            .from_value(&value)
-            .and_then(|object| r.assign(Some(self.env()?), &name, &object));
-        drop(value);
+        // A plain double vector goes straight from the message into R.
+        let plain = value.as_sexp().ok().and_then(sexp::plain_double_body);
+        let object = match plain {
+            Some(body) => r.doubles_from_le(body),
+            None => match direct::decode_value(value, options.strings) {
+                Ok(v) => r.from_value(&v),
+                Err(e) => {
+                    let reply = frame::encode_message(frame::resp_err(e.status()), 0, &[]);
+                    return Some(write_all(socket, &reply).map(|()| note));
+                }
+            },
+        };
+        let assigned = object.and_then(|object| r.assign(Some(self.env()?), &name, &object));
         let sent = match assigned {
             Ok(()) => write_all(socket, &frame::encode_message(resp::OK, 0, &[])),
             Err(e) => self.reply_failure(socket, options, &e, &mut note),
@@ -319,6 +356,19 @@ fn read_exact(socket: BorrowedFd<'_>, buf: &mut [u8], eof_ok: bool) -> io::Resul
         }
     }
     Ok(true)
+}
+
+/// Reads exactly `len` bytes onto the end of `buf`, into its spare capacity (a
+/// large payload is not zeroed first).
+fn read_appending(socket: &std::fs::File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    use std::io::Read;
+    buf.reserve(len);
+    let want = buf.len() + len;
+    socket.take(len as u64).read_to_end(buf)?;
+    if buf.len() < want {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 /// Writes all of `bytes` (no SIGPIPE: a gone client is an error).

@@ -960,6 +960,33 @@ fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(audited(), 5, "each call is audited with its code's hash");
+    // Plain double vectors go straight between the socket and R, both ways, with
+    // the special values intact and the large header past 16 MB.
+    let special = Value::doubles(vec![-0.0, f64::INFINITY, 1e-310, 2.5]);
+    c.assign(cmd::SET_SEXP, "s", &special);
+    assert_eq!(eval(&mut c, "s"), Ok(special));
+    assert_eq!(
+        eval(
+            &mut c,
+            "as.numeric(identical(s, c(-0, Inf, 1e-310, 2.5)) && 1/s[1] < 0)"
+        ),
+        Ok(Value::doubles(vec![1.0]))
+    );
+    let big = Value::doubles(
+        (0..2_100_000)
+            .map(|i| f64::from(i) / 4.0)
+            .collect::<Vec<_>>(),
+    );
+    c.assign(cmd::SET_SEXP, "b", &big);
+    assert_eq!(
+        eval(&mut c, "as.numeric(identical(b, (0:2099999) / 4))"),
+        Ok(Value::doubles(vec![1.0]))
+    );
+    assert_eq!(eval(&mut c, "b"), Ok(big));
+    assert_eq!(
+        eval(&mut c, "b[2] <- NA_real_; is.na(b[2]) + 0"),
+        Ok(Value::doubles(vec![1.0]))
+    );
     // The test server's deadline is 3 s: the call is interrupted, R unwinds, the
     // client gets 127, and the worker serves on with its state.
     assert_eq!(eval(&mut c, "Sys.sleep(60)"), Err(status::R_ERROR));

@@ -287,6 +287,60 @@ static void do_eval(void *d)
     a->cell = rk_insert(value);
 }
 
+typedef struct {
+    const char *code;
+    int len;
+    SEXP env, cell;
+    ParseStatus status;
+    int visible, phase;
+} user_parse_eval_args;
+
+static void do_user_parse_eval(void *d)
+{
+    user_parse_eval_args *a = d;
+    SEXP text = PROTECT(Rf_ScalarString(Rf_mkCharLenCE(a->code, a->len, CE_UTF8)));
+    SEXP exprs = PROTECT(R_ParseVector(text, -1, &a->status, R_NilValue));
+    if (a->status != PARSE_OK) {
+        UNPROTECT(2);
+        return;
+    }
+    a->phase = 1;
+    SEXP value = R_NilValue;
+    R_Visible = TRUE;
+    R_xlen_t n = XLENGTH(exprs);
+    for (R_xlen_t i = 0; i < n; i++) {
+        R_Visible = TRUE;
+        value = Rf_eval(VECTOR_ELT(exprs, i), a->env);
+    }
+    PROTECT(value);
+    a->visible = R_Visible;
+    a->cell = rk_insert(value);
+    UNPROTECT(3);
+}
+
+/* Parses len bytes of UTF-8 code and evaluates each expression in env, in one
+   toplevel context (one set of handlers). Returns 1 when it ran to the end: then
+   *status is the parse status, and on PARSE_OK *cell holds the last value; on
+   PARSE_ERROR *line and msg describe the failure. Returns 0 when R jumped out:
+   *phase says whether that was while parsing (0: a lexer error) or evaluating (1). */
+int rk_parse_eval(const char *code, int len, SEXP env, SEXP *cell, int *visible,
+                  int *status, int *line, char *msg, int msglen, int *phase)
+{
+    user_parse_eval_args a = { code, len, env, NULL, PARSE_NULL, 0, 0 };
+    int ran = rk_exec(do_user_parse_eval, &a);
+    *phase = a.phase;
+    if (!ran) return 0;
+    *cell = a.cell;
+    *visible = a.visible;
+    *status = (int)a.status;
+    *line = R_ParseError;
+    if (msglen > 0) {
+        strncpy(msg, R_ParseErrorMsg, (size_t)msglen - 1);
+        msg[msglen - 1] = 0;
+    }
+    return 1;
+}
+
 /* Evaluates expr (or each element of an EXPRSXP when many != 0) in env, with the
    Rookery's calling handlers installed. Returns 1 and a protected cell on
    success, 0 when evaluation jumped to top level (error, interrupt, abort). */

@@ -72,6 +72,24 @@ pub(crate) fn install_runtime(r: RToken<'static>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The error for a parse status other than PARSE_OK: the end of input came too soon
+/// (2, PARSE_INCOMPLETE), or `msg` (NUL-terminated, from the shim) at `line`.
+fn parse_status_error(code: &str, status: c_int, line: c_int, msg: &[c_char; 256]) -> Error {
+    match status {
+        2 => Error::Parse {
+            message: "unexpected end of input".into(),
+            line: u32::try_from(code.lines().count().max(1)).unwrap_or(u32::MAX),
+        },
+        _ => Error::Parse {
+            // SAFETY: the shim NUL-terminates `msg` within its 256 bytes.
+            message: unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }
+                .to_string_lossy()
+                .into_owned(),
+            line: u32::try_from(line.max(1)).unwrap_or(1),
+        },
+    }
+}
+
 /// The value of an evaluation, with what it printed and warned.
 #[derive(Debug)]
 pub struct Evaluated<'r> {
@@ -148,17 +166,7 @@ impl<'r> RToken<'r> {
         let exprs = unsafe { Protected::assume_owned(self, cell) };
         match status {
             1 => Ok(exprs), // PARSE_OK
-            2 => Err(Error::Parse {
-                message: "unexpected end of input".into(),
-                line: u32::try_from(code.lines().count().max(1)).unwrap_or(u32::MAX),
-            }),
-            _ => Err(Error::Parse {
-                // SAFETY: the shim NUL-terminates `msg` within its 256 bytes.
-                message: unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }
-                    .to_string_lossy()
-                    .into_owned(),
-                line: u32::try_from(line.max(1)).unwrap_or(1),
-            }),
+            _ => Err(parse_status_error(code, status, line, &msg)),
         }
     }
 
@@ -179,15 +187,55 @@ impl<'r> RToken<'r> {
         code: &str,
         env: Option<&Environment<'r>>,
     ) -> Result<Evaluated<'r>, Error> {
-        let exprs = match self.parse(code) {
-            Ok(exprs) => exprs,
-            Err(e) => {
-                // Output printed while parsing (rare) belongs to nobody; drop it.
-                let _ = take_console();
-                return Err(e);
-            }
+        let len = c_int::try_from(code.len())
+            .map_err(|_| Error::InvalidValue("code longer than 2 GiB".into()))?;
+        let env = env.map_or_else(
+            // SAFETY: reading a global that R set at start-up.
+            || unsafe { sys::R_GlobalEnv },
+            |e| e.0.sexp(),
+        );
+        let (mut cell, mut visible, mut status, mut line, mut phase) =
+            (std::ptr::null_mut(), 0 as c_int, 0, 0, 0);
+        let mut msg = [0 as c_char; 256];
+        // SAFETY: `code` addresses `len` bytes of UTF-8 for the whole call; `env` is
+        // protected (the global env, or an Environment's cell); the out-pointers are
+        // valid locals; the shim parses and evaluates in one toplevel context with
+        // the handlers installed, so no R error escapes it.
+        let ran = unsafe {
+            sys::rk_parse_eval(
+                code.as_ptr().cast(),
+                len,
+                env,
+                &mut cell,
+                &mut visible,
+                &mut status,
+                &mut line,
+                msg.as_mut_ptr(),
+                256,
+                &mut phase,
+            )
         };
-        self.eval_many(&exprs, env)
+        if ran == 0 {
+            return Err(if phase == 0 {
+                let e = self.parse_failure_from_condition(code);
+                let _ = take_console();
+                e
+            } else {
+                self.take_failure()
+            });
+        }
+        if status != 1 {
+            // Output printed while parsing (rare) belongs to nobody; drop it.
+            let _ = take_console();
+            return Err(parse_status_error(code, status, line, &msg));
+        }
+        // SAFETY: rk_parse_eval returned a fresh cell that we now own.
+        let value = unsafe { Protected::assume_owned(self, cell) };
+        Ok(Evaluated {
+            value,
+            visible: visible != 0,
+            output: self.take_output(),
+        })
     }
 
     /// Evaluates each expression of an expression vector, returning the last value.

@@ -62,6 +62,19 @@ extern "C" {
         msg: *mut c_char,
         msglen: c_int,
     ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rk_parse_eval(
+        code: *const c_char,
+        len: c_int,
+        env: SEXP,
+        cell: *mut SEXP,
+        visible: *mut c_int,
+        status: *mut c_int,
+        line: *mut c_int,
+        msg: *mut c_char,
+        msglen: c_int,
+        phase: *mut c_int,
+    ) -> c_int;
     pub(crate) fn rk_eval(
         expr: SEXP,
         env: SEXP,

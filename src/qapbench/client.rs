@@ -42,7 +42,7 @@ impl Target {
         };
         let login = args.user.clone().map(|user| Login {
             user,
-            password: std::env::var(PASSWORD_ENV).unwrap_or_default(),
+            password: std::env::var(args.password_env.unwrap_or(PASSWORD_ENV)).unwrap_or_default(),
         });
         Ok(Target { endpoint, login })
     }

@@ -24,6 +24,7 @@ use rookery_server::qap::sexp;
 use serde::Serialize;
 
 mod client;
+mod versus;
 
 use client::{describe, Conn, Target};
 
@@ -42,7 +43,7 @@ const OUT_VAR: &str = "rookery_bench_out";
 const IN_VAR: &str = "rookery_bench_in";
 
 /// `rookery bench qap`: the command-line face of [`run`].
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QapArgs {
     /// The server's TCP address, HOST:PORT.
     #[arg(long, required_unless_present = "unix", conflicts_with = "unix")]
@@ -77,6 +78,21 @@ pub struct QapArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// A second QAP1 server (HOST:PORT) measured the same way, interleaved with
+    /// --target round by round (target, versus, target, versus, ...); prints the two
+    /// side by side with the ratio per figure.
+    #[arg(long, conflicts_with = "unix")]
+    versus: Option<String>,
+    /// Log in to the --versus server as this user (password from
+    /// ROOKERY_QAP_VERSUS_PASSWORD).
+    #[arg(long, requires = "versus")]
+    versus_user: Option<String>,
+    /// With --versus: how many rounds (medians are reported).
+    #[arg(long, default_value_t = 3, requires = "versus")]
+    rounds: usize,
+    /// Where the login password comes from (the --versus server has its own).
+    #[arg(skip)]
+    password_env: Option<&'static str>,
 }
 
 /// The figures, as `--json` prints them (keys are the public contract).
@@ -99,6 +115,9 @@ pub struct QapReport {
 
 /// Runs the benchmark; errors carry their whole cause chain in one line.
 pub fn command(args: &QapArgs) -> anyhow::Result<()> {
+    if args.versus.is_some() {
+        return versus::command(args).map_err(|e| anyhow!("bench qap: {e:#}"));
+    }
     let report = run(args).map_err(|e| anyhow!("bench qap: {e:#}"))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -179,6 +198,10 @@ impl QapTarget {
             repeats: 1,
             duration: Duration::from_secs(1),
             json: false,
+            versus: None,
+            versus_user: None,
+            rounds: 1,
+            password_env: None,
         };
         Ok(QapTarget(Target::from_args(&args)?))
     }

@@ -188,3 +188,54 @@ fn a_server_that_hangs_up_mid_benchmark_is_an_error() {
     assert!(stderr.contains("closed the connection"), "{stderr}");
     peer.join().expect("peer thread");
 }
+
+/// `--versus`: two servers measured round by round and printed side by side with
+/// the ratio. Two real Rserves stand in for "Rookery and Rserve" here (the
+/// figures are not checked, only that every one is there, from both, per round).
+#[test]
+fn versus_prints_two_servers_side_by_side() {
+    let (a, b) = (Rserve::start("", false), Rserve::start("", false));
+    let (ta, tb) = (a.target(), b.target());
+    let args = [&["--target", &ta, "--versus", &tb, "--rounds", "2"], QUICK].concat();
+    let out = bench(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&ta) && table.contains(&tb), "{table}");
+    assert!(table.contains("medians of 2 interleaved rounds"), "{table}");
+    for figure in [
+        "1+1 p50",
+        "the same, paced, p50",
+        "1e6 doubles in",
+        "evals/s, 16 connections",
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(figure))
+            .unwrap_or_else(|| panic!("{figure} missing from\n{table}"));
+        assert!(line.contains('×'), "no ratio in {line}");
+    }
+    let out = bench(&[&args[..], &["--json"]].concat(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 12, "{v}");
+    for row in rows {
+        for side in ["target", "versus", "ratio"] {
+            let x = row[side].as_f64().unwrap_or(0.0);
+            assert!(x > 0.0 && x.is_finite(), "{row}");
+        }
+    }
+    assert_eq!(v["target_runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["versus_runs"].as_array().map(Vec::len), Some(2));
+    // --versus-user without --versus is refused by the argument parser.
+    let stderr = expect_failure(&["--target", &ta, "--versus-user", "x"], &[]);
+    assert!(stderr.contains("--versus"), "{stderr}");
+}

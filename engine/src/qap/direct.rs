@@ -42,10 +42,13 @@ pub struct QapServe {
     /// Largest message accepted; a larger header is answered with
     /// ERR_data_overflow and the connection closed.
     pub max_message: u64,
-    /// A client silent this long gets the connection handed back ([`QapTurn::Notes`],
-    /// maybe with none): the server keeps the idle deadline, and other callers of the
-    /// session get their turn.
+    /// A client silent this long between messages gets the connection handed back
+    /// ([`QapTurn::Notes`], maybe with none): the server keeps the idle deadline, and
+    /// other callers of the session get their turn.
     pub idle: Duration,
+    /// How long a message may stall halfway before the connection is given up (the
+    /// server's idle deadline).
+    pub stall: Duration,
     /// Requests the connection has made so far (notes number them from here).
     pub requests: u64,
 }

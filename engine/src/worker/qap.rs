@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use rookery_ffi::Error as RError;
 
 use super::Worker;
+use rustix::net::sockopt::{self, Timeout};
+
 use crate::protocol::{self, ProtocolError, QapTurnWire, Response};
 use crate::qap::direct::{self, QapNote, QapServe};
 use crate::qap::frame::{self, cmd, resp, Header, HEADER_LEN};
@@ -48,7 +50,19 @@ impl Worker<'_> {
         let pass = match (socket, self.ensure_temp()) {
             (Ok(socket), Ok(())) => {
                 let socket = std::fs::File::from(socket);
-                self.serve_socket(&socket, &options, &mut notes, &mut requests)
+                // Reads block for at most `idle` (instead of a poll before each), and
+                // output is not drained after each call (nobody reads it): what this
+                // pass changes, it puts back.
+                let saved = sockopt::socket_timeout(&socket, Timeout::Recv)
+                    .ok()
+                    .flatten();
+                let _ = sockopt::set_socket_timeout(&socket, Timeout::Recv, Some(options.idle));
+                self.skip_drain = true;
+                let pass = self.serve_socket(&socket, &options, &mut notes, &mut requests);
+                self.skip_drain = false;
+                let _ = self.capture.drain();
+                let _ = sockopt::set_socket_timeout(&socket, Timeout::Recv, saved);
+                pass
             }
             (Ok(_), Err(e)) => Pass {
                 turn: QapTurnWire::Closed {
@@ -95,28 +109,24 @@ impl Worker<'_> {
         };
         let mut since: Option<Instant> = None;
         loop {
-            let due = since.map(|t| NOTES_EVERY.saturating_sub(t.elapsed()));
-            if due == Some(Duration::ZERO) || notes.len() >= NOTES_MAX {
+            let due = since.is_some_and(|t| t.elapsed() >= NOTES_EVERY);
+            if due || notes.len() >= NOTES_MAX {
                 return Pass {
                     turn: QapTurnWire::Notes,
                     message: None,
                 };
             }
-            match readable(socket.as_fd(), due.unwrap_or(options.idle)) {
-                Ok(true) => {}
-                // Notes due, or a quiet client: the server decides what the quiet
-                // means (its idle deadline), and others may use the session meanwhile.
-                Ok(false) => {
+            let (command, payload) = match self.read_message(socket, options) {
+                Ok(Incoming::Message(command, payload)) => (command, payload),
+                // A quiet client: the server decides what the quiet means (its idle
+                // deadline), and others may use the session meanwhile.
+                Ok(Incoming::Quiet) => {
                     return Pass {
                         turn: QapTurnWire::Notes,
                         message: None,
                     }
                 }
-                Err(e) => return closed(format!("poll: {e}")),
-            }
-            let (command, payload) = match self.read_message(socket, options) {
-                Ok(Some(m)) => m,
-                Ok(None) => return closed("the client closed the connection".into()),
+                Ok(Incoming::Eof) => return closed("the client closed the connection".into()),
                 Err(e) => return closed(e.to_string()),
             };
             *requests += 1;
@@ -150,16 +160,15 @@ impl Worker<'_> {
         }
     }
 
-    /// The next message, or `None` at EOF. A header over the size limit is answered
-    /// (ERR_data_overflow) and ends the connection.
-    fn read_message(
-        &mut self,
-        socket: &std::fs::File,
-        options: &QapServe,
-    ) -> io::Result<Option<(u32, Vec<u8>)>> {
+    /// The next message, if one starts within the socket's receive timeout. A header
+    /// over the size limit is answered (ERR_data_overflow) and ends the connection;
+    /// a message that stalls halfway for longer than `options.stall` too.
+    fn read_message(&mut self, socket: &std::fs::File, options: &QapServe) -> io::Result<Incoming> {
         let mut head = [0u8; HEADER_LEN];
-        if !read_exact(socket.as_fd(), &mut head, true)? {
-            return Ok(None);
+        match read_head(socket.as_fd(), &mut head, options.stall)? {
+            Head::Full => {}
+            Head::Quiet => return Ok(Incoming::Quiet),
+            Head::Eof => return Ok(Incoming::Eof),
         }
         let header = match Header::try_from_bytes(&head, options.max_message) {
             Ok(h) => h,
@@ -171,8 +180,8 @@ impl Worker<'_> {
         };
         let mut payload = std::mem::take(&mut self.qap_in);
         payload.clear();
-        read_appending(socket, &mut payload, header.len as usize)?;
-        Ok(Some((header.cmd, payload)))
+        read_appending(socket, &mut payload, header.len as usize, options.stall)?;
+        Ok(Incoming::Message(header.cmd, payload))
     }
 
     /// `CMD_eval` / `CMD_voidEval`: `None` when the parameters are not one DT_STRING
@@ -329,44 +338,74 @@ impl Worker<'_> {
     }
 }
 
-/// Waits up to `timeout` for `socket` to be readable (or closed).
-fn readable(socket: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&socket, PollFlags::IN)];
-    let timeout = Timespec::try_from(timeout).ok();
-    loop {
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(n) => return Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// What the next read found.
+enum Incoming {
+    Message(u32, Vec<u8>),
+    /// Nothing arrived within the socket's receive timeout.
+    Quiet,
+    Eof,
 }
 
-/// Fills `buf`; `Ok(false)` at EOF before the first byte when `eof_ok`.
-fn read_exact(socket: BorrowedFd<'_>, buf: &mut [u8], eof_ok: bool) -> io::Result<bool> {
+/// What [`read_head`] found.
+enum Head {
+    Full,
+    Quiet,
+    Eof,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Fills `head`: [`Head::Quiet`] when nothing arrives within the receive timeout,
+/// [`Head::Eof`] when the client closed before a first byte; once a byte came, the
+/// rest may stall up to `stall` in all.
+fn read_head(socket: BorrowedFd<'_>, head: &mut [u8], stall: Duration) -> io::Result<Head> {
     let mut at = 0;
-    while at < buf.len() {
-        match rustix::io::read(socket, &mut buf[at..]) {
-            Ok(0) if at == 0 && eof_ok => return Ok(false),
+    let mut stalled = None::<Instant>;
+    while at < head.len() {
+        match rustix::io::read(socket, &mut head[at..]) {
+            Ok(0) if at == 0 => return Ok(Head::Eof),
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => at += n,
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) if at == 0 => return Ok(Head::Quiet),
+            Err(rustix::io::Errno::AGAIN) => {
+                if stalled.get_or_insert_with(Instant::now).elapsed() >= stall {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(true)
+    Ok(Head::Full)
 }
 
 /// Reads exactly `len` bytes onto the end of `buf`, into its spare capacity (a
-/// large payload is not zeroed first).
-fn read_appending(socket: &std::fs::File, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+/// large payload is not zeroed first), stalling up to `stall` in all.
+fn read_appending(
+    socket: &std::fs::File,
+    buf: &mut Vec<u8>,
+    len: usize,
+    stall: Duration,
+) -> io::Result<()> {
     use std::io::Read;
     buf.reserve(len);
     let want = buf.len() + len;
-    socket.take(len as u64).read_to_end(buf)?;
-    if buf.len() < want {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+    let mut stalled = None::<Instant>;
+    while buf.len() < want {
+        let left = (want - buf.len()) as u64;
+        match socket.take(left).read_to_end(buf) {
+            Ok(_) if buf.len() < want => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if would_block(&e) => {
+                if stalled.get_or_insert_with(Instant::now).elapsed() >= stall {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

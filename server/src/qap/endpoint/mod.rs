@@ -195,6 +195,7 @@ impl Connection {
             oob_errors: self.state.config.qap_oob_errors,
             max_message: self.state.config.limits.qap_max_message_bytes,
             idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
+            stall: idle_timeout(&self.state),
             requests: self.requests,
         };
         let fd = self

@@ -14,6 +14,18 @@ async fn open(token: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// `POST /api/v1/sessions` through `router` (a server of the test's own).
+async fn post_session(router: &axum::Router, token: &str) -> (StatusCode, Json) {
+    send(
+        router,
+        "POST",
+        "/api/v1/sessions",
+        Some(token),
+        Body::empty(),
+    )
+    .await
+}
+
 async fn exec(token: &str, id: &str, code: &str) -> (StatusCode, Json) {
     call(
         "POST",
@@ -329,15 +341,7 @@ fn idle_sessions_expire_and_each_user_has_a_session_limit() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Three opens at once, a limit of one: exactly one gets a session.
-        let open = || {
-            send(
-                &router,
-                "POST",
-                "/api/v1/sessions",
-                Some(&token),
-                Body::empty(),
-            )
-        };
+        let open = || post_session(&router, &token);
         let (a, b, c) = tokio::join!(open(), open(), open());
         let created: Vec<_> = [&a, &b, &c]
             .into_iter()
@@ -370,14 +374,7 @@ fn idle_sessions_expire_and_each_user_has_a_session_limit() {
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(!folder.exists(), "an expired session's folder is removed");
-        let (status, _) = send(
-            &router,
-            "POST",
-            "/api/v1/sessions",
-            Some(&token),
-            Body::empty(),
-        )
-        .await;
+        let (status, _) = post_session(&router, &token).await;
         assert_eq!(
             status,
             StatusCode::CREATED,
@@ -413,14 +410,7 @@ fn the_next_session_is_made_ready_ahead_for_its_owner_alone_and_discarded_unused
         let open = |token: String| {
             let router = router.clone();
             async move {
-                let (status, body) = send(
-                    &router,
-                    "POST",
-                    "/api/v1/sessions",
-                    Some(&token),
-                    Body::empty(),
-                )
-                .await;
+                let (status, body) = post_session(&router, &token).await;
                 assert_eq!(status, StatusCode::CREATED, "{body}");
                 body["id"].as_str().unwrap().to_owned()
             }

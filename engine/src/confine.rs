@@ -217,6 +217,7 @@ impl Cgroup {
                 // for the scheduler (see the v1 branch); optional.
                 let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
                 let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+cpu");
+                weigh_parent_once(&parent.join("cpu.weight"), 100, 10_000);
                 let dir = parent.join(name);
                 create_fresh(&dir)?;
                 std::fs::write(dir.join("memory.max"), limit_text(memory_max))?;
@@ -242,6 +243,7 @@ impl Cgroup {
                 // so a fork bomb's hundred busy processes get one group's share, not
                 // a hundred tasks' worth (optional: not every host mounts it).
                 if root.join("cpu/cgroup.procs").exists() {
+                    weigh_parent_once(&root.join("cpu/rookery/cpu.shares"), 1024, 262_144);
                     let cpu = root.join("cpu/rookery").join(name);
                     if create_fresh(&cpu).is_ok() {
                         dirs.push(cpu);
@@ -417,6 +419,20 @@ fn limit_text(n: u64) -> String {
     } else {
         n.to_string()
     }
+}
+
+/// Gives the `rookery` cpu group the weight of one busy process per CPU (`unit`
+/// each, at most `max`), once per process. Every worker's group sits under it, so
+/// without this all of them together would weigh as much as one other process of
+/// the host, and a host busy with other work would squeeze every worker into one
+/// CPU's worth; with it, Rookery competes like the processes it replaces (Rserve's
+/// one per connection) up to the machine's size, and its workers share that fairly.
+fn weigh_parent_once(file: &Path, unit: u64, max: u64) {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let _ = std::fs::write(file, (unit * cpus).min(max).to_string());
+    });
 }
 
 /// A memory limit as the hierarchy takes it (v1 says "none" with -1).

@@ -198,6 +198,9 @@ impl Worker<'_> {
             return None;
         };
         let code = options.strings.text(param.as_string_bytes().ok()?);
+        // Only the server's deadline interrupts a worker in direct mode; one that
+        // arrived just after the previous call ended belongs to no call.
+        rookery_ffi::clear_interrupt(self.r);
         self.channel.set_busy(true);
         // A plain double vector is encoded straight from R's memory into the reply;
         // anything else becomes a Value first.

@@ -172,30 +172,30 @@ impl ReadySessions {
             .dirs
             .user(owner)
             .map_err(crate::error::AppError::from)
-            .and_then(|user| start_session(&self.confiner, &self.pool, &user, owner, &id))
-            .and_then(|mut started| {
-                // A first call faults in the pages every call touches (the parser's,
-                // the allocator's, the reply region's): here, rather than in the
-                // owner's first request. It binds nothing.
-                started.3.eval(WARM_UP)?;
-                Ok(started)
-            });
-        let started = match started {
-            Ok(s) => s,
-            Err(e) => {
-                // Nothing is lost: the next open starts its session inline and
-                // reports the reason to its caller.
-                tracing::debug!(user = %owner, error = %e, "no session made ready");
-                self.slots.lock().remove(owner);
-                let _ = done.send(true);
-                return;
-            }
+            .and_then(|user| start_session(&self.confiner, &self.pool, &user, owner, &id));
+        let give_up = |why: &dyn std::fmt::Display| {
+            // Nothing is lost: the next open starts its session inline and reports
+            // the reason to its caller.
+            tracing::debug!(user = %owner, error = %why, "no session made ready");
+            self.slots.lock().remove(owner);
+            let _ = done.send(true);
         };
-        let ready = Ready {
-            id,
-            started,
-            made: Instant::now(),
+        let mut ready = match started {
+            Ok(started) => Ready {
+                id,
+                started,
+                made: Instant::now(),
+            },
+            Err(e) => return give_up(&e),
         };
+        // A first call faults in the pages every call touches (the parser's, the
+        // allocator's, the reply region's): here, rather than in the owner's first
+        // request. It binds nothing.
+        if let Err(e) = ready.started.3.eval(WARM_UP) {
+            give_up(&e);
+            return self.discard(owner, ready);
+        }
+        ready.made = Instant::now();
         let mut slots = self.slots.lock();
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             slots.remove(owner);

@@ -41,6 +41,14 @@ impl Session {
         Ok(session)
     }
 
+    /// Whether the session still has a live worker (one killed while it waited, by
+    /// the OOM killer or an operator, is not).
+    pub fn is_alive(&self) -> bool {
+        self.worker
+            .as_ref()
+            .is_some_and(|w| !w.wait_exit(Duration::ZERO))
+    }
+
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
         self.worker.as_ref().map_or(0, |w| w.pid)

@@ -108,19 +108,26 @@ impl ReadySessions {
         }
     }
 
-    /// [`ReadySessions::take`], waiting for a session on its way.
-    pub async fn take_or_wait(&self, owner: &str) -> Option<Box<Ready>> {
-        match self.take(owner) {
-            Found::Ready(r) => Some(r),
+    /// [`ReadySessions::take`], waiting for a session on its way. A session whose
+    /// worker died while it waited is discarded, not handed out.
+    pub async fn take_or_wait(self: &Arc<Self>, owner: &str) -> Option<Box<Ready>> {
+        let ready = match self.take(owner) {
+            Found::Ready(r) => r,
             Found::Coming(mut done) => {
                 let _ = done.wait_for(|over| *over).await;
                 match self.take(owner) {
-                    Found::Ready(r) => Some(r),
-                    _ => None,
+                    Found::Ready(r) => r,
+                    _ => return None,
                 }
             }
-            Found::None => None,
+            Found::None => return None,
+        };
+        if ready.started.3.is_alive() {
+            return Some(ready);
         }
+        let (this, owner) = (self.clone(), owner.to_owned());
+        tokio::task::spawn_blocking(move || this.discard(&owner, *ready));
+        None
     }
 
     /// Starts preparing a session for `owner` on the blocking pool, unless one is

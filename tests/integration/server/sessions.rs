@@ -490,3 +490,63 @@ fn the_next_session_is_made_ready_ahead_for_its_owner_alone_and_discarded_unused
         }
     });
 }
+
+/// The worker process whose working directory is `dir` (a session's worker).
+fn worker_in(dir: &std::path::Path) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read_link(e.path().join("cwd")).ok()? == dir).then_some(pid)
+    })
+}
+
+#[test]
+fn a_ready_session_whose_worker_died_is_not_handed_out() {
+    let (server, _data) = super::server_with(|c| c.pool.session_ready_ms = 60_000);
+    let router = server.router();
+    let token = super::token_for(&server, "pub");
+    let sessions = server.state.sessions.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (status, body) = post_session(&router, &token).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let ready = loop {
+            if let Some(id) = sessions.ready_for("pub") {
+                break id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing made ready");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let folder = server
+            .state
+            .config
+            .data
+            .join(format!("users/pub/sessions/{ready}"));
+        let pid = worker_in(&folder).expect("the ready session's worker");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The next open gets a working session of its own, not the dead one.
+        let (status, body) = post_session(&router, &token).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        assert_ne!(id, ready);
+        let body = Body::from(json!({ "code": "1 + 1" }).to_string());
+        let uri = format!("/api/v1/sessions/{id}/execute");
+        let (status, out) = send(&router, "POST", &uri, Some(&token), body).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while folder.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!folder.exists(), "the dead one's folder is removed");
+        server.shut_down().await;
+    });
+}

@@ -17,12 +17,18 @@ use crate::rserve::{decode_payload, QapClient};
 /// A server with a QAP1 listener on a free loopback port, its runtime, and the port.
 fn qap_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
     let (server, data) = super::server_with(|c| c.qap = Some("127.0.0.1:0".parse().unwrap()));
+    let (rt, port) = listening(&server);
+    (server, data, rt, port)
+}
+
+/// Starts `server`'s QAP1 listeners on a new runtime; returns it and the TCP port.
+fn listening(server: &Server) -> (tokio::runtime::Runtime, u16) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = rt
         .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
         .unwrap()
         .expect("a TCP listener");
-    (server, data, rt, addr.port())
+    (rt, addr.port())
 }
 
 fn login(c: &mut QapClient, user: &str, password: &str) -> u32 {
@@ -294,11 +300,7 @@ fn rsclient_logs_in_with_the_rsa_secure_login() {
         c.qap = Some("127.0.0.1:0".parse().unwrap());
         c.qap_rsa_key = Some(key.clone());
     });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let addr = rt
-        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
-        .unwrap()
-        .unwrap();
+    let (_rt, port) = listening(&server);
     let script = format!(
         r#"
 library(RSclient)
@@ -317,7 +319,7 @@ k <- RS.authkey(bad)
 r <- try(RS.login(bad, "pub", "not the password", authkey = k), silent = TRUE)
 cat("wrong", inherits(r, "try-error"), "\n")
 "#,
-        port = addr.port(),
+        port = port,
         pw = super::PASSWORD
     );
     let text = super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()]);
@@ -687,12 +689,8 @@ fn anonymous_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u1
     let store = server.state.store.as_ref();
     rookery_server::admin::add_user(store, "bencher", Role::User, super::PASSWORD).unwrap();
     rookery_server::admin::grant(store, "bencher", rookery_server::store::GRANT_EXECUTE).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let addr = rt
-        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
-        .unwrap()
-        .expect("a TCP listener");
-    (server, data, rt, addr.port())
+    let (rt, port) = listening(&server);
+    (server, data, rt, port)
 }
 
 /// pyRserve over TCP, unmodified, against the opt-in anonymous identity: no login is

@@ -38,6 +38,19 @@ fn path_arg(p: &Path) -> std::ffi::OsString {
     p.as_os_str().to_owned()
 }
 
+/// `--server ADDR --service glm --quiet --token TOKEN`: batch through a server.
+fn remote_glm(addr: &str, token: &str) -> Vec<std::ffi::OsString> {
+    os(&[
+        "--server",
+        addr,
+        "--service",
+        "glm",
+        "--quiet",
+        "--token",
+        token,
+    ])
+}
+
 /// Runs `rookery batch ARGS --input INPUT --output OUTPUT`.
 fn run_io(mut args: Vec<std::ffi::OsString>, input: &Path, output: &Path) -> Output {
     args.extend([
@@ -286,17 +299,7 @@ fn batch_bad_inputs_get_clear_errors() {
 fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = os(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--demo",
-        "--service-workers",
-        "1",
-        "--data",
-    ]);
-    serve.push(path_arg(data.path()));
-    let refs: Vec<&std::ffi::OsStr> = serve.iter().map(|a| a.as_os_str()).collect();
-    let (child, mut lines) = crate::server::spawn_serve(&refs);
+    let (child, mut lines) = crate::server::spawn_demo(data.path());
     let mut next = || lines.next().expect("serve prints").unwrap();
     let first = next();
     let addr = first
@@ -310,15 +313,7 @@ fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
     };
     let input = generate(dir.path(), "in.parquet", 2_500);
     let remote_out = dir.path().join("remote.csv");
-    let mut args = os(&[
-        "--server",
-        &addr,
-        "--service",
-        "glm",
-        "--quiet",
-        "--token",
-        &key,
-    ]);
+    let mut args = remote_glm(&addr, &key);
     args.extend(os(&[
         "--chunk-rows",
         "1000",
@@ -335,15 +330,7 @@ fn batch_through_a_server_matches_the_local_pool_and_the_data_folder() {
     let o = run_io(args, &input, &local_out);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let args = os(&[
-        "--server",
-        &addr,
-        "--service",
-        "glm",
-        "--quiet",
-        "--token",
-        "wrong",
-    ]);
+    let args = remote_glm(&addr, "wrong");
     let o = run_io(args, &input, &dir.path().join("never.csv"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));

@@ -37,17 +37,7 @@ pub fn http(
 #[test]
 fn serve_demo_answers_the_printed_curl_line_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--demo",
-        "--service-workers",
-        "1",
-        "--data",
-    ];
-    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    args.push(data.path().as_os_str());
-    let (child, mut lines) = super::spawn_serve(&args);
+    let (child, mut lines) = super::spawn_demo(data.path());
     let mut next = || lines.next().expect("serve prints its address").unwrap();
     let first = next();
     let addr = first

@@ -247,6 +247,27 @@ pub fn cli_add_user(data: &std::path::Path, name: &str, role: &str, password: &s
 
 /// Starts `rookery serve ARGS` with its stdout piped; returns the child and the lines
 /// it prints (the first says where it listens).
+/// `rookery serve --demo` on a free loopback port with one worker per service,
+/// keeping its data in `data` (see [`spawn_serve`]).
+pub fn spawn_demo(
+    data: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--demo",
+        "--service-workers",
+        "1",
+        "--data",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(data.as_os_str());
+    spawn_serve(&args)
+}
+
 pub fn spawn_serve(
     args: &[&std::ffi::OsStr],
 ) -> (

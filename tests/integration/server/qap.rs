@@ -163,6 +163,23 @@ fn oversized_messages_are_refused_before_they_are_read() {
 /// `rookery serve` on loopback with a QAP1 listener, 32 sessions per user, and
 /// `extra` flags; returns the child, its remaining output lines, and the QAP1
 /// address.
+/// Runs `rookery bench qap` with `args` then `more` (the password in
+/// ROOKERY_QAP_PASSWORD when given), which must succeed.
+fn bench_qap(args: &[&str], more: &[&str], password: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"));
+    cmd.args(["bench", "qap"]).args(args).args(more);
+    if let Some(pw) = password {
+        cmd.env("ROOKERY_QAP_PASSWORD", pw);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn serve_qap(
     data: &std::path::Path,
     extra: &[&str],
@@ -196,22 +213,24 @@ fn serve_qap(
 
 #[test]
 fn bench_qap_drives_a_real_rookery_serve() {
-    use std::process::Command;
     let data = tempfile::tempdir().unwrap();
-    let rookery = env!("CARGO_BIN_EXE_rookery");
     super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
     let (child, _lines, addr) = serve_qap(data.path(), &[]);
-    let out = Command::new(rookery)
-        .args(["bench", "qap", "--target", &addr, "--user", "ada", "--json"])
-        .args(["--calls", "50", "--warmup-calls", "5", "--connects", "3"])
-        .args(["--repeats", "2", "--duration", "200ms"])
-        .env("ROOKERY_QAP_PASSWORD", "ada-password-1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = bench_qap(
+        &[
+            "--target", &addr, "--user", "ada", "--json", "--calls", "50",
+        ],
+        &[
+            "--warmup-calls",
+            "5",
+            "--connects",
+            "3",
+            "--repeats",
+            "2",
+            "--duration",
+            "200ms",
+        ],
+        Some("ada-password-1"),
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -876,16 +895,18 @@ fn serve_with_an_anonymous_identity_serves_a_benchmark_without_login() {
         warning.contains("WARNING") && warning.contains("`bencher`"),
         "{warning}"
     );
-    let out = Command::new(rookery)
-        .args(["bench", "qap", "--target", &addr, "--json"])
-        .args(["--calls", "20", "--warmup-calls", "2", "--connects", "2"])
-        .args(["--repeats", "1", "--duration", "100ms"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    bench_qap(
+        &[
+            "--target",
+            &addr,
+            "--json",
+            "--calls",
+            "20",
+            "--warmup-calls",
+            "2",
+        ],
+        &["--connects", "2", "--repeats", "1", "--duration", "100ms"],
+        None,
     );
     super::stop_server(child);
 }

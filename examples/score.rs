@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: usize = std::env::args().nth(1).map_or(Ok(2000), |a| a.parse())?;
     let pool = Pool::builder()
         .workers(2)
-        .init(include_str!("../src/r/demo_model.R"))
+        .init(include_str!("../server/src/demo_model.R"))
         .build()?;
     let data = features(rows);
 

@@ -104,13 +104,16 @@ pub enum AccountsCommand {
     /// useradd): system users with their own group, no login shell, no home. A
     /// server running as root leases one to each user with running code.
     Create {
+        /// How many accounts (1 to 1000): at least the users who may run code at once.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         count: u32,
+        /// The accounts' name prefix (the server's `[confine] account_prefix`).
         #[arg(long, default_value = rookery_server::confine::accounts::DEFAULT_PREFIX)]
         prefix: String,
     },
     /// List the worker accounts and what this machine enforces.
     List {
+        /// The accounts' name prefix (the server's `[confine] account_prefix`).
         #[arg(long, default_value = rookery_server::confine::accounts::DEFAULT_PREFIX)]
         prefix: String,
     },

@@ -36,42 +36,14 @@ enum Command {
     Batch(crate::batch::BatchArgs),
 }
 
+/// `rookery bench ARGS...`: handed whole to the `rookery-bench` binary beside this one
+/// (the benchmark tools live there, so this binary links none of them).
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(disable_help_flag = true)]
 struct BenchArgs {
-    #[command(subcommand)]
-    command: Option<BenchCommand>,
-    #[command(flatten)]
-    compare: crate::benchsuite::CompareArgs,
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Rookery side by side with Rserve, plumber and mclapply, interleaved; writes
-    /// bench.json, bench.md and a plot of the ratios (what plain `rookery bench` does).
-    Compare(crate::benchsuite::CompareArgs),
-    /// The prefork engine: round trip, transfer, respawn, batch, idle memory.
-    Pool {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Workers in the pool.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-    },
-    /// Load an HTTP endpoint (wrk-like): requests/s and latency percentiles.
-    Http(crate::loadgen::HttpArgs),
-    /// Drive any QAP1 server (Rserve, or Rookery's QAP1 endpoint) and print latency and throughput.
-    Qap(crate::qapbench::QapArgs),
-    /// What confining a worker costs, and request-to-first-result with and without it.
-    Confine {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Measurements of each figure.
-        #[arg(long, default_value_t = 60)]
-        runs: usize,
-    },
+    /// The subcommand and flags of `rookery bench` (see `rookery bench --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,15 +74,21 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Replaces this process with `rookery-bench ARGS...` from this binary's folder; it
+/// returns only when that cannot be run.
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {
-        None => crate::benchsuite::command(&args.compare),
-        Some(BenchCommand::Compare(compare)) => crate::benchsuite::command(&compare),
-        Some(BenchCommand::Pool { json, workers }) => crate::bench::pool(json, workers),
-        Some(BenchCommand::Http(args)) => crate::loadgen::command(&args),
-        Some(BenchCommand::Qap(args)) => crate::qapbench::command(&args),
-        Some(BenchCommand::Confine { json, runs }) => crate::confinebench::confine(json, runs),
-    }
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe()?;
+    let tools = me.with_file_name("rookery-bench");
+    let err = std::process::Command::new(&tools)
+        .args(&args.args)
+        .env("ROOKERY_EXE", &me)
+        .exec();
+    anyhow::bail!(
+        "cannot run {}: {err}; the benchmark tools are a binary of their own \
+         (cargo build --release -p rookery-bench, or a plain cargo build --release)",
+        tools.display()
+    )
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -2,12 +2,7 @@
 
 mod admin;
 mod batch;
-mod bench;
-mod benchsuite;
 mod cli;
-mod confinebench;
-mod loadgen;
-mod qapbench;
 mod serve;
 
 fn main() -> std::process::ExitCode {

@@ -69,28 +69,29 @@ impl ServeArgs {
         if let Some(data) = &self.data {
             config.data = data.clone();
         }
+        let qap = &mut config.qap;
         if self.qap.is_some() {
-            config.qap = self.qap;
+            qap.listen = self.qap;
         }
         if self.qap_unix.is_some() {
-            config.qap_unix = self.qap_unix.clone();
+            qap.unix = self.qap_unix.clone();
         }
         if let (Some(listen), Some(service)) = (self.qap_ocap, &self.qap_ocap_service) {
-            config.qap_ocap = Some(rookery_server::config::OcapConfig {
+            qap.ocap = Some(rookery_server::config::OcapConfig {
                 listen,
                 service: service.clone(),
             });
         }
         if self.qap_tls.is_some() {
-            config.qap_tls = self.qap_tls;
+            qap.tls = self.qap_tls;
         }
         if self.qap_rsa_key.is_some() {
-            config.qap_rsa_key = self.qap_rsa_key.clone();
+            qap.rsa_key = self.qap_rsa_key.clone();
         }
         if self.qap_anonymous.is_some() {
-            config.qap_anonymous = self.qap_anonymous.clone();
+            qap.anonymous = self.qap_anonymous.clone();
         }
-        config.qap_oob_errors |= self.qap_oob_errors;
+        qap.oob_errors |= self.qap_oob_errors;
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;
         }
@@ -115,7 +116,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         server.load_services().await;
         let demo = match args.demo {
             true => Some(
-                rookery_server::demo::install(&server.state, crate::bench::DEMO_MODEL)
+                rookery_server::demo::install(&server.state, rookery_server::demo::MODEL_CODE)
                     .await
                     .context("setting up the demo")?,
             ),

@@ -1,8 +1,8 @@
 # The plumber peer of docs/peers.md, for side-by-side HTTP scoring against Rookery.
-# Serves the same models as src/r/demo_model.R (sourced, so both fit identical models):
+# Serves the same models as server/src/demo_model.R (sourced, so both fit identical models):
 #   POST /glm  and  POST /rf   body: a JSON array of records {x1..x10}
 #   answer: the predictions as a JSON array of numbers, one per record.
-# Run:  ROOKERY_DEMO_MODEL=src/r/demo_model.R PORT=8301 Rscript benches/peers/plumber_demo.R
+# Run:  ROOKERY_DEMO_MODEL=server/src/demo_model.R PORT=8301 Rscript benches/peers/plumber_demo.R
 # It owns nothing but this peer: no auth, no limits, loopback only.
 library(plumber)
 

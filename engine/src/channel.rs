@@ -36,9 +36,30 @@ pub enum Received<M> {
     Message(M),
     /// The peer closed its socket end.
     Hangup,
-    /// Extra fd `i` of the wait became readable.
-    Extra(usize),
+    /// The peer process has exited ([`Watch::exit`] became readable).
+    PeerExited,
+    /// The call was cancelled ([`Watch::cancel`] became readable).
+    Cancelled,
     TimedOut,
+}
+
+/// What a receive wakes for besides the peer's message and its hang-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watch<'a> {
+    /// The peer's pidfd: readable once the peer process has exited.
+    pub exit: Option<BorrowedFd<'a>>,
+    /// A [`crate::CancelHandle`]'s eventfd: readable once the call is cancelled.
+    pub cancel: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> Watch<'a> {
+    /// Only the peer's exit.
+    pub fn exit(pidfd: BorrowedFd<'a>) -> Self {
+        Watch {
+            exit: Some(pidfd),
+            cancel: None,
+        }
+    }
 }
 
 /// One side of a link.
@@ -125,14 +146,26 @@ impl Channel {
             .map_err(ProtocolError::Io)
     }
 
-    /// Waits for the peer's next message, or for one of `extra` to become readable,
-    /// or for `deadline`. Payloads the message names stay readable in
-    /// [`Channel::region`] until this side sends.
+    /// Waits for the peer's next message, or for what `watch` names, or for
+    /// `deadline`. Payloads the message names stay readable in [`Channel::region`]
+    /// until this side sends.
     pub fn recv<M: Message>(
         &mut self,
-        extra: &[BorrowedFd<'_>],
+        watch: Watch<'_>,
         deadline: Option<Instant>,
     ) -> Result<Received<M>, ProtocolError> {
+        let (both, one);
+        let extra: &[BorrowedFd<'_>] = match (watch.exit, watch.cancel) {
+            (Some(exit), Some(cancel)) => {
+                both = [exit, cancel];
+                &both
+            }
+            (Some(fd), None) | (None, Some(fd)) => {
+                one = [fd];
+                &one
+            }
+            (None, None) => &[],
+        };
         let spin = if self.last_wait <= self.spin {
             self.spin
         } else {
@@ -148,7 +181,8 @@ impl Channel {
                 Received::Message(protocol::take_frame(offset, len, &mut self.region)?)
             }
             Woken::Hangup => Received::Hangup,
-            Woken::Extra(i) => Received::Extra(i),
+            Woken::Extra(0) if watch.exit.is_some() => Received::PeerExited,
+            Woken::Extra(_) => Received::Cancelled,
             Woken::TimedOut => Received::TimedOut,
         })
     }
@@ -161,12 +195,12 @@ impl Channel {
     /// Hands `fd` to the peer (a duplicate arrives there); send it before the request
     /// that uses it.
     pub fn send_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        crate::worker::zygote::send_packet(self.handoff.as_fd(), &0u8, &[fd])
+        crate::packet::send_packet(self.handoff.as_fd(), &0u8, &[fd])
     }
 
     /// The next fd the peer handed over with [`Channel::send_fd`].
     pub fn recv_fd(&self) -> io::Result<OwnedFd> {
-        match crate::worker::zygote::recv_packet::<u8>(self.handoff.as_fd())? {
+        match crate::packet::recv_packet::<u8>(self.handoff.as_fd())? {
             Some((_, mut fds)) if fds.len() == 1 => Ok(fds.remove(0)),
             Some(_) => Err(io::Error::other("a handoff packet without exactly one fd")),
             None => Err(io::Error::other("the handoff socket is closed")),

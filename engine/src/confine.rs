@@ -7,7 +7,7 @@
 //! enforce ([`probe`]), and [`Cgroup`], a memory + pids cgroup (v2 when it has
 //! controllers, else v1) that the host creates per lease and empties afterwards.
 //! The worker side (the system calls, in the documented order) is in
-//! `worker::confine`; which uid a worker gets is the caller's business (the server
+//! `child::confine`; which uid a worker gets is the caller's business (the server
 //! leases worker accounts).
 
 use std::io;
@@ -150,7 +150,7 @@ pub fn probe() -> Support {
     let seccomp = std::fs::read_to_string("/proc/self/status")
         .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")));
     Support {
-        landlock_abi: crate::worker::fork::landlock_abi(),
+        landlock_abi: crate::child::fork::landlock_abi(),
         seccomp,
         root: rustix::process::geteuid().is_root(),
         cgroups: CgroupKind::detect(),

@@ -17,25 +17,26 @@
 mod batch;
 mod cancel;
 mod channel;
+mod child;
 pub mod confine;
 mod error;
 mod local;
 mod mailbox;
+mod packet;
 mod pool;
 mod protocol;
 pub mod qap;
 mod shm;
-mod worker;
 
 pub use batch::{BatchOptions, BatchOutcome, ChunkFailure, Progress};
 pub use cancel::CancelHandle;
+pub use child::zygote::run_zygote_if_requested;
 pub use error::Error;
 pub use local::{Evaluation, LocalOptions, LocalR};
 pub use pool::{CallOptions, Pool, PoolBuilder, PoolStats, Session};
 pub use rookery_ffi::value;
 pub use rookery_ffi::Error as RError;
 pub use rookery_ffi::{Output, Value, Warning};
-pub use worker::zygote::run_zygote_if_requested;
 
 /// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with `.`
 /// not followed by a digit), at most 256 bytes: what may be bound without parsing.

@@ -29,7 +29,6 @@ mod output;
 mod sexp;
 mod state;
 mod sys;
-pub mod value;
 
 pub use error::Error;
 pub use eval::{Environment, Evaluated};
@@ -38,6 +37,8 @@ pub use init::{
     StartOptions, BUILD_R_HOME,
 };
 pub use output::{set_output_limit, FdCapture, Output, Warning, DEFAULT_OUTPUT_LIMIT};
+/// The plain-data value model, from `rookery-value` (which never links R).
+pub use rookery_value as value;
+pub use rookery_value::{Complex, Data, Logical, RString, Value};
 pub use sexp::{is_started, Protected, RToken};
 pub use state::{set_temp_dir, StateChanges};
-pub use value::{Complex, Data, Logical, RString, Value};

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rookery_server::formats::arrow::table_from_ipc;
+use rookery_formats::arrow::table_from_ipc;
 
 fuzz_target!(|data: &[u8]| {
     let _ = table_from_ipc(data);

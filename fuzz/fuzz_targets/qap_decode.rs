@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rookery_server::qap::{frame, sexp};
+use rookery_qap::{frame, sexp};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(head) = data.get(..frame::HEADER_LEN) {

@@ -10,8 +10,11 @@ use serde::Deserialize;
 
 /// Everything `rookery serve` can be told. Unknown keys are an error, so a typo in
 /// the config file never silently leaves a default in place.
+///
+/// The file is read through [`ConfigFile`], which also accepts the flat `qap_*` keys
+/// of earlier versions (each noted in [`Config::deprecated`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "ConfigFile")]
 pub struct Config {
     /// Address of the HTTP listener. Loopback unless TLS is configured.
     pub listen: SocketAddr,
@@ -20,43 +23,187 @@ pub struct Config {
     /// Serve plain HTTP on a non-loopback address (logged loudly). Off by default.
     pub insecure_plaintext: bool,
     pub tls: Option<TlsConfig>,
-    /// A QAP1 (Rserve protocol) listener for RSclient, pyRserve and other Rserve
-    /// clients: loopback only until QAP over TLS lands. Off by default.
-    pub qap: Option<SocketAddr>,
-    /// A QAP1 listener on a Unix socket (created mode 0666: clients still log in).
-    pub qap_unix: Option<PathBuf>,
-    /// A QAP1 listener with TLS from the first byte (the `[tls]` certificate); any
-    /// address, since nothing crosses the network in clear.
-    pub qap_tls: Option<SocketAddr>,
-    /// A QAP1 listener in OCAP mode (loopback only): no login, no arbitrary code; each
-    /// connection gets one capability, the function of a published service.
-    pub qap_ocap: Option<OcapConfig>,
-    /// PEM RSA private key for QAP1's secure login (`CMD_keyReq`/`CMD_secLogin`, what
-    /// RSclient's `RS.login` uses). Without it that login is unavailable.
-    pub qap_rsa_key: Option<PathBuf>,
-    /// An opt-in anonymous identity for QAP1 clients that cannot log in (benchmarks):
-    /// connections on the loopback TCP listener and the Unix socket are logged in as
-    /// this existing, non-admin user without a password. Logged at start-up.
-    pub qap_anonymous: Option<String>,
-    /// Before answering an R error with status 127, send its message in an OOB_SEND
-    /// message (user code 127, a character vector), which pyRserve's `oobCallback` and
-    /// RSclient's `RS.oobCallbacks` receive. Off by default, like Rserve's `oob`.
-    pub qap_oob_errors: bool,
-    /// QAP1 direct mode: on plain TCP and Unix-socket connections, each session's
-    /// worker reads its client's messages and answers eval, voidEval and setSEXP
-    /// itself (no hop through the server per call; Rserve's cost model), handing
-    /// every other message back. The server keeps the audit log, the failure log,
-    /// the call deadline and the idle deadline. On by default; TLS connections never
-    /// use it.
-    pub qap_direct: bool,
+    /// The QAP1 (Rserve protocol) listeners and their options: the `[qap]` section.
+    pub qap: QapConfig,
     pub limits: Limits,
     pub pool: PoolConfig,
     pub confine: crate::confine::ConfineConfig,
     /// The program the R pools re-execute as their zygote (default: this program,
     /// which must call `rookery_engine::run_zygote_if_requested` first in `main`).
     /// Not a config-file key: embedding programs and tests set it.
-    #[serde(skip)]
     pub zygote_program: Option<PathBuf>,
+    /// Deprecated keys the file used, each with what replaces it; `rookery serve`
+    /// logs them as warnings. Not a config-file key.
+    pub deprecated: Vec<String>,
+}
+
+/// `[qap]`: the QAP1 listeners (RSclient, pyRserve and other Rserve clients) and how
+/// they serve. Every listener is off unless set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QapConfig {
+    /// Plain TCP, loopback addresses only (QAP1 logins are plaintext).
+    pub listen: Option<SocketAddr>,
+    /// A Unix socket (created mode 0666: clients still log in).
+    pub unix: Option<PathBuf>,
+    /// TLS from the first byte (the `[tls]` certificate); any address, since nothing
+    /// crosses the network in clear.
+    pub tls: Option<SocketAddr>,
+    /// OCAP mode (loopback only): no login, no arbitrary code; each connection gets
+    /// one capability, the function of a published service.
+    pub ocap: Option<OcapConfig>,
+    /// PEM RSA private key for the secure login (`CMD_keyReq`/`CMD_secLogin`, what
+    /// RSclient's `RS.login` uses). Without it that login is unavailable.
+    pub rsa_key: Option<PathBuf>,
+    /// An opt-in anonymous identity for clients that cannot log in (benchmarks):
+    /// connections on the loopback TCP listener and the Unix socket are logged in as
+    /// this existing, non-admin user without a password. Logged at start-up.
+    pub anonymous: Option<String>,
+    /// Before answering an R error with status 127, send its message in an OOB_SEND
+    /// message (user code 127, a character vector), which pyRserve's `oobCallback` and
+    /// RSclient's `RS.oobCallbacks` receive. Off by default, like Rserve's `oob`.
+    pub oob_errors: bool,
+    /// Direct mode: on plain TCP and Unix-socket connections, each session's worker
+    /// reads its client's messages and answers eval, voidEval and setSEXP itself (no
+    /// hop through the server per call; Rserve's cost model), handing every other
+    /// message back. The server keeps the audit log, the failure log, the call
+    /// deadline and the idle deadline. On by default; TLS connections never use it.
+    pub direct: bool,
+}
+
+impl Default for QapConfig {
+    fn default() -> Self {
+        QapConfig {
+            listen: None,
+            unix: None,
+            tls: None,
+            ocap: None,
+            rsa_key: None,
+            anonymous: None,
+            oob_errors: false,
+            direct: true,
+        }
+    }
+}
+
+/// The config file as written: [`Config`]'s keys, plus the flat `qap_*` keys that
+/// came before the `[qap]` section (still read, with a deprecation note). `qap` is
+/// either that section or, as before, the address of the plain TCP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
+    tls: Option<TlsConfig>,
+    qap: Option<QapKey>,
+    limits: Option<Limits>,
+    pool: Option<PoolConfig>,
+    confine: Option<crate::confine::ConfineConfig>,
+    qap_unix: Option<PathBuf>,
+    qap_tls: Option<SocketAddr>,
+    qap_ocap: Option<OcapConfig>,
+    qap_rsa_key: Option<PathBuf>,
+    qap_anonymous: Option<String>,
+    qap_oob_errors: Option<bool>,
+    qap_direct: Option<bool>,
+}
+
+/// `qap = "ADDR"` (the flat key of earlier versions) or `[qap]`.
+#[derive(Debug)]
+enum QapKey {
+    Address(SocketAddr),
+    Section(QapConfig),
+}
+
+impl<'de> Deserialize<'de> for QapKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = QapKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [qap] section, or the address of the QAP1 listener")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<QapKey, E> {
+                v.parse().map(QapKey::Address).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<QapKey, A::Error> {
+                QapConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(QapKey::Section)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl TryFrom<ConfigFile> for Config {
+    type Error = String;
+
+    fn try_from(file: ConfigFile) -> Result<Config, String> {
+        let defaults = Config::default();
+        let mut deprecated = Vec::new();
+        let section = matches!(&file.qap, Some(QapKey::Section(_)));
+        let mut qap = match file.qap {
+            Some(QapKey::Section(section)) => section,
+            Some(QapKey::Address(addr)) => {
+                deprecated.push("qap = \"ADDR\" is now [qap] listen = \"ADDR\"".to_owned());
+                QapConfig {
+                    listen: Some(addr),
+                    ..QapConfig::default()
+                }
+            }
+            None => QapConfig::default(),
+        };
+        let mut legacy = |flat: &str, key: &str| -> Result<(), String> {
+            if section {
+                return Err(format!(
+                    "{flat} and a [qap] section: write it as [qap] {key} and drop {flat}"
+                ));
+            }
+            deprecated.push(format!("{flat} is now [qap] {key}"));
+            Ok(())
+        };
+        if let Some(v) = file.qap_unix {
+            legacy("qap_unix", "unix")?;
+            qap.unix = Some(v);
+        }
+        if let Some(v) = file.qap_tls {
+            legacy("qap_tls", "tls")?;
+            qap.tls = Some(v);
+        }
+        if let Some(v) = file.qap_ocap {
+            legacy("qap_ocap", "ocap")?;
+            qap.ocap = Some(v);
+        }
+        if let Some(v) = file.qap_rsa_key {
+            legacy("qap_rsa_key", "rsa_key")?;
+            qap.rsa_key = Some(v);
+        }
+        if let Some(v) = file.qap_anonymous {
+            legacy("qap_anonymous", "anonymous")?;
+            qap.anonymous = Some(v);
+        }
+        if let Some(v) = file.qap_oob_errors {
+            legacy("qap_oob_errors", "oob_errors")?;
+            qap.oob_errors = v;
+        }
+        if let Some(v) = file.qap_direct {
+            legacy("qap_direct", "direct")?;
+            qap.direct = v;
+        }
+        Ok(Config {
+            listen: file.listen.unwrap_or(defaults.listen),
+            data: file.data.unwrap_or(defaults.data),
+            insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
+            tls: file.tls,
+            qap,
+            limits: file.limits.unwrap_or_default(),
+            pool: file.pool.unwrap_or_default(),
+            confine: file.confine.unwrap_or_default(),
+            zygote_program: None,
+            deprecated,
+        })
+    }
 }
 
 /// PEM files of the certificate chain and the private key.
@@ -144,18 +291,12 @@ impl Default for Config {
             data: PathBuf::from("rookery-data"),
             insecure_plaintext: false,
             tls: None,
-            qap: None,
-            qap_unix: None,
-            qap_rsa_key: None,
-            qap_tls: None,
-            qap_ocap: None,
-            qap_anonymous: None,
-            qap_oob_errors: false,
-            qap_direct: true,
+            qap: QapConfig::default(),
             limits: Limits::default(),
             pool: PoolConfig::default(),
             confine: crate::confine::ConfineConfig::default(),
             zygote_program: None,
+            deprecated: Vec::new(),
         }
     }
 }
@@ -207,7 +348,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML config file.
+    /// Reads a TOML config file; deprecated keys it used are in [`Config::deprecated`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -230,31 +371,32 @@ impl Config {
                 self.listen
             )));
         }
-        if let Some(addr) = self.qap.filter(|a| !a.ip().is_loopback()) {
+        let qap = &self.qap;
+        if let Some(addr) = qap.listen.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::Invalid(format!(
-                "refusing QAP1 on {addr}: QAP1 logins are plaintext, so the QAP1 listener \
-                 binds loopback addresses only (or use qap_unix)"
+                "refusing QAP1 on {addr}: QAP1 logins are plaintext, so the plain QAP1 \
+                 listener binds loopback addresses only (use [qap] tls, or [qap] unix)"
             )));
         }
-        if let Some(oc) = &self.qap_ocap {
+        if let Some(oc) = &qap.ocap {
             if !oc.listen.ip().is_loopback() || oc.service().is_none() {
                 return Err(ConfigError::Invalid(format!(
-                    "qap_ocap: listen must be a loopback address and service NAME/VERSION \
+                    "[qap] ocap: listen must be a loopback address and service NAME/VERSION \
                      (got {} and {:?})",
                     oc.listen, oc.service
                 )));
             }
         }
-        if self.qap_anonymous.is_some() && self.qap.is_none() && self.qap_unix.is_none() {
+        if qap.anonymous.is_some() && qap.listen.is_none() && qap.unix.is_none() {
             return Err(ConfigError::Invalid(
-                "qap_anonymous serves only the loopback QAP1 listeners: set qap (a loopback \
-                 address) or qap_unix"
+                "[qap] anonymous serves only the loopback QAP1 listeners: set [qap] listen \
+                 (a loopback address) or [qap] unix"
                     .into(),
             ));
         }
-        if self.qap_tls.is_some() && self.tls.is_none() {
+        if qap.tls.is_some() && self.tls.is_none() {
             return Err(ConfigError::Invalid(
-                "qap_tls needs a [tls] cert and key".into(),
+                "[qap] tls needs a [tls] cert and key".into(),
             ));
         }
         let l = &self.limits;
@@ -324,6 +466,79 @@ mod tests {
             key: "k.pem".into(),
         });
         c.check().unwrap();
+    }
+
+    #[test]
+    fn the_qap_section_sets_every_listener_and_option() {
+        let c: Config = toml::from_str(
+            "[qap]\nlisten = \"127.0.0.1:6311\"\nunix = \"/tmp/r.sock\"\n\
+             rsa_key = \"k.pem\"\nanonymous = \"bench\"\noob_errors = true\n\
+             direct = false\n[qap.ocap]\nlisten = \"127.0.0.1:6312\"\nservice = \"m/1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.qap.listen, Some("127.0.0.1:6311".parse().unwrap()));
+        assert_eq!(c.qap.unix.as_deref(), Some(Path::new("/tmp/r.sock")));
+        assert_eq!(c.qap.rsa_key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(c.qap.anonymous.as_deref(), Some("bench"));
+        assert!(c.qap.oob_errors);
+        assert!(!c.qap.direct);
+        assert_eq!(c.qap.ocap.as_ref().unwrap().service(), Some(("m", "1")));
+        assert!(c.deprecated.is_empty(), "{:?}", c.deprecated);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn the_flat_qap_keys_still_read_and_are_noted_as_deprecated() {
+        let c: Config = toml::from_str(
+            "qap = \"127.0.0.1:6311\"\nqap_unix = \"/tmp/r.sock\"\n\
+             qap_rsa_key = \"k.pem\"\nqap_anonymous = \"bench\"\nqap_oob_errors = true\n\
+             qap_direct = false\nlisten = \"127.0.0.1:9000\"\n\
+             [qap_ocap]\nlisten = \"127.0.0.1:6312\"\nservice = \"m/1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.qap.listen, Some("127.0.0.1:6311".parse().unwrap()));
+        assert_eq!(c.qap.unix.as_deref(), Some(Path::new("/tmp/r.sock")));
+        assert_eq!(c.qap.rsa_key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(c.qap.anonymous.as_deref(), Some("bench"));
+        assert!(c.qap.oob_errors);
+        assert!(!c.qap.direct);
+        assert_eq!(c.qap.ocap.as_ref().unwrap().service(), Some(("m", "1")));
+        assert_eq!(c.deprecated.len(), 7, "{:?}", c.deprecated);
+        assert!(c.deprecated.iter().any(|d| d.contains("[qap] listen")));
+        assert!(c
+            .deprecated
+            .iter()
+            .any(|d| d.contains("qap_direct is now [qap] direct")));
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn a_flat_qap_key_beside_the_section_is_an_error() {
+        let err = toml::from_str::<Config>("qap_unix = \"/tmp/r.sock\"\n[qap]\ndirect = false\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("[qap] unix"), "{err}");
+        let err = toml::from_str::<Config>("[qap]\nlsten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("lsten"), "{err}");
+        let err = toml::from_str::<Config>("qap = \"not an address\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid socket address"), "{err}");
+    }
+
+    #[test]
+    fn qap_listeners_are_checked() {
+        let mut c = Config::default();
+        c.qap.listen = Some("0.0.0.0:6311".parse().unwrap());
+        assert!(c.check().unwrap_err().to_string().contains("loopback"));
+        c.qap.listen = None;
+        c.qap.anonymous = Some("bench".into());
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("[qap] anonymous"));
+        c.qap.anonymous = None;
+        c.qap.tls = Some("0.0.0.0:6311".parse().unwrap());
+        assert!(c.check().unwrap_err().to_string().contains("[tls]"));
     }
 
     #[test]

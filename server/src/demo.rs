@@ -15,6 +15,11 @@ use crate::store::{service_grant, Role};
 
 pub const DEMO_USER: &str = "demo";
 
+/// R code that fits the demo models (docs/peers.md) and defines `score_glm` and
+/// `score_rf`: what `serve --demo` publishes, `batch --demo` scores with, and
+/// `rookery bench` measures.
+pub const MODEL_CODE: &str = include_str!("demo_model.R");
+
 /// What the operator is told once the demo is in place.
 #[derive(Debug)]
 pub struct DemoCredentials {

@@ -1,5 +1,6 @@
 //! `AppError`: every way a request can fail, and the HTTP answer for each. Owns the
-//! mapping from engine, store and file errors to status codes and to the JSON error
+//! mapping from the engine layer's errors (`crate::engine::Error`, which covers the
+//! engine's, the store's and the files') to status codes and to the JSON error
 //! body `{"error": {"code", "message", ...}}`; handlers just use `?`.
 
 use std::time::Duration;
@@ -10,6 +11,8 @@ use axum::Json;
 use rookery_engine::Error as EngineError;
 use serde_json::json;
 
+use crate::engine::Error as DomainError;
+pub use crate::engine::{RFailure, RFailureKind};
 use crate::files::FileError;
 use crate::store::StoreError;
 
@@ -92,7 +95,7 @@ impl AppError {
             AppError::TooLarge(_) => "too_large",
             AppError::UnsupportedMedia(_) => "unsupported_media_type",
             AppError::RateLimited(_) => "rate_limited",
-            AppError::R(f) => f.kind,
+            AppError::R(f) => f.kind.code(),
             AppError::Busy => "busy",
             AppError::Timeout(_) => "timeout",
             AppError::WorkerDied(_) => "worker_died",
@@ -147,32 +150,6 @@ impl IntoResponse for AppError {
     }
 }
 
-/// What R said when code failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RFailure {
-    /// `r_error`, `parse_error`, `unsupported_value`, `out_of_memory`, ...
-    pub kind: &'static str,
-    pub message: String,
-    pub call: Option<String>,
-    pub classes: Vec<String>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl AppError {
-    /// An R failure with no call, classes or output.
-    pub fn r(kind: &'static str, message: String) -> AppError {
-        AppError::R(Box::new(RFailure {
-            kind,
-            message,
-            call: None,
-            classes: vec![],
-            stdout: String::new(),
-            stderr: String::new(),
-        }))
-    }
-}
-
 /// Left on an error response so the metrics and audit layers can name the outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
@@ -181,78 +158,40 @@ fn retry_after(after: Duration) -> HeaderValue {
     HeaderValue::from(after.as_secs().max(1))
 }
 
+impl From<DomainError> for AppError {
+    /// The one mapping from the engine layer's failures to HTTP's.
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::R(f) => AppError::R(f),
+            DomainError::BadInput(m) => AppError::BadRequest(m),
+            DomainError::NotFound(what) => AppError::NotFound(what),
+            DomainError::Conflict(m) => AppError::Conflict(m),
+            DomainError::Busy => AppError::Busy,
+            DomainError::Timeout(after) => AppError::Timeout(after),
+            DomainError::WorkerDied(m) => AppError::WorkerDied(m),
+            DomainError::Cancelled => AppError::Cancelled,
+            DomainError::Unavailable => AppError::Unavailable,
+            DomainError::Confinement(m) => AppError::Confinement(m),
+            DomainError::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
 impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::R(r) => from_r(r),
-            EngineError::Timeout { after } => AppError::Timeout(after),
-            EngineError::WorkerDied { .. } => AppError::WorkerDied(e.to_string()),
-            EngineError::Busy { .. } => AppError::Busy,
-            EngineError::Cancelled => AppError::Cancelled,
-            EngineError::Closed => AppError::Unavailable,
-            EngineError::Confinement(msg) => AppError::Confinement(msg),
-            other => AppError::Internal(other.to_string()),
-        }
+        DomainError::from(e).into()
     }
-}
-
-fn from_r(e: rookery_engine::RError) -> AppError {
-    use rookery_engine::RError;
-    match e {
-        RError::Parse { .. } => r_error("parse_error", e.to_string(), None, vec![], None),
-        RError::R {
-            message,
-            call,
-            classes,
-            output,
-        } => r_error("r_error", message, call, classes, Some(*output)),
-        RError::Interrupted { .. } => AppError::Cancelled,
-        RError::Unsupported { ref output, .. } => {
-            let output = Some((**output).clone());
-            r_error("unsupported_value", e.to_string(), None, vec![], output)
-        }
-        RError::InvalidValue(_) => r_error("unsupported_value", e.to_string(), None, vec![], None),
-        RError::Alloc(_) => r_error("out_of_memory", e.to_string(), None, vec![], None),
-        other => AppError::Internal(other.to_string()),
-    }
-}
-
-fn r_error(
-    kind: &'static str,
-    message: String,
-    call: Option<String>,
-    classes: Vec<String>,
-    output: Option<rookery_engine::Output>,
-) -> AppError {
-    let output = output.unwrap_or_default();
-    AppError::R(Box::new(RFailure {
-        kind,
-        message,
-        call,
-        classes,
-        stdout: output.stdout,
-        stderr: output.stderr,
-    }))
 }
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(what) => AppError::NotFound(what),
-            StoreError::Conflict(what) => AppError::Conflict(format!("{what} already exists")),
-            StoreError::Backend(msg) => AppError::Internal(msg),
-        }
+        DomainError::from(e).into()
     }
 }
 
 impl From<FileError> for AppError {
     fn from(e: FileError) -> Self {
-        match e {
-            FileError::BadPath { .. } => AppError::BadRequest(e.to_string()),
-            FileError::NotFound(path) => AppError::NotFound(format!("file `{path}`")),
-            FileError::TooMany => AppError::Conflict(e.to_string()),
-            other => AppError::Internal(other.to_string()),
-        }
+        DomainError::from(e).into()
     }
 }
 

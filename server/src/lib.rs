@@ -20,7 +20,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod files;
-pub mod formats;
+pub use rookery_formats as formats;
 pub mod metrics;
 pub mod openapi;
 pub mod qap;

@@ -2,6 +2,7 @@
 //! (busy and idle workers, queue depth, respawns, timeouts), read at scrape time.
 //! Owns the registry and the middleware that times each request.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -15,8 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use rookery_engine::PoolStats;
+
 use crate::error::ErrorCode;
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -142,13 +144,9 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the pool gauges read now.
-    pub fn render(&self, state: &AppState) -> String {
-        let mut pools = vec![("sessions".to_owned(), state.sessions.pool().stats())];
-        for s in state.services.all() {
-            let name = format!("{}/{}", s.record.name, s.record.version);
-            pools.push((name, s.pool.stats()));
-        }
+    /// The text exposition, with the pool gauges set from `pools` (each pool's name
+    /// and its stats, read now) and the open-session gauge from `sessions`.
+    pub fn render(&self, pools: Vec<(String, PoolStats)>, sessions: usize) -> String {
         for (name, stats) in pools {
             let l = PoolLabels { pool: name };
             self.busy.get_or_create(&l).set(stats.busy as i64);
@@ -156,7 +154,7 @@ impl Metrics {
             self.waiting.get_or_create(&l).set(stats.waiting as i64);
             self.respawned.get_or_create(&l).set(stats.respawned as i64);
         }
-        self.sessions.set(state.sessions.count() as i64);
+        self.sessions.set(sessions as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -166,7 +164,7 @@ impl Metrics {
 
 /// Times each request and counts it by route (the route's pattern, never the raw
 /// path, so ids do not explode the label set).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -176,7 +174,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .to_owned();
     let response = next.run(request).await;
     let error = response.extensions().get::<ErrorCode>().map(|c| c.0);
-    state.metrics.observe(
+    metrics.observe(
         &method,
         &route,
         response.status().as_u16(),

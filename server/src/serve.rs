@@ -42,12 +42,17 @@ pub fn store_path(data: &std::path::Path) -> std::path::PathBuf {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub state: AppState,
+    /// What the QAP1 endpoint owns (TLS, login key, detached sessions, shutdown).
+    pub qap: Arc<crate::qap::endpoint::QapState>,
 }
 
 impl Server {
     /// Opens the store and folders and starts the sessions pool. Blocking (R starts).
     pub fn open(mut config: Config) -> Result<Server, ServeError> {
         config.check()?;
+        for note in &config.deprecated {
+            tracing::warn!("deprecated config key: {note}");
+        }
         std::fs::create_dir_all(&config.data)
             .map_err(|e| ServeError::Io(format!("creating {}: {e}", config.data.display())))?;
         // Workers change directory (and confined ones only see absolute folders):
@@ -93,23 +98,8 @@ impl Server {
                 "jobs left running by a stopped server marked failed"
             );
         }
-        let qap_key = match &config.qap_rsa_key {
-            Some(path) => Some(Arc::new(
-                crate::qap::seclogin::LoginKey::load(path).map_err(ServeError::Io)?,
-            )),
-            None => None,
-        };
-        let qap_tls = match &config.tls {
-            Some(tls) => Some(
-                crate::qap::stream::server_config(&tls.cert, &tls.key).map_err(ServeError::Io)?,
-            ),
-            None => None,
-        };
+        let qap = Arc::new(crate::qap::endpoint::QapState::new(&config).map_err(ServeError::Io)?);
         let state = AppState {
-            qap_detached: Arc::default(),
-            qap_shutdown: Arc::default(),
-            qap_tls,
-            qap_key,
             sessions: Arc::new(Sessions::new(
                 pool,
                 dirs.clone(),
@@ -131,7 +121,13 @@ impl Server {
             store,
             dirs,
         };
-        Ok(Server { state })
+        Ok(Server { state, qap })
+    }
+
+    /// Starts the configured QAP1 listeners on the current runtime; returns the
+    /// bound loopback TCP address, if one is configured.
+    pub async fn listen_qap(&self) -> std::io::Result<Option<SocketAddr>> {
+        crate::qap::endpoint::listen(self.state.clone(), self.qap.clone()).await
     }
 
     pub fn router(&self) -> Router {
@@ -246,21 +242,22 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
         }
     };
     let (addr, task) = bound;
-    let qap = crate::qap::endpoint::listen(server.state.clone())
+    let qap = server
+        .listen_qap()
         .await
         .map_err(|e| ServeError::Io(format!("QAP1 listener: {e}")))?;
-    if qap.is_some() || config.qap_unix.is_some() {
+    if qap.is_some() || config.qap.unix.is_some() {
         tracing::info!(
             qap = ?qap,
-            qap_unix = ?config.qap_unix,
+            qap_unix = ?config.qap.unix,
             "QAP1 listener up: logins required (plaintext, loopback/Unix only)"
         );
     }
     on_listening(&Listening {
         http: addr,
         qap,
-        qap_unix: config.qap_unix.clone(),
-        qap_anonymous: config.qap_anonymous.clone(),
+        qap_unix: config.qap.unix.clone(),
+        qap_anonymous: config.qap.anonymous.clone(),
     });
     if !server.state.ready.load(Ordering::Acquire) {
         let loaded = server.load_services().await;
@@ -270,7 +267,7 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     server.spawn_housekeeping();
     tokio::select! {
         () = shutdown_signal() => {}
-        () = server.state.qap_shutdown.notified() => {}
+        () = server.qap.shutdown.notified() => {}
     }
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(Duration::from_secs(10)));

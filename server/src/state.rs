@@ -27,15 +27,6 @@ pub struct AppState {
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,
-    /// TLS for QAP1 (the `[tls]` certificate), when configured.
-    pub qap_tls: Option<Arc<rustls::ServerConfig>>,
-    /// QAP1 sessions detached and waiting to be attached.
-    pub qap_detached: Arc<crate::qap::endpoint::Detached>,
-    /// The QAP1 secure-login key, when configured.
-    pub qap_key: Option<Arc<crate::qap::seclogin::LoginKey>>,
-    /// Told when an admin sends QAP1's `CMD_shutdown`: the server then stops as on
-    /// SIGTERM.
-    pub qap_shutdown: Arc<tokio::sync::Notify>,
     /// Set once the stored services are loaded.
     pub ready: Arc<AtomicBool>,
 }

@@ -222,7 +222,7 @@ fn scorer(args: &BatchArgs) -> Result<Box<dyn Scorer>, String> {
         }
         (None, None) if args.demo => {
             let function = args.function.as_deref().unwrap_or("score_glm");
-            let code = crate::bench::DEMO_MODEL.to_owned();
+            let code = rookery_server::demo::MODEL_CODE.to_owned();
             source::from_code(code, "the demo model", function, workers, timeout)?
         }
         (None, None) => {

@@ -16,10 +16,11 @@
 //! one named by [`PoolBuilder::program`]), so R is never started, and fork never
 //! called, in a multi-threaded host.
 
+mod deadline;
 mod session;
 mod slots;
-mod worker;
-mod zygote;
+mod worker_conn;
+mod zygote_handle;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,12 +33,12 @@ use rookery_ffi::Value;
 pub use session::Session;
 
 use crate::cancel::CancelHandle;
+use crate::child::zygote::{InitStep, ZygoteConfig};
+use crate::child::WorkerConfig;
 use crate::protocol::{self, Request};
-use crate::worker::zygote::{InitStep, ZygoteConfig};
-use crate::worker::WorkerConfig;
 use crate::{Error, Evaluation};
 use slots::{Shared, State};
-use worker::{Answer, Limits, WorkerConn};
+use worker_conn::{Answer, Limits, WorkerConn};
 
 /// Per-call options.
 #[derive(Debug, Clone, Default)]
@@ -268,7 +269,7 @@ impl PoolBuilder {
     /// Starts the zygote, runs preload and init there, and forks the workers.
     pub fn build(mut self) -> Result<Pool, Error> {
         self.zygote.worker.temp_on_first_use = self.zygote.confine.is_none();
-        if std::env::var_os(crate::worker::zygote::ZYGOTE_ENV).is_some() {
+        if std::env::var_os(crate::child::zygote::ZYGOTE_ENV).is_some() {
             return Err(Error::Spawn(
                 "this process was started as a zygote but builds a pool: call \
                  rookery_engine::run_zygote_if_requested() first thing in main()"
@@ -283,7 +284,7 @@ impl PoolBuilder {
         if self.worker_cgroups {
             crate::confine::Cgroup::sweep_stale_workers();
         }
-        let zygote = zygote::Zygote::start(&program, &self.zygote, self.start_timeout)?;
+        let zygote = zygote_handle::Zygote::start(&program, &self.zygote, self.start_timeout)?;
         let (respawn, wake) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             zygote,
@@ -491,7 +492,7 @@ impl Pool {
         // Reading smaps_rollup takes about 0.2 ms per worker: never under the lock
         // that every checkout takes.
         for (pid, _, kb) in &mut stats.idle {
-            *kb = crate::worker::private_memory_kb_of(&pid.to_string()).unwrap_or(0);
+            *kb = crate::child::private_memory_kb_of(&pid.to_string()).unwrap_or(0);
         }
         stats
     }
@@ -570,7 +571,7 @@ fn shutdown(shared: &Shared, drain: Duration) {
 }
 
 /// Asks each worker to exit, waits briefly, and kills those still running.
-fn stop_workers(zygote: &zygote::Zygote, workers: &mut Vec<WorkerConn>) {
+fn stop_workers(zygote: &zygote_handle::Zygote, workers: &mut Vec<WorkerConn>) {
     for w in workers.iter_mut() {
         w.retire(zygote);
     }

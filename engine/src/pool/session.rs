@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rookery_ffi::Value;
 
-use super::worker::{Limits, WorkerConn};
+use super::worker_conn::{Limits, WorkerConn};
 use super::{call_on, eval_on, CallOptions, Pool};
 use crate::confine::Confinement;
 use crate::protocol::{self, Request};

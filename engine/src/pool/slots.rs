@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Owns the counts (`live` = idle + checked out + being spawned) and the invariants
-//! between them. It must not talk to R: calls go through [`super::worker`].
+//! between them. It must not talk to R: calls go through [`super::worker_conn`].
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::worker::WorkerConn;
-use super::zygote::Zygote;
+use super::worker_conn::WorkerConn;
+use super::zygote_handle::Zygote;
 use super::PoolConfig;
 use crate::Error;
 

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  server                                    worker (confined, the session's)
-//!  send_fd(socket); ServeQap{options} ─────▶ loop: poll(socket) ─ read message
+//!  send_fd(socket); ServeQap{options} ─────▶ loop: read message (socket timeout)
 //!                                              eval / voidEval / setSEXP: answer it
 //!                                              (busy stamp set while R runs)
 //!  Yielded{Message | Closed | Notes} ◀──────── anything else, EOF, idle, or notes due
@@ -22,7 +22,7 @@
 //! arrive as [`QapNote`]s (at least once a second, and at every hand-back), and the
 //! call deadline is enforced from the busy stamp the worker keeps in the shared
 //! control page. The types and the pure byte helpers live here; the loop is the
-//! worker's (`worker::qap`).
+//! worker's (`child::qap`).
 
 use std::time::Duration;
 

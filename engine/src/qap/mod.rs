@@ -1,17 +1,10 @@
-//! QAP1, the Rserve wire protocol (see `docs/qap1.md`): its bytes, and a worker's
-//! way of serving one connection itself.
+//! QAP1 direct mode: what a session's worker does with a QAP1 socket the server hands
+//! it ([`crate::Session::serve_qap`]): it answers the evaluation commands itself, so a
+//! call costs no hop between processes, and hands every other message back.
 //!
-//! - [`frame`]: ID string, 16-byte message header, command/response/status codes,
-//!   DT_* parameter lists.
-//! - [`sexp`]: XT_* R objects to and from [`crate::Value`].
-//! - [`direct`]: what a session's worker does with a QAP1 socket the server hands it
-//!   ([`crate::Session::serve_qap`]): it answers the evaluation commands itself, so
-//!   a call costs no hop between processes, and hands every other message back.
-//!
-//! `frame` and `sexp` own bytes only: no sockets, no sessions, no R. Decoding never
-//! panics and never trusts a length; errors are [`frame::QapError`], which a server
-//! maps to a QAP1 status with [`frame::QapError::status`].
+//! - [`direct`]: the options, notes and outcomes shared by both sides of a pass.
+//! - [`frame`] and [`sexp`]: the protocol's bytes, re-exported from `rookery-qap`
+//!   (see `docs/qap1.md`), which owns them and never links R.
 
 pub mod direct;
-pub mod frame;
-pub mod sexp;
+pub use rookery_qap::{frame, sexp};

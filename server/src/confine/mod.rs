@@ -28,7 +28,7 @@ use std::time::Duration;
 use rookery_engine::confine::{probe, Confinement, Identity, ResourceLimits, Support};
 use serde::Deserialize;
 
-use crate::error::AppError;
+use crate::engine::Error;
 pub use accounts::Account;
 pub use leases::Lease;
 use leases::Leases;
@@ -204,9 +204,9 @@ impl Confiner {
         self.leases.in_use()
     }
 
-    fn check(&self) -> Result<(), AppError> {
+    fn check(&self) -> Result<(), Error> {
         match &self.refusal {
-            Some(why) => Err(AppError::Confinement(why.clone())),
+            Some(why) => Err(Error::Confinement(why.clone())),
             None => Ok(()),
         }
     }
@@ -226,7 +226,7 @@ impl Confiner {
         with_cgroup: bool,
         wipe: &[PathBuf],
         give: &[PathBuf],
-    ) -> Result<Option<Lease>, AppError> {
+    ) -> Result<Option<Lease>, Error> {
         if !self.config.enabled {
             return Ok(None);
         }
@@ -240,12 +240,12 @@ impl Confiner {
                 give.iter().try_for_each(|dir| chown_tree(dir, account))
             })
             .map(Some)
-            .map_err(AppError::Confinement)
+            .map_err(Error::Confinement)
     }
 
     /// Leases the account for `user`'s sessions (blocking: it may wait for a free
     /// account, and hands `user_dir` to it). `None` when confinement is off.
-    pub fn lease_user(&self, user: &str, user_dir: &Path) -> Result<Option<Lease>, AppError> {
+    pub fn lease_user(&self, user: &str, user_dir: &Path) -> Result<Option<Lease>, Error> {
         let tmp = user_dir.join("tmp");
         // Session workers have a cgroup each (see `worker_cgroups`).
         self.lease(
@@ -277,12 +277,12 @@ impl Confiner {
         version: &str,
         tag: &str,
         model_dir: &Path,
-    ) -> Result<Option<(Lease, PathBuf)>, AppError> {
+    ) -> Result<Option<(Lease, PathBuf)>, Error> {
         if !self.config.enabled {
             return Ok(None);
         }
         let internal =
-            |what: &Path, e: std::io::Error| AppError::Internal(format!("{}: {e}", what.display()));
+            |what: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", what.display()));
         let temp = self.temp_root.join(tag);
         make_dir(&temp, 0o700).map_err(|e| internal(&temp, e))?;
         // A service's zygote joins the lease's cgroup; its workers are born in it.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rookery_engine::{BatchOptions, CancelHandle, Progress, Value};
 
+use super::Error;
 use crate::admin::now;
-use crate::error::AppError;
 use crate::files::ConfinedDir;
 use crate::formats::tabular::{value_to_json, Layout};
 use crate::store::{JobRecord, JobState, Store};
@@ -56,7 +56,7 @@ impl Jobs {
     }
 
     /// Marks jobs left queued or running by a previous server process as failed.
-    pub fn recover(&self) -> Result<usize, AppError> {
+    pub fn recover(&self) -> Result<usize, Error> {
         let records = self.store.unfinished_jobs()?;
         let n = records.len();
         for mut r in records {
@@ -75,7 +75,7 @@ impl Jobs {
         service: Arc<LiveService>,
         table: Value,
         out: ConfinedDir,
-    ) -> Result<JobRecord, AppError> {
+    ) -> Result<JobRecord, Error> {
         let rows = table.nrow().unwrap_or(table.len());
         let record = JobRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -94,7 +94,7 @@ impl Jobs {
         };
         self.store.put_job(&record)?;
         let cancel = CancelHandle::new()
-            .map_err(|e| AppError::Internal(format!("cannot make a cancel handle: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot make a cancel handle: {e}")))?;
         let handle = Arc::new(JobHandle {
             record: Mutex::new(record.clone()),
             cancel,
@@ -111,12 +111,12 @@ impl Jobs {
         std::thread::Builder::new()
             .name("rookery-job".into())
             .spawn(move || run.run(table))
-            .map_err(|e| AppError::Internal(format!("cannot start the job thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the job thread: {e}")))?;
         Ok(record)
     }
 
     /// The job `id` if `caller` owns it (or is an admin); others' jobs look missing.
-    pub fn get(&self, id: &str, caller: &crate::auth::AuthUser) -> Result<JobRecord, AppError> {
+    pub fn get(&self, id: &str, caller: &crate::auth::AuthUser) -> Result<JobRecord, Error> {
         let live = self.live.lock().get(id).map(|h| h.snapshot());
         let record = match live {
             Some(r) => Some(r),
@@ -124,11 +124,11 @@ impl Jobs {
         };
         record
             .filter(|r| caller.owns(&r.owner))
-            .ok_or_else(|| AppError::not_found(format!("job `{id}`")))
+            .ok_or_else(|| Error::not_found(format!("job `{id}`")))
     }
 
     /// Cancels a running job; a finished one is left as it is.
-    pub fn cancel(&self, id: &str, caller: &crate::auth::AuthUser) -> Result<JobRecord, AppError> {
+    pub fn cancel(&self, id: &str, caller: &crate::auth::AuthUser) -> Result<JobRecord, Error> {
         let record = self.get(id, caller)?;
         if let Some(h) = self.live.lock().get(id) {
             h.cancel.cancel();

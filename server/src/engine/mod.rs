@@ -3,11 +3,14 @@
 //! here reaches R through `rookery-engine` on tokio's blocking pool, never on an
 //! async thread, and hands back plain data.
 
+mod error;
 mod jobs;
 mod ready;
 mod services;
 mod sessions;
+mod start;
 
+pub use error::{Error, RFailure, RFailureKind};
 pub use jobs::{result_file as jobs_result_file, JobHandle, Jobs};
 pub use services::{record_for, LiveService, ServiceSpec, Services};
 pub use sessions::{is_r_name, QapPassError, SessionEntry, Sessions};
@@ -15,6 +18,6 @@ pub use sessions::{is_r_name, QapPassError, SessionEntry, Sessions};
 /// Runs a blocking engine call on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, crate::error::AppError> {
+) -> Result<T, Error> {
     Ok(tokio::task::spawn_blocking(f).await?)
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::sessions::{start_session, Started};
+use super::start::{start_session, Started};
 use crate::confine::Confiner;
 use crate::files::UserDirs;
 
@@ -122,7 +122,7 @@ impl ReadySessions {
             }
             Found::None => return None,
         };
-        if ready.started.3.is_alive() {
+        if ready.started.worker.is_alive() {
             return Some(ready);
         }
         let (this, owner) = (self.clone(), owner.to_owned());
@@ -178,7 +178,7 @@ impl ReadySessions {
         let started = self
             .dirs
             .user(owner)
-            .map_err(crate::error::AppError::from)
+            .map_err(super::Error::from)
             .and_then(|user| start_session(&self.confiner, &self.pool, &user, owner, &id));
         let give_up = |why: &dyn std::fmt::Display| {
             // Nothing is lost: the next open starts its session inline and reports
@@ -198,7 +198,7 @@ impl ReadySessions {
         // A first call faults in the pages every call touches (the parser's, the
         // allocator's, the reply region's): here, rather than in the owner's first
         // request. It binds nothing.
-        if let Err(e) = ready.started.3.eval(WARM_UP) {
+        if let Err(e) = ready.started.worker.eval(WARM_UP) {
             give_up(&e);
             return self.discard(owner, ready);
         }
@@ -262,8 +262,8 @@ impl ReadySessions {
     /// Ends a ready session that will not be used: its worker (and everything it
     /// started), its folder and temp dir; its lease is let go. Blocking.
     pub fn discard(&self, owner: &str, ready: Ready) {
-        let (lease, _dir, _spec, session) = ready.started;
-        drop(session);
+        let Started { lease, worker, .. } = ready.started;
+        drop(worker);
         if let Ok(user) = self.dirs.user(owner) {
             let _ = user.remove_session(&ready.id);
             let _ = user.remove_temp(&ready.id);

@@ -14,9 +14,9 @@ use parking_lot::RwLock;
 use rookery_engine::{CallOptions, Pool, Value};
 use serde::Deserialize;
 
+use super::Error;
 use crate::admin::now;
 use crate::config::Config;
-use crate::error::AppError;
 use crate::formats::schema::Schema;
 use crate::store::ServiceRecord;
 
@@ -101,17 +101,17 @@ impl Services {
     }
 
     /// Checks a spec before anything is written.
-    pub fn check(spec: &ServiceSpec) -> Result<(Schema, Vec<ModelFile>), AppError> {
+    pub fn check(spec: &ServiceSpec) -> Result<(Schema, Vec<ModelFile>), Error> {
         check_service_name(&spec.name)?;
         check_version(&spec.version)?;
         if !is_r_name(&spec.function) {
-            return Err(AppError::BadRequest(format!(
+            return Err(Error::BadInput(format!(
                 "`function` must be an R function name, got `{}`",
                 spec.function
             )));
         }
-        let schema = Schema::parse(&spec.inputs)
-            .map_err(|e| AppError::BadRequest(format!("inputs: {e}")))?;
+        let schema =
+            Schema::parse(&spec.inputs).map_err(|e| Error::BadInput(format!("inputs: {e}")))?;
         let files = spec
             .files
             .iter()
@@ -137,7 +137,7 @@ impl Services {
         record: ServiceRecord,
         schema: Schema,
         files: Vec<(String, Vec<u8>)>,
-    ) -> Result<Arc<LiveService>, AppError> {
+    ) -> Result<Arc<LiveService>, Error> {
         let dir = self.dir_of(&record);
         let target = dir.clone();
         blocking(move || write_files(&target, &files)).await??;
@@ -155,7 +155,7 @@ impl Services {
         &self,
         record: ServiceRecord,
         schema: Schema,
-    ) -> Result<Arc<LiveService>, AppError> {
+    ) -> Result<Arc<LiveService>, Error> {
         let dir = self.dir_of(&record);
         let config = self.config.clone();
         let confiner = self.confiner.clone();
@@ -225,7 +225,7 @@ impl Services {
     }
 
     /// Calls the service's function with `table` (already validated).
-    pub async fn call(&self, service: Arc<LiveService>, table: Value) -> Result<Value, AppError> {
+    pub async fn call(&self, service: Arc<LiveService>, table: Value) -> Result<Value, Error> {
         let opts = CallOptions {
             timeout: Some(self.config.call_timeout()),
             cancel: None,
@@ -236,7 +236,7 @@ impl Services {
                 .call_with(&service.record.function, &[("", &table)], &opts)
         })
         .await?
-        .map_err(AppError::from)
+        .map_err(Error::from)
     }
 
     /// Stops every pool (server shutdown).
@@ -270,10 +270,10 @@ fn build_pool(
     code: &str,
     function: &str,
     confine: Option<rookery_engine::confine::Confinement>,
-) -> Result<Pool, AppError> {
+) -> Result<Pool, Error> {
     let dir_text = dir
         .to_str()
-        .ok_or_else(|| AppError::Internal(format!("{} is not UTF-8", dir.display())))?;
+        .ok_or_else(|| Error::Internal(format!("{} is not UTF-8", dir.display())))?;
     let mut builder = config
         .pool_builder()
         .workers(config.pool.service_workers)
@@ -291,23 +291,23 @@ fn build_pool(
         builder = builder.confine(spec);
     }
     let pool = builder.build().map_err(|e| match e {
-        rookery_engine::Error::Spawn(msg) => AppError::r(
-            "service_code_failed",
+        rookery_engine::Error::Spawn(msg) => Error::r(
+            super::RFailureKind::ServiceCode,
             format!("the service's code failed when its workers started: {msg}"),
         ),
-        other => AppError::from(other),
+        other => Error::from(other),
     })?;
     if !pool.has_function(function).unwrap_or(false) {
         pool.shutdown(Duration::ZERO);
-        return Err(AppError::BadRequest(format!(
+        return Err(Error::BadInput(format!(
             "the service's code does not define a function `{function}`"
         )));
     }
     Ok(pool)
 }
 
-fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), AppError> {
-    let io = |e: std::io::Error| AppError::Internal(format!("writing service files: {e}"));
+fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Internal(format!("writing service files: {e}"));
     std::fs::create_dir_all(dir).map_err(io)?;
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).map_err(io)?;
@@ -315,28 +315,28 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), AppError> 
     Ok(())
 }
 
-fn decode_file(name: &str, b64: &str) -> Result<(String, Vec<u8>), AppError> {
+fn decode_file(name: &str, b64: &str) -> Result<(String, Vec<u8>), Error> {
     crate::files::check_relative(name)?;
     if name.contains('/') {
-        return Err(AppError::BadRequest(format!(
+        return Err(Error::BadInput(format!(
             "model file `{name}`: give plain file names, without folders"
         )));
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|e| AppError::BadRequest(format!("model file `{name}`: not base64: {e}")))?;
+        .map_err(|e| Error::BadInput(format!("model file `{name}`: not base64: {e}")))?;
     Ok((name.to_owned(), bytes))
 }
 
 /// Service names: lower-case letters, digits, `-` and `_`, starting with a letter.
-pub fn check_service_name(name: &str) -> Result<(), AppError> {
+pub fn check_service_name(name: &str) -> Result<(), Error> {
     let ok = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
     ok.then_some(()).ok_or_else(|| {
-        AppError::BadRequest(format!(
+        Error::BadInput(format!(
             "service name `{name}`: use lower-case letters, digits, `-` and `_`, starting \
              with a letter, at most 64"
         ))
@@ -344,7 +344,7 @@ pub fn check_service_name(name: &str) -> Result<(), AppError> {
 }
 
 /// Versions: letters, digits, `.`, `-`, `_`; at most 32; not `.` or `..`.
-pub fn check_version(version: &str) -> Result<(), AppError> {
+pub fn check_version(version: &str) -> Result<(), Error> {
     let ok = !version.is_empty()
         && version.len() <= 32
         && version != "."
@@ -353,7 +353,7 @@ pub fn check_version(version: &str) -> Result<(), AppError> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'));
     ok.then_some(()).ok_or_else(|| {
-        AppError::BadRequest(format!(
+        Error::BadInput(format!(
             "version `{version}`: use letters, digits, `.`, `-` and `_`, at most 32"
         ))
     })

@@ -14,14 +14,15 @@ use rookery_engine::confine::Confinement;
 use rookery_engine::{CallOptions, Error as EngineError, Evaluation, Pool, Session, Value};
 use uuid::Uuid;
 
+use super::Error;
 use crate::admin::now;
 use crate::confine::{Confiner, Lease};
-use crate::error::AppError;
 use crate::files::{ConfinedDir, UserDirs};
 use crate::store::Timestamp;
 
 use super::blocking;
 use super::ready::ReadySessions;
+use super::start::{start_session, start_worker, Started};
 
 /// One open session.
 #[derive(Debug)]
@@ -127,9 +128,17 @@ impl Sessions {
     /// Opens a session for `owner`: the owner's worker account (leased, or shared
     /// with their other sessions), a GUID folder, its own temp dir, and a pristine
     /// worker locked into them before it runs anything.
-    pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, AppError> {
+    pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, Error> {
         let _place = self.reserve(owner)?;
-        let (id, (lease, dir, spec, session)) = match self.ready.take_or_wait(owner).await {
+        let (
+            id,
+            Started {
+                lease,
+                dir,
+                spec,
+                worker,
+            },
+        ) = match self.ready.take_or_wait(owner).await {
             Some(ready) => (ready.id, ready.started),
             None => {
                 let id = Uuid::new_v4();
@@ -150,7 +159,7 @@ impl Sessions {
             dir,
             created_at: now(),
             last_used: AtomicI64::new(now()),
-            worker: Arc::new(tokio::sync::Mutex::new(Some(session))),
+            worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
             spec,
             lease: Mutex::new(lease),
         });
@@ -159,17 +168,17 @@ impl Sessions {
     }
 
     /// Holds a place for a new session of `owner` if the limits allow one more.
-    fn reserve(&self, owner: &str) -> Result<Reservation<'_>, AppError> {
+    fn reserve(&self, owner: &str) -> Result<Reservation<'_>, Error> {
         let mut reg = self.registry.lock();
         let opening = reg.opening.get(owner).copied().unwrap_or(0);
         let mine = reg.open.values().filter(|s| s.owner == owner).count() + opening;
         if mine >= self.per_user {
-            return Err(AppError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "user `{owner}` already has {mine} open sessions (the limit); close one first"
             )));
         }
         if reg.open.len() + reg.opening.values().sum::<usize>() >= self.total {
-            return Err(AppError::Busy);
+            return Err(Error::Busy);
         }
         *reg.opening.entry(owner.to_owned()).or_default() += 1;
         Ok(Reservation {
@@ -184,8 +193,8 @@ impl Sessions {
         &self,
         id: &str,
         caller: &crate::auth::AuthUser,
-    ) -> Result<Arc<SessionEntry>, AppError> {
-        let missing = || AppError::not_found(format!("session `{id}`"));
+    ) -> Result<Arc<SessionEntry>, Error> {
+        let missing = || Error::not_found(format!("session `{id}`"));
         let id = Uuid::parse_str(id).map_err(|_| missing())?;
         let entry = self
             .registry
@@ -216,11 +225,7 @@ impl Sessions {
     }
 
     /// Runs `code` in the session. Calls to one session queue behind each other.
-    pub async fn execute(
-        &self,
-        entry: &SessionEntry,
-        code: String,
-    ) -> Result<Evaluation, AppError> {
+    pub async fn execute(&self, entry: &SessionEntry, code: String) -> Result<Evaluation, Error> {
         let opts = CallOptions {
             timeout: Some(self.timeout),
             cancel: None,
@@ -238,7 +243,7 @@ impl Sessions {
         entry: &SessionEntry,
         name: String,
         value: Value,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), Error> {
         let result = self
             .with_worker(entry, move |s| s.assign(&name, &value))
             .await;
@@ -247,9 +252,9 @@ impl Sessions {
     }
 
     /// The value bound to `name` in the session.
-    pub async fn object(&self, entry: &SessionEntry, name: String) -> Result<Value, AppError> {
+    pub async fn object(&self, entry: &SessionEntry, name: String) -> Result<Value, Error> {
         if !is_r_name(&name) {
-            return Err(AppError::BadRequest(format!(
+            return Err(Error::BadInput(format!(
                 "`{name}` is not an R variable name"
             )));
         }
@@ -261,7 +266,7 @@ impl Sessions {
             .and_then(|l| l.first()?.to_option())
             != Some(true)
         {
-            return Err(AppError::not_found(format!("object `{name}`")));
+            return Err(Error::not_found(format!("object `{name}`")));
         }
         self.with_worker(entry, move |s| s.get(&name)).await
     }
@@ -271,7 +276,7 @@ impl Sessions {
         &self,
         entry: &SessionEntry,
         f: impl FnOnce(&mut Session) -> Result<T, EngineError> + Send + 'static,
-    ) -> Result<T, AppError> {
+    ) -> Result<T, Error> {
         let mut guard = entry.worker.clone().lock_owned().await;
         let pool = self.pool.clone();
         let path = entry.dir.path();
@@ -281,11 +286,7 @@ impl Sessions {
 
     /// [`Sessions::execute`] for a caller that is already on a blocking thread (a
     /// QAP1 connection): no hop to another thread. Never call it from async code.
-    pub fn execute_blocking(
-        &self,
-        entry: &SessionEntry,
-        code: &str,
-    ) -> Result<Evaluation, AppError> {
+    pub fn execute_blocking(&self, entry: &SessionEntry, code: &str) -> Result<Evaluation, Error> {
         let opts = CallOptions {
             timeout: Some(self.timeout),
             cancel: None,
@@ -305,7 +306,7 @@ impl Sessions {
         entry: &SessionEntry,
         name: &str,
         value: &Value,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), Error> {
         let mut guard = entry.worker.blocking_lock();
         let spec = entry.spec.as_deref();
         let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
@@ -359,7 +360,7 @@ impl Sessions {
     /// Closes the session: stops its worker (and everything it started), removes
     /// its folder and temp dir, and lets go of the owner's worker account (returned
     /// to the pool once the owner's last session is closed and cleaned up).
-    pub async fn close(&self, entry: &SessionEntry) -> Result<(), AppError> {
+    pub async fn close(&self, entry: &SessionEntry) -> Result<(), Error> {
         self.registry.lock().open.remove(&entry.id);
         let worker = entry.worker.clone();
         blocking(move || drop(worker.blocking_lock().take())).await?;
@@ -424,7 +425,7 @@ fn on_worker<T>(
     spec: Option<&Confinement>,
     slot: &mut Option<Session>,
     f: impl FnOnce(&mut Session) -> Result<T, EngineError>,
-) -> Result<T, AppError> {
+) -> Result<T, Error> {
     if slot.is_none() {
         *slot = Some(start_worker(pool, dir, spec)?);
     }
@@ -436,104 +437,18 @@ fn on_worker<T>(
     ) {
         *slot = start_worker(pool, dir, spec).ok();
     }
-    result.map_err(AppError::from)
+    result.map_err(Error::from)
 }
 
 /// Why a pass of QAP1 direct mode failed ([`Sessions::serve_qap_blocking`]).
 #[derive(Debug)]
 pub struct QapPassError {
-    pub error: AppError,
+    pub error: Error,
     /// The client waits for the answer to a call (the worker died or timed out in
     /// it): it is owed a status.
     pub in_flight: bool,
     /// The session has a new worker (its objects are gone): the connection goes on.
     pub replaced: bool,
-}
-
-/// What a new session is made of.
-pub(super) type Started = (
-    Option<Lease>,
-    ConfinedDir,
-    Option<Arc<Confinement>>,
-    Session,
-);
-
-/// Leases `owner`'s account, makes the session's folders and hands them to it, and
-/// starts its worker (confined when confinement is on). Undoes the folders on
-/// failure. Blocking.
-pub(super) fn start_session(
-    confiner: &Confiner,
-    pool: &Pool,
-    user: &crate::files::UserDir,
-    owner: &str,
-    id: &Uuid,
-) -> Result<Started, AppError> {
-    let lease = confiner.lease_user(owner, &user.path())?;
-    let dir = user.create_session(id)?;
-    let undo = |e: AppError| {
-        let _ = user.remove_session(id);
-        let _ = user.remove_temp(id);
-        e
-    };
-    let (dir, spec) = match &lease {
-        None => (dir, None),
-        Some(lease) => {
-            let temp = prepare_folders(user, id, lease).map_err(undo)?;
-            let dir = match lease.account() {
-                Some(a) => dir.owned_by(a.uid, a.gid),
-                None => dir,
-            };
-            let spec = Arc::new(confiner.session_spec(lease, &dir.path(), &temp));
-            (dir, Some(spec))
-        }
-    };
-    let session = start_worker(pool, &dir.path(), spec.as_deref()).map_err(|e| undo(e.into()))?;
-    Ok((lease, dir, spec, session))
-}
-
-/// Hands the session's folders to the lease's account (the server created them),
-/// and creates the session's temp dir. Returns the temp dir.
-fn prepare_folders(
-    user: &crate::files::UserDir,
-    id: &Uuid,
-    lease: &Lease,
-) -> Result<std::path::PathBuf, AppError> {
-    let temp = user.create_temp(id)?;
-    if let Some(a) = lease.account() {
-        let root = user.path();
-        let folders = [
-            root.clone(),
-            root.join("sessions"),
-            root.join("sessions").join(id.to_string()),
-            user.temp_root(),
-            temp.clone(),
-        ];
-        for f in &folders {
-            std::os::unix::fs::lchown(f, Some(a.uid), Some(a.gid)).map_err(|e| {
-                AppError::Internal(format!("handing {} to {}: {e}", f.display(), a.name))
-            })?;
-        }
-    }
-    Ok(temp)
-}
-
-/// A worker forked for one session, locked into `spec` (when confinement is on)
-/// and working in `dir`.
-fn start_worker(
-    pool: &Pool,
-    dir: &std::path::Path,
-    spec: Option<&Confinement>,
-) -> Result<Session, EngineError> {
-    let mut session = pool.fresh_session()?;
-    if let Some(spec) = spec {
-        session.confine(spec)?;
-        return Ok(session);
-    }
-    let dir = dir.to_str().ok_or_else(|| {
-        EngineError::Spawn(format!("session folder {} is not UTF-8", dir.display()))
-    })?;
-    session.eval(&format!("setwd({dir:?}); invisible(NULL)"))?;
-    Ok(session)
 }
 
 pub use rookery_engine::is_r_name;

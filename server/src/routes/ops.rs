@@ -48,7 +48,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) 
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state);
+    let mut pools = vec![("sessions".to_owned(), state.sessions.pool().stats())];
+    for s in state.services.all() {
+        let name = format!("{}/{}", s.record.name, s.record.version);
+        pools.push((name, s.pool.stats()));
+    }
+    let text = state.metrics.render(pools, state.sessions.count());
     (
         [(
             header::CONTENT_TYPE,

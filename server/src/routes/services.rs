@@ -60,7 +60,11 @@ pub async fn publish(
         }
     }
     let record = record_for(&spec, &user.name, previous.as_ref());
-    let result = state.services.publish(record.clone(), schema, files).await;
+    let result = state
+        .services
+        .publish(record.clone(), schema, files)
+        .await
+        .map_err(AppError::from);
     state.audit.record(Entry {
         request_id: &rid,
         user: Some(&user.name),
@@ -168,7 +172,11 @@ pub async fn call(
     let service = find(&state, &user, &name, &version)?;
     let layout = layout_of(q.format.as_deref())?;
     let table = read_table(&service, &headers, &bytes)?;
-    let result = state.services.call(service, table).await;
+    let result = state
+        .services
+        .call(service, table)
+        .await
+        .map_err(AppError::from);
     state.audit.record(Entry {
         request_id: &rid,
         user: Some(&user.name),
@@ -192,7 +200,10 @@ pub async fn batch(
     let service = find(&state, &user, &name, &version)?;
     let table = read_table(&service, &headers, &bytes)?;
     let out = state.dirs.user(&user.name)?.jobs()?;
-    let result = state.jobs.start(&user.name, service, table, out);
+    let result = state
+        .jobs
+        .start(&user.name, service, table, out)
+        .map_err(AppError::from);
     state.audit.record(Entry {
         request_id: &rid,
         user: Some(&user.name),

@@ -18,7 +18,7 @@ use serde_json::{json, Value as Json_};
 
 use crate::audit::Entry;
 use crate::auth::AuthUser;
-use crate::engine::{blocking, SessionEntry};
+use crate::engine::{blocking, RFailureKind, SessionEntry};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -62,7 +62,11 @@ pub async fn create(
     user: AuthUser,
 ) -> Result<(StatusCode, Json<Json_>), AppError> {
     user.require_execute()?;
-    let result = state.sessions.open(&user.name).await;
+    let result = state
+        .sessions
+        .open(&user.name)
+        .await
+        .map_err(AppError::from);
     let outcome = outcome_of(&result);
     let target = result.as_ref().ok().map(|s| s.id.to_string());
     state.audit.record(Entry {
@@ -115,6 +119,21 @@ pub async fn execute(
     JsonBody(body): JsonBody<Execute>,
 ) -> Result<Json<Json_>, AppError> {
     let result = state.sessions.execute(&entry, body.code.clone()).await;
+    // The code ran, but its value (a function, an environment, a model with formulas
+    // inside) has no JSON form: say so instead of failing the call.
+    let result = match result {
+        Err(e) => match e.r_failure(RFailureKind::Unsupported) {
+            Some(f) => Ok(Err(json!({
+                "result": null,
+                "visible": true,
+                "stdout": f.stdout,
+                "stderr": f.stderr,
+                "note": format!("{}; assign it to a variable to keep it in the session", f.message),
+            }))),
+            None => Err(AppError::from(e)),
+        },
+        Ok(ev) => Ok(Ok(ev)),
+    };
     state.audit.record(Entry {
         request_id: &rid,
         user: Some(&user.name),
@@ -123,18 +142,9 @@ pub async fn execute(
         code: Some(&body.code),
         outcome: outcome_of(&result),
     });
-    match result {
+    match result? {
         Ok(ev) => Ok(Json(evaluation_json(ev))),
-        // The code ran, but its value (a function, an environment, a model with
-        // formulas inside) has no JSON form: say so instead of failing the call.
-        Err(AppError::R(f)) if f.kind == "unsupported_value" => Ok(Json(json!({
-            "result": null,
-            "visible": true,
-            "stdout": f.stdout,
-            "stderr": f.stderr,
-            "note": format!("{}; assign it to a variable to keep it in the session", f.message),
-        }))),
-        Err(e) => Err(e),
+        Err(unsupported) => Ok(Json(unsupported)),
     }
 }
 

@@ -16,7 +16,8 @@ use crate::rserve::{decode_payload, QapClient};
 
 /// A server with a QAP1 listener on a free loopback port, its runtime, and the port.
 fn qap_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
-    let (server, data) = super::server_with(|c| c.qap = Some("127.0.0.1:0".parse().unwrap()));
+    let (server, data) =
+        super::server_with(|c| c.qap.listen = Some("127.0.0.1:0".parse().unwrap()));
     let (rt, port) = listening(&server);
     (server, data, rt, port)
 }
@@ -25,7 +26,7 @@ fn qap_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
 fn listening(server: &Server) -> (tokio::runtime::Runtime, u16) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let addr = rt
-        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
+        .block_on(server.listen_qap())
         .unwrap()
         .expect("a TCP listener");
     (rt, addr.port())
@@ -255,10 +256,9 @@ fn pyrserve_logs_in_by_peer_credentials_on_the_unix_socket() {
     );
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("qap.sock");
-    let (server, _data) = super::server_with(|c| c.qap_unix = Some(sock.clone()));
+    let (server, _data) = super::server_with(|c| c.qap.unix = Some(sock.clone()));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
-        .unwrap();
+    rt.block_on(server.listen_qap()).unwrap();
     // An unmapped uid is asked to log in.
     let mut raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let mut id = [0u8; 32];
@@ -316,8 +316,8 @@ fn rsclient_logs_in_with_the_rsa_secure_login() {
         String::from_utf8_lossy(&made.stderr)
     );
     let (server, _data) = super::server_with(|c| {
-        c.qap = Some("127.0.0.1:0".parse().unwrap());
-        c.qap_rsa_key = Some(key.clone());
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.rsa_key = Some(key.clone());
     });
     let (_rt, port) = listening(&server);
     let script = format!(
@@ -488,18 +488,15 @@ fn qap_over_tls_from_the_start_and_by_switching() {
     std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
     let tls_port = crate::rserve::free_port();
     let (server, _data) = super::server_with(|c| {
-        c.qap = Some("127.0.0.1:0".parse().unwrap());
-        c.qap_tls = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.tls = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
         c.tls = Some(rookery_server::config::TlsConfig {
             cert: cert.clone(),
             key: key.clone(),
         });
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let plain = rt
-        .block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
-        .unwrap()
-        .unwrap();
+    let plain = rt.block_on(server.listen_qap()).unwrap().unwrap();
     let der = generated.cert.der().clone();
     let login = {
         let mut p = Vec::new();
@@ -621,7 +618,7 @@ fn ocap_mode_offers_a_services_function_and_nothing_else() {
     use std::io::Read;
     let port = crate::rserve::free_port();
     let (server, _data) = super::server_with(|c| {
-        c.qap_ocap = Some(rookery_server::config::OcapConfig {
+        c.qap.ocap = Some(rookery_server::config::OcapConfig {
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             service: "ocdouble/1".into(),
         });
@@ -633,8 +630,7 @@ fn ocap_mode_offers_a_services_function_and_nothing_else() {
         super::double_spec("ocdouble", "1", super::DOUBLE_CODE),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()))
-        .unwrap();
+    rt.block_on(server.listen_qap()).unwrap();
     let connect = || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut head = [0u8; 16];
@@ -701,9 +697,9 @@ fn ocap_mode_offers_a_services_function_and_nothing_else() {
 /// plain user with the execute grant) and R error messages sent out of band.
 fn anonymous_server() -> (Server, tempfile::TempDir, tokio::runtime::Runtime, u16) {
     let (server, data) = super::server_with(|c| {
-        c.qap = Some("127.0.0.1:0".parse().unwrap());
-        c.qap_anonymous = Some("bencher".into());
-        c.qap_oob_errors = true;
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.anonymous = Some("bencher".into());
+        c.qap.oob_errors = true;
     });
     let store = server.state.store.as_ref();
     rookery_server::admin::add_user(store, "bencher", Role::User, super::PASSWORD).unwrap();
@@ -798,19 +794,23 @@ invisible(RS.close(c))
 /// and without a loopback listener to serve it on.
 #[test]
 fn the_anonymous_identity_is_refused_for_admins_and_unknown_users() {
+    use rookery_server::config::QapConfig;
     for name in ["root", "nobody"] {
         let (server, _data) = super::server_with(|c| {
-            c.qap = Some("127.0.0.1:0".parse().unwrap());
-            c.qap_anonymous = Some(name.into());
+            c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+            c.qap.anonymous = Some(name.into());
         });
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let refused = rt.block_on(rookery_server::qap::endpoint::listen(server.state.clone()));
+        let refused = rt.block_on(server.listen_qap());
         let err = refused.expect_err(name).to_string();
         assert!(err.contains(name), "{err}");
     }
     let config = rookery_server::Config {
-        qap_anonymous: Some("bencher".into()),
-        qap_tls: Some("0.0.0.0:0".parse().unwrap()),
+        qap: QapConfig {
+            anonymous: Some("bencher".into()),
+            tls: Some("0.0.0.0:0".parse().unwrap()),
+            ..QapConfig::default()
+        },
         ..rookery_server::Config::default()
     };
     assert!(
@@ -818,8 +818,11 @@ fn the_anonymous_identity_is_refused_for_admins_and_unknown_users() {
         "TLS alone is not a loopback listener"
     );
     let config = rookery_server::Config {
-        qap_anonymous: Some("bencher".into()),
-        qap: Some("0.0.0.0:6311".parse().unwrap()),
+        qap: QapConfig {
+            anonymous: Some("bencher".into()),
+            listen: Some("0.0.0.0:6311".parse().unwrap()),
+            ..QapConfig::default()
+        },
         ..rookery_server::Config::default()
     };
     assert!(config.check().is_err(), "never on a non-loopback address");
@@ -957,7 +960,7 @@ fn latin1_strings_travel_as_rserve_sends_them() {
 #[test]
 fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
     let (server, _data, rt, port) = qap_server();
-    assert!(server.state.config.qap_direct, "direct mode is the default");
+    assert!(server.state.config.qap.direct, "direct mode is the default");
     let (mut c, _) = QapClient::open(port);
     assert_eq!(login(&mut c, "pub", super::PASSWORD), resp::OK);
     for i in 0..5 {

@@ -126,7 +126,7 @@ impl Connection {
         &mut self,
         outcome: Option<Arc<Outcome>>,
     ) -> Result<Option<Arc<SessionEntry>>, End> {
-        let detached = self.state.qap_detached.clone();
+        let detached = self.qap.detached.clone();
         let port = *detached.port.lock();
         let (Some(port), Some(user), Some(session)) =
             (port, self.user.clone(), self.session.clone())
@@ -158,7 +158,7 @@ impl Connection {
         if self.stream.read_exact(&mut key).is_err() {
             return;
         }
-        let Some(parked) = self.state.qap_detached.take(&key, self.peer) else {
+        let Some(parked) = self.qap.detached.take(&key, self.peer) else {
             tracing::warn!(conn = %self.id, peer = %self.peer, "QAP1 attach refused");
             return;
         };

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use super::{auth_user, Connection};
+use std::sync::Arc;
+
+use super::{auth_user, Connection, QapState};
 use crate::auth::AuthUser;
 use crate::qap::stream::Stream;
 use crate::state::AppState;
@@ -28,16 +30,16 @@ fn peer_user(stream: &std::os::unix::net::UnixStream, state: &AppState) -> Optio
     Some(auth_user(user))
 }
 
-/// The anonymous identity (`qap_anonymous`), checked at start-up: an existing user
+/// The anonymous identity (`[qap] anonymous`), checked at start-up: an existing user
 /// who is not an admin. Logged as a warning, since it skips the login.
 fn check_anonymous(state: &AppState) -> io::Result<()> {
-    let Some(name) = &state.config.qap_anonymous else {
+    let Some(name) = &state.config.qap.anonymous else {
         return Ok(());
     };
     let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     match state.store.user(name) {
         Ok(Some(u)) if u.role == Role::Admin => refuse(format!(
-            "qap_anonymous: `{name}` is an admin; name a low-privilege user"
+            "[qap] anonymous (--qap-anonymous): `{name}` is an admin; name a low-privilege user"
         )),
         Ok(Some(_)) => {
             tracing::warn!(
@@ -47,15 +49,17 @@ fn check_anonymous(state: &AppState) -> io::Result<()> {
             );
             Ok(())
         }
-        Ok(None) => refuse(format!("qap_anonymous: no user `{name}`")),
-        Err(e) => refuse(format!("qap_anonymous: {e}")),
+        Ok(None) => refuse(format!(
+            "[qap] anonymous (--qap-anonymous): no user `{name}`"
+        )),
+        Err(e) => refuse(format!("[qap] anonymous (--qap-anonymous): {e}")),
     }
 }
 
 /// The anonymous identity for a connection from `peer`: only on loopback, only while
 /// the user exists and is not an admin.
 fn anonymous_user(state: &AppState, peer: IpAddr) -> Option<AuthUser> {
-    let name = state.config.qap_anonymous.as_ref()?;
+    let name = state.config.qap.anonymous.as_ref()?;
     if !peer.is_loopback() {
         return None;
     }
@@ -70,38 +74,51 @@ pub(super) fn idle_timeout(state: &AppState) -> Duration {
 
 /// Starts the configured QAP1 listeners on the current runtime; returns the bound
 /// TCP address (port 0 in the config picks a free one).
-pub async fn listen(state: AppState) -> io::Result<Option<std::net::SocketAddr>> {
+pub async fn listen(
+    state: AppState,
+    qap: Arc<QapState>,
+) -> io::Result<Option<std::net::SocketAddr>> {
     check_anonymous(&state)?;
     let mut bound = None;
-    if let Some(addr) = state.config.qap {
+    if let Some(addr) = state.config.qap.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         bound = Some(listener.local_addr()?);
-        tokio::spawn(accept_tcp(listener, state.clone(), false));
+        tokio::spawn(accept_tcp(listener, state.clone(), qap.clone(), false));
         // Detached sessions resume on a port of the same (loopback) address.
         let resume = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
-        state.qap_detached.set_port(resume.local_addr()?.port());
-        tokio::spawn(accept_resume(resume, state.clone()));
+        qap.detached.set_port(resume.local_addr()?.port());
+        tokio::spawn(accept_resume(resume, state.clone(), qap.clone()));
     }
-    if let Some(addr) = state.config.qap_tls {
+    if let Some(addr) = state.config.qap.tls {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "QAP1 over TLS listening");
-        tokio::spawn(accept_tcp(listener, state.clone(), true));
+        tokio::spawn(accept_tcp(listener, state.clone(), qap.clone(), true));
     }
-    if let Some(oc) = state.config.qap_ocap.clone() {
+    if let Some(oc) = state.config.qap.ocap.clone() {
         let listener = tokio::net::TcpListener::bind(oc.listen).await?;
         tracing::info!(addr = %listener.local_addr()?, service = %oc.service, "QAP1 OCAP listening");
-        tokio::spawn(accept_ocap(listener, state.clone(), oc.service));
+        tokio::spawn(accept_ocap(
+            listener,
+            state.clone(),
+            qap.clone(),
+            oc.service,
+        ));
     }
-    if let Some(path) = &state.config.qap_unix {
+    if let Some(path) = &state.config.qap.unix {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
-        tokio::spawn(accept_unix(listener, state.clone()));
+        tokio::spawn(accept_unix(listener, state.clone(), qap.clone()));
     }
     Ok(bound)
 }
 
-async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: bool) {
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    qap: Arc<QapState>,
+    tls: bool,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -114,7 +131,7 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: boo
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let stream = match (tls, &state.qap_tls) {
+        let stream = match (tls, &qap.tls) {
             (true, Some(config)) => match Stream::tls(stream, config.clone()) {
                 Ok(s) => s,
                 Err(_) => continue,
@@ -122,18 +139,23 @@ async fn accept_tcp(listener: tokio::net::TcpListener, state: AppState, tls: boo
             _ => Stream::Tcp(stream),
         };
         // The TLS listener may face the network: never anonymous there.
-        spawn_connection(stream, state.clone(), peer.ip(), !tls);
+        spawn_connection(stream, state.clone(), qap.clone(), peer.ip(), !tls);
     }
 }
 
-async fn accept_resume(listener: tokio::net::TcpListener, state: AppState) {
-    accept_plain(listener, state, |conn| conn.attach()).await;
+async fn accept_resume(listener: tokio::net::TcpListener, state: AppState, qap: Arc<QapState>) {
+    accept_plain(listener, state, qap, |conn| conn.attach()).await;
 }
 
-async fn accept_ocap(listener: tokio::net::TcpListener, state: AppState, service: String) {
+async fn accept_ocap(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    qap: Arc<QapState>,
+    service: String,
+) {
     let (name, version) = service.split_once('/').unwrap_or((&service, ""));
     let (name, version) = (name.to_owned(), version.to_owned());
-    accept_plain(listener, state, move |conn| {
+    accept_plain(listener, state, qap, move |conn| {
         conn.serve_ocap(&name, &version)
     })
     .await;
@@ -143,6 +165,7 @@ async fn accept_ocap(listener: tokio::net::TcpListener, state: AppState, service
 async fn accept_plain(
     listener: tokio::net::TcpListener,
     state: AppState,
+    qap: Arc<QapState>,
     serve: impl Fn(Connection) + Clone + Send + 'static,
 ) {
     loop {
@@ -154,11 +177,13 @@ async fn accept_plain(
         };
         let _ = stream.set_nodelay(true);
         let runtime = Handle::current();
-        let (state, conn_runtime, serve) = (state.clone(), runtime.clone(), serve.clone());
+        let (state, qap, conn_runtime, serve) =
+            (state.clone(), qap.clone(), runtime.clone(), serve.clone());
         runtime.spawn_blocking(move || {
             serve(Connection::new(
                 Stream::Tcp(stream),
                 state,
+                qap,
                 conn_runtime,
                 peer.ip(),
             ));
@@ -166,7 +191,7 @@ async fn accept_plain(
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
+async fn accept_unix(listener: tokio::net::UnixListener, state: AppState, qap: Arc<QapState>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -179,13 +204,13 @@ async fn accept_unix(listener: tokio::net::UnixListener, state: AppState) {
             continue;
         };
         let runtime = Handle::current();
-        let (state, conn_runtime) = (state.clone(), runtime.clone());
+        let (state, qap, conn_runtime) = (state.clone(), qap.clone(), runtime.clone());
         runtime.spawn_blocking(move || {
             // Store look-ups block: they run here, not on the accept loop.
             let loopback = IpAddr::from([127, 0, 0, 1]);
             let preauth = peer_user(&stream, &state).or_else(|| anonymous_user(&state, loopback));
             let stream = Stream::Unix(stream);
-            let conn = Connection::new(stream, state, conn_runtime, loopback);
+            let conn = Connection::new(stream, state, qap, conn_runtime, loopback);
             match preauth {
                 Some(user) => conn.preauthenticated(user).serve(),
                 None => conn.serve(),
@@ -204,12 +229,18 @@ fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -
 
 /// Serves a TCP connection on its own blocking thread; with `anonymous`, a loopback
 /// peer is logged in as the anonymous identity, when one is configured.
-fn spawn_connection(stream: Stream, state: AppState, peer: IpAddr, anonymous: bool) {
+fn spawn_connection(
+    stream: Stream,
+    state: AppState,
+    qap: Arc<QapState>,
+    peer: IpAddr,
+    anonymous: bool,
+) {
     let runtime = Handle::current();
     let conn_runtime = runtime.clone();
     runtime.spawn_blocking(move || {
         let preauth = anonymous.then(|| anonymous_user(&state, peer)).flatten();
-        let conn = Connection::new(stream, state, conn_runtime, peer);
+        let conn = Connection::new(stream, state, qap, conn_runtime, peer);
         match preauth {
             Some(user) => conn.preauthenticated(user).serve(),
             None => conn.serve(),

@@ -32,13 +32,48 @@ pub use detach::Detached;
 
 pub use listen::listen;
 
+/// What the QAP1 endpoint owns: its TLS set-up, its secure-login key, the detached
+/// sessions waiting to be attached, and the `CMD_shutdown` signal. Built once from
+/// the config; the HTTP side never touches it.
+#[derive(Debug, Default)]
+pub struct QapState {
+    /// TLS for QAP1 (the `[tls]` certificate), when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// QAP1 sessions detached and waiting to be attached.
+    pub detached: Arc<Detached>,
+    /// The QAP1 secure-login key, when configured.
+    pub key: Option<Arc<super::seclogin::LoginKey>>,
+    /// Told when an admin sends QAP1's `CMD_shutdown`: the server then stops as on
+    /// SIGTERM.
+    pub shutdown: tokio::sync::Notify,
+}
+
+impl QapState {
+    /// Loads the secure-login key and the TLS certificate the config names.
+    pub fn new(config: &crate::config::Config) -> Result<QapState, String> {
+        let key = match &config.qap.rsa_key {
+            Some(path) => Some(Arc::new(super::seclogin::LoginKey::load(path)?)),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(super::stream::server_config(&tls.cert, &tls.key)?),
+            None => None,
+        };
+        Ok(QapState {
+            tls,
+            key,
+            ..QapState::default()
+        })
+    }
+}
+
 use super::frame::{self, cmd, dt, resp, status, Header, Param, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
 use super::stream::Stream;
 use crate::auth::{password, AuthUser};
 use crate::engine::SessionEntry;
-use crate::error::AppError;
+use crate::engine::{Error, RFailureKind};
 use crate::state::AppState;
 use crate::store::TokenKind;
 use files::OpenFile;
@@ -79,6 +114,7 @@ fn id_string(login: bool, tls_switch: bool) -> [u8; 32] {
 pub struct Connection {
     stream: Stream,
     state: AppState,
+    qap: Arc<QapState>,
     runtime: Handle,
     peer: IpAddr,
     id: String,
@@ -117,10 +153,17 @@ impl From<io::Error> for End {
 }
 
 impl Connection {
-    pub fn new(stream: Stream, state: AppState, runtime: Handle, peer: IpAddr) -> Self {
+    pub fn new(
+        stream: Stream,
+        state: AppState,
+        qap: Arc<QapState>,
+        runtime: Handle,
+        peer: IpAddr,
+    ) -> Self {
         Connection {
             stream,
             state,
+            qap,
             runtime,
             peer,
             id: uuid::Uuid::new_v4().to_string(),
@@ -179,7 +222,7 @@ impl Connection {
     /// Whether the session's worker may serve the socket itself: direct mode is on,
     /// there is a session, and the stream is plain TCP or a Unix socket.
     fn direct_ok(&self) -> bool {
-        self.state.config.qap_direct && self.session.is_some() && self.stream.plain_fd().is_some()
+        self.state.config.qap.direct && self.session.is_some() && self.stream.plain_fd().is_some()
     }
 
     /// One pass of direct mode: the worker serves the socket until it hands the
@@ -192,7 +235,7 @@ impl Connection {
         let entry = self.session();
         let options = QapServe {
             strings: self.strings,
-            oob_errors: self.state.config.qap_oob_errors,
+            oob_errors: self.state.config.qap.oob_errors,
             max_message: self.state.config.limits.qap_max_message_bytes,
             idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
             stall: idle_timeout(&self.state),
@@ -263,7 +306,7 @@ impl Connection {
 
     fn run(&mut self) -> End {
         let preauth = self.preauth.take();
-        let switchable = self.state.qap_tls.is_some() && matches!(self.stream, Stream::Tcp(_));
+        let switchable = self.qap.tls.is_some() && matches!(self.stream, Stream::Tcp(_));
         let id = id_string(preauth.is_none(), switchable);
         if let Err(e) = self.stream.write_all(&id) {
             return End::Io(e);
@@ -375,7 +418,7 @@ impl Connection {
         if params.first().and_then(|p| p.as_str().ok()).as_deref() != Some("TLS") {
             return self.reply_err(status::UNSUPPORTED_CMD);
         }
-        let Some(config) = self.state.qap_tls.clone() else {
+        let Some(config) = self.qap.tls.clone() else {
             return self.reply_err(status::DISABLED);
         };
         if !matches!(self.stream, Stream::Tcp(_)) {
@@ -389,7 +432,7 @@ impl Connection {
     /// `CMD_keyReq "rsa-authkey"`: a fresh nonce and the public key (raw payload). One
     /// per connection, as Rserve: a second one closes it.
     fn key_request(&mut self, params: &[Param<'_>]) -> Result<(), End> {
-        let Some(key) = self.state.qap_key.clone() else {
+        let Some(key) = self.qap.key.clone() else {
             return self.reply_err(status::UNAVAILABLE);
         };
         if params.first().and_then(|p| p.as_str().ok()).as_deref() != Some("rsa-authkey") {
@@ -407,7 +450,7 @@ impl Connection {
     /// `CMD_secLogin`: the RSA blocks must open with this connection's nonce; then the
     /// credentials go through the same checks as a plaintext login.
     fn secure_login(&mut self, params: &[Param<'_>]) -> Result<(), End> {
-        let opened = match (&self.state.qap_key, self.authkey.take(), params.first()) {
+        let opened = match (&self.qap.key, self.authkey.take(), params.first()) {
             (Some(key), Some(nonce), Some(p)) if p.dt == dt::BYTESTREAM => key.open(p.data, &nonce),
             _ => None,
         };
@@ -564,7 +607,7 @@ impl Connection {
             }
             Ok(ev) => match ev.value.data {
                 rookery_engine::value::Data::Raw(bytes) => self.reply_ok(&bytes),
-                _ => self.r_failure(&AppError::Internal("serialize() gave no raw vector".into())),
+                _ => self.r_failure(&Error::Internal("serialize() gave no raw vector".into())),
             },
             Err(e) => self.r_failure(&e),
         }
@@ -609,30 +652,30 @@ impl Connection {
         }
         tracing::warn!(conn = %self.id, user = ?self.user.as_ref().map(|u| &u.name), "QAP1 shutdown by an admin");
         self.reply_ok(&[])?;
-        self.state.qap_shutdown.notify_one();
+        self.qap.shutdown.notify_one();
         Err(End::Close)
     }
 
     /// An R failure: Rserve's status (parse status, or 127) for compatibility; the
     /// message in the log under the request id, and (with `qap_oob_errors`) to the
     /// client in an OOB_SEND message just before the status.
-    fn r_failure(&mut self, e: &AppError) -> Result<(), End> {
+    fn r_failure(&mut self, e: &Error) -> Result<(), End> {
         self.log_failure(e);
-        if self.state.config.qap_oob_errors {
+        if self.state.config.qap.oob_errors {
             self.send_oob_error(e)?;
         }
         self.reply_err(r_status(e))
     }
 
-    fn log_failure(&self, e: &AppError) {
+    fn log_failure(&self, e: &Error) {
         tracing::info!(request = %self.request_id(), user = ?self.user.as_ref().map(|u| &u.name), error = %e, "QAP1 call failed");
     }
 
     /// OOB_SEND with user code 127 (the status that follows) and the R error's
     /// message as a length-1 character vector.
-    fn send_oob_error(&mut self, e: &AppError) -> Result<(), End> {
+    fn send_oob_error(&mut self, e: &Error) -> Result<(), End> {
         let message = match e {
-            AppError::R(f) => f.message.clone(),
+            Error::R(f) => f.message.clone(),
             other => other.to_string(),
         };
         self.stream
@@ -667,7 +710,7 @@ impl Connection {
                 .write_all(&buf[start..])
                 .and_then(|()| self.stream.flush())
                 .map_err(End::from),
-            Err(e) => self.r_failure(&AppError::Internal(e.to_string())),
+            Err(e) => self.r_failure(&Error::Internal(e.to_string())),
         };
         if buf.capacity() <= RETAIN {
             self.outbuf = buf;
@@ -691,11 +734,13 @@ impl Connection {
     }
 }
 
-/// Rserve's status for an R failure: the parse status, or 127.
-fn r_status(e: &AppError) -> u8 {
-    match e {
-        AppError::R(f) if f.kind == "parse_error" => status::PARSE_ERROR,
-        _ => status::R_ERROR,
+/// Rserve's status for a failed call, the one mapping from the engine layer's errors
+/// to QAP1's: the parse status for a parse error, else 127 (Rserve answers every
+/// other failure, R's or its own, with 127; clients know no finer status).
+fn r_status(e: &Error) -> u8 {
+    match e.r_failure(RFailureKind::Parse) {
+        Some(_) => status::PARSE_ERROR,
+        None => status::R_ERROR,
     }
 }
 

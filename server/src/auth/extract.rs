@@ -19,10 +19,18 @@ pub struct AuthUser {
     pub name: String,
     pub role: Role,
     pub grants: Vec<String>,
-    /// How the caller authenticated: an access token from login, or an API key.
-    pub via: TokenKind,
-    /// SHA-256 of the presented token, for logout.
-    pub token_hash: [u8; 32],
+    /// What the caller presented to prove who they are.
+    pub credential: Credential,
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A bearer token over HTTP: an access token from login or an API key. `hash` is
+    /// its SHA-256, the key logout revokes.
+    Bearer { kind: TokenKind, hash: [u8; 32] },
+    /// A username and password checked at a QAP1 login; no token exists to revoke.
+    Password,
 }
 
 const CHALLENGE: &str = "Bearer realm=\"rookery\"";
@@ -64,8 +72,10 @@ impl AuthUser {
             name: user.name,
             role: user.role,
             grants: user.grants,
-            via: record.kind,
-            token_hash: hash,
+            credential: Credential::Bearer {
+                kind: record.kind,
+                hash,
+            },
         })
     }
 }
@@ -130,9 +140,16 @@ impl AuthUser {
 
     /// API keys are for calling services; everything else needs a login.
     fn require_login(&self) -> Result<(), AppError> {
-        match self.via {
-            TokenKind::Access => Ok(()),
-            TokenKind::ApiKey => Err(AppError::Forbidden(
+        match self.credential {
+            Credential::Bearer {
+                kind: TokenKind::Access,
+                ..
+            }
+            | Credential::Password => Ok(()),
+            Credential::Bearer {
+                kind: TokenKind::ApiKey,
+                ..
+            } => Err(AppError::Forbidden(
                 "API keys may only call services; log in for this".into(),
             )),
         }

@@ -7,4 +7,4 @@ pub mod password;
 pub mod ratelimit;
 pub mod token;
 
-pub use extract::AuthUser;
+pub use extract::{AuthUser, Credential};

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json_};
 
 use crate::admin;
 use crate::audit::Entry;
-use crate::auth::{password, AuthUser};
+use crate::auth::{password, AuthUser, Credential};
 use crate::engine::blocking;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -78,8 +78,15 @@ fn audit(state: &AppState, rid: &str, user: &str, outcome: &str) {
 
 /// Revokes the token the request was made with.
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<StatusCode, AppError> {
-    state.store.delete_token(&user.token_hash)?;
-    Ok(StatusCode::NO_CONTENT)
+    match user.credential {
+        Credential::Bearer { hash, .. } => {
+            state.store.delete_token(&hash)?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Credential::Password => Err(AppError::BadRequest(
+            "this caller logged in with a password and holds no token to revoke".into(),
+        )),
+    }
 }
 
 /// Who the token belongs to.
@@ -88,6 +95,9 @@ pub async fn me(user: AuthUser) -> Json<Json_> {
         "username": user.name,
         "role": user.role,
         "grants": user.grants,
-        "via": user.via,
+        "via": match user.credential {
+            Credential::Bearer { kind, .. } => Some(kind),
+            Credential::Password => None,
+        },
     }))
 }

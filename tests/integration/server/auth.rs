@@ -25,6 +25,7 @@ async fn login_issues_a_token_that_works_until_logout() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "lena");
     assert_eq!(me["role"], "publisher");
+    assert_eq!(me["via"], "access", "{me}");
     let (status, _) = call("POST", "/api/v1/logout", Some(&token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = call("GET", "/api/v1/me", Some(&token), None).await;
@@ -136,6 +137,9 @@ async fn api_keys_call_services_but_cannot_open_sessions() {
     assert_eq!(body["result"], json!([3]));
     let (status, body) = call("POST", "/api/v1/sessions", Some(&key), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, me) = call("GET", "/api/v1/me", Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["via"], "api_key", "{me}");
 }
 
 #[tokio::test]

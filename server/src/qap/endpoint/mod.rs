@@ -71,11 +71,10 @@ use super::frame::{self, cmd, dt, resp, status, Header, Param, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
 use super::stream::Stream;
-use crate::auth::{password, AuthUser};
+use crate::auth::{password, AuthUser, Credential};
 use crate::engine::SessionEntry;
 use crate::engine::{Error, RFailureKind};
 use crate::state::AppState;
-use crate::store::TokenKind;
 use files::OpenFile;
 use listen::idle_timeout;
 use rookery_engine::qap::direct::{self, QapServe, QapTurn};
@@ -749,7 +748,6 @@ fn auth_user(u: crate::store::UserRecord) -> AuthUser {
         name: u.name,
         role: u.role,
         grants: u.grants,
-        via: TokenKind::Access,
-        token_hash: [0; 32],
+        credential: Credential::Password,
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Everything `rookery serve` can be told. Unknown keys are an error, so a typo in
 /// the config file never silently leaves a default in place.
 ///
-/// The file is read through [`ConfigFile`], which also accepts the flat `qap_*` keys
+/// The file is read through `ConfigFile`, which also accepts the flat `qap_*` keys
 /// of earlier versions (each noted in [`Config::deprecated`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "ConfigFile")]

@@ -12,7 +12,7 @@ use rookery_engine::Error as EngineError;
 use serde_json::json;
 
 use crate::engine::Error as DomainError;
-pub use crate::engine::{RFailure, RFailureKind};
+pub use crate::engine::RFailure;
 use crate::files::FileError;
 use crate::store::StoreError;
 

@@ -9,6 +9,12 @@
 //!              jobs:     the engine's batch API over a service's workers
 //!            store (SQLite): users, tokens, grants, services, jobs, audit log
 //! ```
+//!
+//! The public API is what the `rookery` binary, the benchmark tools and the
+//! integration tests use: [`Server`] and [`Config`] to run one, and the store, admin,
+//! auth, confine, engine, files, demo and QAP1 modules the CLI drives. The HTTP layer
+//! itself (routes, the HTTP error, metrics, the OpenAPI document) is crate-private and
+//! reached only through [`router`].
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,13 +24,13 @@ pub mod config;
 pub mod confine;
 pub mod demo;
 pub mod engine;
-pub mod error;
+pub(crate) mod error;
 pub mod files;
 pub use rookery_formats as formats;
-pub mod metrics;
-pub mod openapi;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
 pub mod qap;
-pub mod routes;
+pub(crate) mod routes;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -93,7 +93,7 @@ pub struct Sessions {
 impl Sessions {
     /// `pool` forks each session's worker; its own warm workers are not used. Up to
     /// `pool_config.session_ready_users` users get their next session prepared
-    /// ahead (see [`super::ready`]).
+    /// ahead (see `engine/ready.rs`).
     pub fn new(
         pool: Pool,
         dirs: Arc<UserDirs>,

@@ -1,12 +1,17 @@
 //! Per-user folders on disk, reached only through directory handles (cap-std).
 //!
 //! ```text
-//! <data>/users/                    UserDirs     (0700)
+//! <data>/users/                    UserDirs     (0700; 0711 with worker accounts)
 //!   <user>/                        UserDir      (0700, R's working tree for that user)
 //!     sessions/<uuid>/             ConfinedDir  (0700, one per session)
 //!     tmp/<uuid>/                  (0700, a confined session's R temp dir)
 //!     jobs/                        ConfinedDir  (0700)
 //! ```
+//!
+//! With worker accounts (the host runs as root), `<data>` and `users/` become 0711
+//! (traverse, no listing: `open_path_for_accounts` in `confine/mod.rs`), and a session's folders, from
+//! `<user>/` down, are handed to the account leased for it (`engine/start.rs`), so
+//! they stay 0700 but owned by that account, which no other account can enter.
 //!
 //! This module owns every file access the server makes on a user's behalf. A caller
 //! names files by a relative, `/`-separated string; [`check_relative`] vets it

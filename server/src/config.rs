@@ -253,6 +253,18 @@ pub struct Limits {
     pub queue_timeout_ms: u64,
     /// Largest QAP1 message accepted (ERR_data_overflow beyond), in bytes.
     pub qap_max_message_bytes: u64,
+    /// How long a request may take to arrive once it has begun, in seconds: an HTTP
+    /// request's headers, its body, one QAP1 message (header and payload), and a QAP1
+    /// login after connecting. Past it the request is refused (HTTP 408) or the
+    /// connection closed, so a slow or stalled client holds nothing for longer.
+    pub read_timeout_secs: u64,
+}
+
+impl Limits {
+    /// [`Limits::read_timeout_secs`] as a duration (at least one second).
+    pub fn read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.read_timeout_secs.max(1))
+    }
 }
 
 /// The R worker pools.
@@ -314,6 +326,7 @@ impl Default for Limits {
             token_ttl_secs: 3600,
             queue_timeout_ms: 5_000,
             qap_max_message_bytes: 256 << 20,
+            read_timeout_secs: 30,
         }
     }
 }

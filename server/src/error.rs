@@ -36,6 +36,9 @@ pub enum AppError {
     Conflict(String),
     #[error("request body larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// The request body did not arrive within `limits.read_timeout_secs`.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(Duration),
     #[error("unsupported media type: {0}")]
     UnsupportedMedia(String),
     #[error("too many failed logins; retry later")]
@@ -70,6 +73,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::R(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,6 +97,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "too_large",
+            AppError::RequestTimeout(_) => "request_timeout",
             AppError::UnsupportedMedia(_) => "unsupported_media_type",
             AppError::RateLimited(_) => "rate_limited",
             AppError::R(f) => f.kind.code(),

@@ -227,17 +227,17 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
                 .map_err(|e| ServeError::Io(format!("TLS certificate or key: {e}")))?;
             let std_listener = bind(config.listen)?;
             let addr = local_addr(&std_listener)?;
-            let server_task = axum_server::from_tcp_rustls(std_listener, rustls)
-                .handle(handle.clone())
-                .serve(app);
+            let mut server = axum_server::from_tcp_rustls(std_listener, rustls);
+            header_deadline(server.http_builder(), &config);
+            let server_task = server.handle(handle.clone()).serve(app);
             (addr, tokio::spawn(server_task))
         }
         None => {
             let std_listener = bind(config.listen)?;
             let addr = local_addr(&std_listener)?;
-            let server_task = axum_server::from_tcp(std_listener)
-                .handle(handle.clone())
-                .serve(app);
+            let mut server = axum_server::from_tcp(std_listener);
+            header_deadline(server.http_builder(), &config);
+            let server_task = server.handle(handle.clone()).serve(app);
             (addr, tokio::spawn(server_task))
         }
     };
@@ -274,6 +274,19 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     let _ = task.await;
     server.shut_down().await;
     Ok(())
+}
+
+/// An HTTP/1 request's headers must arrive within `limits.read_timeout_secs` of its
+/// first byte, or hyper closes the connection (its body has its own deadline, in
+/// `routes::body`). hyper needs a timer for that; axum-server sets none.
+fn header_deadline(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &Config,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.limits.read_timeout());
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {

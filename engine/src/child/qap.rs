@@ -385,7 +385,10 @@ fn read_head(socket: BorrowedFd<'_>, head: &mut [u8], stall: Duration) -> io::Re
 }
 
 /// Reads exactly `len` bytes onto the end of `buf`, into its spare capacity (a
-/// large payload is not zeroed first), stalling up to `stall` in all.
+/// large payload is not zeroed first), stalling up to `stall` in all. The buffer
+/// grows with the bytes that arrive (`read_to_end` doubles it as it fills), never
+/// by the declared length beyond [`RESERVE_AHEAD`]: a client that announces a large
+/// message and sends little makes the worker reserve little.
 fn read_appending(
     socket: &std::fs::File,
     buf: &mut Vec<u8>,
@@ -393,7 +396,7 @@ fn read_appending(
     stall: Duration,
 ) -> io::Result<()> {
     use std::io::Read;
-    buf.reserve(len);
+    buf.reserve(len.min(RESERVE_AHEAD));
     let want = buf.len() + len;
     let mut stalled = None::<Instant>;
     while buf.len() < want {
@@ -412,6 +415,9 @@ fn read_appending(
     }
     Ok(())
 }
+
+/// What a message's buffer reserves ahead of its bytes.
+const RESERVE_AHEAD: usize = 1 << 20;
 
 /// Writes all of `bytes` (no SIGPIPE: a gone client is an error).
 fn write_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {

@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -59,6 +60,64 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// Sets the socket's receive timeout (for TLS, the TCP socket's under it).
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.sock.set_read_timeout(t),
+            Stream::Gone => Ok(()),
+        }
+    }
+
+    /// Fills `buf`, waiting up to the receive timeout for each read: the first byte
+    /// of a message. `UnexpectedEof` when the client has closed.
+    pub fn read_first(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact(buf).map_err(timed_out)
+    }
+
+    /// Fills `buf` by `deadline`, however the bytes trickle in.
+    pub fn read_by(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+        let mut at = 0;
+        while at < buf.len() {
+            self.set_read_timeout(Some(time_left(deadline)?))?;
+            match self.read(&mut buf[at..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timed_out(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `len` bytes to `buf` by `deadline`. The buffer grows with the bytes
+    /// that arrive, a step at a time, never by what the header declared: a client
+    /// that announces a large message and sends little makes the server reserve little.
+    pub fn read_growing(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        const STEP: usize = 64 << 10;
+        let want = buf.len() + len;
+        while buf.len() < want {
+            self.set_read_timeout(Some(time_left(deadline)?))?;
+            let start = buf.len();
+            buf.resize(start + (want - start).min(STEP), 0);
+            let read = self.read(&mut buf[start..]);
+            buf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timed_out(e)),
+            }
+        }
+        Ok(())
+    }
+
     fn inner(&mut self) -> io::Result<&mut dyn ReadWrite> {
         match self {
             Stream::Tcp(s) => Ok(s),
@@ -66,6 +125,23 @@ impl Stream {
             Stream::Tls(s) => Ok(s.as_mut()),
             Stream::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
         }
+    }
+}
+
+/// What is left until `deadline`; `TimedOut` once it has passed.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
+/// A receive timeout reads as `WouldBlock` on Linux; call it what it is.
+fn timed_out(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut.into(),
+        _ => e,
     }
 }
 

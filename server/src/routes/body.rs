@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The raw body, with a clear 413 beyond the configured limit.
+/// The raw body, with a clear 413 beyond the configured limit (at once when the
+/// declared `Content-Length` is already beyond it: see [`refuse_oversized`]) and a
+/// 408 when all of it has not arrived within `limits.read_timeout_secs`.
 #[derive(Debug)]
 pub struct RawBody(pub Bytes);
 
@@ -20,14 +22,38 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let limit = state.config.limits.max_body_bytes;
-        match Bytes::from_request(req, state).await {
-            Ok(bytes) => Ok(RawBody(bytes)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(AppError::TooLarge(limit)),
-            Err(e) => Err(AppError::BadRequest(format!(
+        let limits = &state.config.limits;
+        let limit = limits.max_body_bytes;
+        let deadline = limits.read_timeout();
+        match tokio::time::timeout(deadline, Bytes::from_request(req, state)).await {
+            Err(_) => Err(AppError::RequestTimeout(deadline)),
+            Ok(Ok(bytes)) => Ok(RawBody(bytes)),
+            Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge(limit))
+            }
+            Ok(Err(e)) => Err(AppError::BadRequest(format!(
                 "cannot read the request body: {e}"
             ))),
         }
+    }
+}
+
+/// Middleware: a request whose `Content-Length` is beyond `limits.max_body_bytes`
+/// is answered 413 before any of its body is read, whatever the route.
+pub async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => AppError::TooLarge(limit).into_response(),
+        _ => next.run(req).await,
     }
 }
 

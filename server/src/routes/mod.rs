@@ -69,6 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(
+            state.config.limits.max_body_bytes,
+            body::refuse_oversized,
+        ))
+        .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
         ))

@@ -3,6 +3,7 @@
 //! on loopback (`live`). Each test uses its own users, so tests run in parallel.
 
 mod auth;
+mod hostile;
 mod jobs;
 pub mod live;
 mod ops;

@@ -219,11 +219,15 @@ async fn accept_unix(listener: tokio::net::UnixListener, state: AppState, qap: A
     }
 }
 
-/// A socket in blocking mode with the idle deadline on reads.
+/// A socket in blocking mode with the read deadline on reads until a login (the
+/// connection then sets its own per message) and on each write, so a client that
+/// stops reading its replies holds the connection no longer than that either.
 fn blocking_stream<S: BlockingSocket>(stream: io::Result<S>, state: &AppState) -> io::Result<S> {
     let stream = stream?;
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(idle_timeout(state)))?;
+    let deadline = state.config.limits.read_timeout();
+    stream.set_read_timeout(Some(deadline))?;
+    stream.set_write_timeout(Some(deadline))?;
     Ok(stream)
 }
 
@@ -252,6 +256,7 @@ fn spawn_connection(
 trait BlockingSocket {
     fn set_nonblocking(&self, on: bool) -> io::Result<()>;
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
 }
 
 impl BlockingSocket for std::net::TcpStream {
@@ -261,6 +266,9 @@ impl BlockingSocket for std::net::TcpStream {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         std::net::TcpStream::set_read_timeout(self, t)
     }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::net::TcpStream::set_write_timeout(self, t)
+    }
 }
 
 impl BlockingSocket for std::os::unix::net::UnixStream {
@@ -269,5 +277,8 @@ impl BlockingSocket for std::os::unix::net::UnixStream {
     }
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         std::os::unix::net::UnixStream::set_read_timeout(self, t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_write_timeout(self, t)
     }
 }

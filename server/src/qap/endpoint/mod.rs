@@ -17,7 +17,7 @@
 //! to the client too, in an OOB_SEND message (code 127) just before the status.
 //! Loopback peers may be logged in as an opt-in anonymous identity (`listen`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -237,7 +237,7 @@ impl Connection {
             oob_errors: self.state.config.qap.oob_errors,
             max_message: self.state.config.limits.qap_max_message_bytes,
             idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
-            stall: idle_timeout(&self.state),
+            stall: self.state.config.limits.read_timeout(),
             requests: self.requests,
         };
         let fd = self
@@ -336,9 +336,26 @@ impl Connection {
     /// The next request: its command and payload. A header announcing more than the
     /// size limit is answered (ERR_data_overflow) and the connection closed, before
     /// any of the payload is read.
+    ///
+    /// Between messages the connection may stay quiet up to its idle deadline (before
+    /// a login: the read deadline); once a message has begun, all of it must arrive
+    /// within `limits.read_timeout_secs`, and its buffer grows only with the bytes
+    /// that arrive.
     fn read_message(&mut self) -> Result<(u32, Vec<u8>), End> {
+        let quiet = match self.session {
+            Some(_) => idle_timeout(&self.state),
+            None => self.state.config.limits.read_timeout(),
+        };
+        self.read_message_after(quiet)
+    }
+
+    /// [`Connection::read_message`] with the first byte awaited up to `quiet`.
+    fn read_message_after(&mut self, quiet: std::time::Duration) -> Result<(u32, Vec<u8>), End> {
         let mut head = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut head)?;
+        self.stream.set_read_timeout(Some(quiet))?;
+        self.stream.read_first(&mut head[..1])?;
+        let deadline = std::time::Instant::now() + self.state.config.limits.read_timeout();
+        self.stream.read_by(&mut head[1..], deadline)?;
         let max = self.state.config.limits.qap_max_message_bytes;
         let header = match Header::try_from_bytes(&head, max) {
             Ok(h) => h,
@@ -349,8 +366,8 @@ impl Connection {
         };
         let mut payload = std::mem::take(&mut self.inbuf);
         payload.clear();
-        payload.resize(header.len as usize, 0);
-        self.stream.read_exact(&mut payload)?;
+        self.stream
+            .read_growing(&mut payload, header.len as usize, deadline)?;
         Ok((header.cmd, payload))
     }
 

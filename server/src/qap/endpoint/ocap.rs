@@ -36,7 +36,9 @@ impl Connection {
         frame::push_param(&mut payload, dt::SEXP, &encoded);
         self.send(cmd::OC_INIT, &payload)?;
         loop {
-            let (command, payload) = self.read_message()?;
+            // An OCAP connection holds no session; it may be quiet as long as one.
+            let (command, payload) =
+                self.read_message_after(super::listen::idle_timeout(&self.state))?;
             if command != cmd::OC_CALL {
                 self.reply_err(status::DISABLED)?;
                 return Err(End::Close);

@@ -1,0 +1,264 @@
+//! Slow and lying clients against a real `rookery serve` on loopback, HTTP and
+//! QAP1, with a one-second read deadline (`limits.read_timeout_secs`): a declared
+//! length beyond the limit is refused at once, a request that stops arriving is
+//! answered or cut off, a connection that lied and left ends its session, nothing is
+//! reserved for bytes that never come, and a normal client is served throughout.
+//!
+//! The clients wait up to a minute for what must happen; nothing here is timed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use rookery_server::qap::frame::{self, cmd, resp, status};
+
+use super::live::http;
+
+const USER: &str = "ada";
+const USER_PASSWORD: &str = "ada-password-1";
+
+/// `rookery serve` with HTTP and QAP1 on free loopback ports and a one-second read
+/// deadline; QAP1 direct mode as `direct` says. Returns the child and both addresses.
+fn serve(data: &std::path::Path, direct: bool) -> (std::process::Child, String, String) {
+    super::cli_add_user(data, USER, "publisher", USER_PASSWORD);
+    let config = data.join("rookery.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nread_timeout_secs = 1\n[qap]\nlisten = \"127.0.0.1:0\"\ndirect = {direct}\n"
+        ),
+    )
+    .unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    let (child, mut lines) = super::spawn_serve(&args);
+    let first = lines.next().unwrap().unwrap();
+    let http_addr = first
+        .strip_prefix("rookery listening on http://")
+        .expect(&first)
+        .to_owned();
+    let qap = lines.next().unwrap().unwrap();
+    let qap_addr = qap
+        .strip_prefix("rookery QAP1 listening on ")
+        .expect(&qap)
+        .to_owned();
+    // Keep the pipe drained so the server never blocks on its stdout.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, http_addr, qap_addr)
+}
+
+/// Reads until the server closes the connection (end of file or reset); false when
+/// it is still open after a minute. Whatever the server sent first is skipped.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A QAP1 connection past its ID string.
+fn qap_connect(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut id = [0u8; 32];
+    s.read_exact(&mut id).unwrap();
+    s
+}
+
+/// Sends one QAP1 message and reads the reply's header word and payload.
+fn qap_request(s: &mut TcpStream, command: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    s.write_all(&frame::encode_message(command, 0, payload))
+        .unwrap();
+    let mut head = [0u8; 16];
+    s.read_exact(&mut head).unwrap();
+    let word = u32::from_le_bytes(head[..4].try_into().unwrap());
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    (word, body)
+}
+
+/// A logged-in QAP1 connection of [`USER`]; the login's reply word.
+fn qap_login(addr: &str) -> (TcpStream, u32) {
+    let mut s = qap_connect(addr);
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, format!("{USER}\n{USER_PASSWORD}").as_bytes());
+    let (word, _) = qap_request(&mut s, cmd::LOGIN, &p);
+    (s, word)
+}
+
+fn qap_eval_ok(s: &mut TcpStream, code: &str) -> bool {
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, code.as_bytes());
+    qap_request(s, cmd::EVAL, &p).0 == resp::OK
+}
+
+/// A header announcing `len` payload bytes, then `sent` of them.
+fn lie_about_length(s: &mut TcpStream, len: u64, sent: usize) {
+    s.write_all(&frame::Header::new(cmd::EVAL, len).to_bytes())
+        .unwrap();
+    s.write_all(&vec![b' '; sent]).unwrap();
+}
+
+/// The peak resident memory of process `pid`, in kB (VmHWM).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Logs in `n` connections of [`USER`] at once, retrying while the server is still
+/// closing the sessions of connections that just ended (a minute at most).
+fn n_logins_at_once(addr: &str, n: usize) -> Vec<TcpStream> {
+    for _ in 0..600 {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let (s, word) = qap_login(addr);
+            if word != resp::OK {
+                assert_eq!(frame::status_of(word), status::SESSION_BUSY, "{word:#x}");
+                break;
+            }
+            held.push(s);
+        }
+        if held.len() == n {
+            return held;
+        }
+        drop(held);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{n} sessions never became free: ended connections kept theirs");
+}
+
+fn qap_liars_are_cut_off(direct: bool) {
+    let data = tempfile::tempdir().unwrap();
+    let (child, _http, qap) = serve(data.path(), direct);
+    let (mut normal, word) = qap_login(&qap);
+    assert_eq!(word, resp::OK);
+    let before = peak_rss_kb(child.id());
+
+    // No login after connecting: closed.
+    let mut silent = qap_connect(&qap);
+    assert!(
+        closed_by_server(&mut silent),
+        "a silent connection stays open"
+    );
+
+    // Half a header, then nothing: closed.
+    let (mut half, word) = qap_login(&qap);
+    assert_eq!(word, resp::OK);
+    half.write_all(&frame::Header::new(cmd::EVAL, 10).to_bytes()[..7])
+        .unwrap();
+    assert!(
+        closed_by_server(&mut half),
+        "half a header holds the connection"
+    );
+
+    // 200 MB announced, 1 kB sent, then nothing: closed, and the memory never taken.
+    let (mut stalled, word) = qap_login(&qap);
+    assert_eq!(word, resp::OK);
+    lie_about_length(&mut stalled, 200 << 20, 1000);
+    assert!(
+        closed_by_server(&mut stalled),
+        "a stalled message holds the connection"
+    );
+
+    assert!(
+        qap_eval_ok(&mut normal, "2 * 21"),
+        "a normal client is served"
+    );
+
+    // Four connections (the per-user session limit) announce 200 MB each and leave:
+    // each ends its session, so four new logins of the same user get theirs.
+    drop(normal);
+    for _ in 0..4 {
+        let (mut s, word) = qap_login(&qap);
+        assert_eq!(word, resp::OK);
+        lie_about_length(&mut s, 200 << 20, 1000);
+        drop(s);
+    }
+    let mut held = n_logins_at_once(&qap, 4);
+    // Past the per-user limit a fifth is refused: the limit is still there.
+    let (_, word) = qap_login(&qap);
+    assert_eq!(frame::status_of(word), status::SESSION_BUSY, "{word:#x}");
+    assert!(
+        qap_eval_ok(&mut held[0], "1 + 1"),
+        "a normal client is served"
+    );
+
+    let grown = peak_rss_kb(child.id()).saturating_sub(before);
+    assert!(
+        grown < 64 << 10,
+        "the server's peak memory grew by {grown} kB for 1 MB of lies"
+    );
+    drop(held);
+    super::stop_server(child);
+}
+
+#[test]
+fn qap1_clients_that_stall_or_lie_are_cut_off_and_their_sessions_end() {
+    qap_liars_are_cut_off(true);
+}
+
+#[test]
+fn qap1_without_direct_mode_cuts_off_the_same_clients() {
+    qap_liars_are_cut_off(false);
+}
+
+#[test]
+fn http_clients_that_lie_or_stall_get_an_answer_or_a_close() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, addr, _qap) = serve(data.path(), true);
+
+    // A terabyte announced, a few bytes sent: 413 at once.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1099511627776\r\n\r\n{\"user",
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("too_large"), "{text}");
+
+    // 1000 bytes announced, 8 sent, then nothing: 408, and the connection closes.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"userna")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+
+    // Headers that never end: the connection closes.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_by_server(&mut s),
+        "unfinished headers hold the connection"
+    );
+
+    // A normal client meanwhile.
+    let (status, body) = http(&addr, "GET", "/healthz", &[], "");
+    assert_eq!(status, 200, "{body}");
+    super::stop_server(child);
+}

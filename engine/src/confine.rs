@@ -61,6 +61,9 @@ pub struct Confinement {
     /// Switch to this uid/gid with no supplementary groups. `None`: keep the host's
     /// identity (an unprivileged host; Landlock and seccomp still apply).
     pub identity: Option<Identity>,
+    /// The worker's `USER` and `LOGNAME` (the worker account's name), replacing the
+    /// host's.
+    pub user_name: Option<String>,
     /// Folders the worker may read, write, create and delete in (the job folder and
     /// the temp dir). Everything else outside R's runtime is invisible.
     pub read_write: Vec<PathBuf>,

@@ -33,7 +33,7 @@ pub use cancel::CancelHandle;
 pub use child::zygote::run_zygote_if_requested;
 pub use error::Error;
 pub use local::{Evaluation, LocalOptions, LocalR};
-pub use pool::{CallOptions, Pool, PoolBuilder, PoolStats, Session};
+pub use pool::{worker_env, CallOptions, Pool, PoolBuilder, PoolStats, Session};
 pub use rookery_ffi::value;
 pub use rookery_ffi::Error as RError;
 pub use rookery_ffi::{Output, Value, Warning};

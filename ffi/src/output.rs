@@ -140,6 +140,18 @@ impl FdCapture {
         Ok(())
     }
 
+    /// Points fds 1 and 2 at the capture for the rest of the process's life, keeping
+    /// nothing of where they pointed: in a worker, whose stdout and stderr were the
+    /// host's (its log), so that no code it runs can write there, and no fd of the
+    /// host's stays open in it.
+    pub fn take_over(&mut self) -> std::io::Result<()> {
+        crate::fdio::flush_stdio();
+        crate::fdio::dup2(&self.memfd, 1)?;
+        crate::fdio::dup2(&self.memfd, 2)?;
+        self.saved = None;
+        Ok(())
+    }
+
     /// Restores fds 1 and 2 and returns what was written since [`FdCapture::begin`].
     pub fn end(&mut self) -> std::io::Result<Vec<u8>> {
         crate::fdio::flush_stdio();

@@ -426,9 +426,10 @@ impl Config {
         }
     }
 
-    /// A pool builder with this config's zygote program.
+    /// A pool builder with this config's zygote program and the variables
+    /// `[confine] env` passes through to workers.
     pub fn pool_builder(&self) -> rookery_engine::PoolBuilder {
-        let builder = rookery_engine::Pool::builder();
+        let builder = rookery_engine::Pool::builder().pass_env(self.confine.env.iter().cloned());
         match &self.zygote_program {
             Some(p) => builder.program(p),
             None => builder,

@@ -494,3 +494,95 @@ fn batch_can_be_cancelled() {
     assert!(cancelled >= 80, "{cancelled} of 100 chunks cancelled");
     assert!(out.chunks[0].is_ok());
 }
+
+/// The variables a worker sees, and whether a `system("env")` child sees `name`.
+fn env_seen(pool: &Pool, name: &str) -> (String, bool) {
+    let code = format!(
+        "c(Sys.getenv('{name}'), any(startsWith(system('env', intern = TRUE), '{name}=')))"
+    );
+    let v = pool.eval(&code).unwrap().value;
+    let parts: Vec<String> = v
+        .as_strings()
+        .unwrap()
+        .iter()
+        .map(|s| s.clone().unwrap_or_default())
+        .collect();
+    (parts[0].clone(), parts[1] == "TRUE")
+}
+
+#[test]
+fn workers_get_none_of_the_hosts_environment_but_what_they_are_given() {
+    // cargo sets CARGO_MANIFEST_DIR in this test process's environment; it stands in
+    // for a server's secret.
+    let host = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");
+    let plain = one_worker().build().unwrap();
+    assert_eq!(
+        env_seen(&plain, "CARGO_MANIFEST_DIR"),
+        (String::new(), false)
+    );
+    let path = plain.eval("nzchar(Sys.getenv('PATH'))").unwrap().value;
+    assert_eq!(path, Value::logicals([true]), "PATH is inherited");
+    let given = one_worker()
+        .pass_env(["CARGO_MANIFEST_DIR"])
+        .env("ROOKERY_SETTING", "42")
+        .build()
+        .unwrap();
+    assert_eq!(env_seen(&given, "CARGO_MANIFEST_DIR"), (host, true));
+    assert_eq!(env_seen(&given, "ROOKERY_SETTING"), ("42".to_owned(), true));
+}
+
+#[test]
+fn a_worker_holds_no_fd_of_its_host() {
+    let pool = one_worker().build().unwrap();
+    let v = pool
+        .eval(
+            "fds <- list.files('/proc/self/fd', full.names = TRUE); \
+             paste(basename(fds), Sys.readlink(fds), sep = ' -> ')",
+        )
+        .unwrap()
+        .value;
+    let fds: Vec<String> = v
+        .as_strings()
+        .unwrap()
+        .iter()
+        .map(|s| s.clone().unwrap_or_default())
+        .collect();
+    let target = |fd: &str| {
+        fds.iter()
+            .find_map(|l| l.strip_prefix(&format!("{fd} -> ")))
+            .unwrap_or_else(|| panic!("no fd {fd} in {fds:?}"))
+            .to_owned()
+    };
+    assert_eq!(target("0"), "/dev/null", "{fds:?}");
+    for fd in ["1", "2"] {
+        assert!(target(fd).contains("memfd:rookery-output"), "{fds:?}");
+    }
+    // What the host's own stdout and stderr are (a pipe or file under cargo test)
+    // must not be open in the worker.
+    for fd in [1, 2] {
+        let host = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let host = host.to_string_lossy();
+        if host != "/dev/null" {
+            assert!(
+                fds.iter().all(|l| !l.ends_with(&format!("-> {host}"))),
+                "the host's fd {fd} ({host}) is open in the worker: {fds:?}"
+            );
+        }
+    }
+    // Everything else is the worker's own: its link to the host (sockets, shared
+    // memory), its output capture, its /proc files, its temp dir, and the listing's
+    // own directory handle (closed by the time it is read: NA).
+    for line in &fds {
+        let (_, to) = line.split_once(" -> ").unwrap();
+        let own = to == "/dev/null"
+            || to == "NA"
+            || to.starts_with("socket:")
+            || to.starts_with("anon_inode:")
+            || to.starts_with("/memfd:")
+            || to.starts_with("/dev/shm/")
+            || to.starts_with("/proc/")
+            || to.contains("/Rtmp")
+            || to.contains("worker-");
+        assert!(own, "fd {line} is not the worker's own: {fds:?}");
+    }
+}

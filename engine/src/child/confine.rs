@@ -75,7 +75,8 @@ pub(crate) fn prepare() {
 
 /// Applies `spec` to this process (single-threaded: a fresh worker, or a zygote
 /// before it runs init code), then points R's temp dir, `TMPDIR` and `HOME` at the
-/// job's temp dir (created if missing) and moves to its working directory.
+/// job's temp dir (created if missing), sets `USER`/`LOGNAME` to the account's name,
+/// and moves to its working directory.
 pub(crate) fn enter(r: rookery_ffi::RToken<'_>, spec: &Confinement) -> io::Result<()> {
     apply(spec)?;
     if let Some(temp) = &spec.temp_dir {
@@ -88,6 +89,10 @@ pub(crate) fn enter(r: rookery_ffi::RToken<'_>, spec: &Confinement) -> io::Resul
         rookery_ffi::set_temp_dir(r, temp).map_err(io::Error::other)?;
         std::env::set_var("TMPDIR", temp);
         std::env::set_var("HOME", spec.workdir.as_ref().unwrap_or(temp));
+    }
+    if let Some(name) = &spec.user_name {
+        std::env::set_var("USER", name);
+        std::env::set_var("LOGNAME", name);
     }
     if let Some(dir) = &spec.workdir {
         std::env::set_current_dir(dir)

@@ -129,8 +129,10 @@ fn set_up<'r>(
     let temp_dir = worker_temp_dir(tmp_base, pid);
     rookery_ffi::set_temp_dir(r, &temp_dir).map_err(std::io::Error::other)?;
     std::env::set_var("TMPDIR", &temp_dir);
+    // From here on the worker's stdout and stderr are its own in-memory file: the
+    // host's (its log) are closed in it before any user code runs.
     let mut capture = FdCapture::new()?;
-    capture.begin()?;
+    capture.take_over()?;
     let channel = Channel::from_fds(link, config.spin, config.max_payload)?;
     if let Some(filter) = config.seccomp {
         confine::install_seccomp(filter)?;

@@ -20,6 +20,7 @@ mod deadline;
 mod session;
 mod slots;
 mod worker_conn;
+pub mod worker_env;
 mod zygote_handle;
 
 use std::path::PathBuf;
@@ -89,6 +90,8 @@ pub struct PoolBuilder {
     start_timeout: Duration,
     cpu_affinity: bool,
     worker_cgroups: bool,
+    pass_env: Vec<String>,
+    set_env: Vec<(String, String)>,
 }
 
 impl Default for PoolBuilder {
@@ -112,6 +115,8 @@ impl Default for PoolBuilder {
             start_timeout: Duration::from_secs(60),
             cpu_affinity: false,
             worker_cgroups: false,
+            pass_env: Vec::new(),
+            set_env: Vec::new(),
         }
     }
 }
@@ -259,6 +264,21 @@ impl PoolBuilder {
         self
     }
 
+    /// Passes these variables of the host's environment through to the zygote and
+    /// its workers. Nothing else of the host's environment reaches them beyond what R
+    /// needs (see [`worker_env`]).
+    pub fn pass_env(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.pass_env.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets `name` to `value` in the environment of the zygote and its workers
+    /// (replacing a passed or inherited value): a pool's own settings.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_env.push((name.into(), value.into()));
+        self
+    }
+
     /// How long R start-up plus init may take in the zygote, and a worker its
     /// set-up (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
@@ -284,7 +304,9 @@ impl PoolBuilder {
         if self.worker_cgroups {
             crate::confine::Cgroup::sweep_stale_workers();
         }
-        let zygote = zygote_handle::Zygote::start(&program, &self.zygote, self.start_timeout)?;
+        let env = worker_env::zygote_env(std::env::vars_os(), &self.pass_env, &self.set_env);
+        let zygote =
+            zygote_handle::Zygote::start(&program, &self.zygote, &env, self.start_timeout)?;
         let (respawn, wake) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             zygote,

@@ -62,10 +62,12 @@ pub(crate) struct Zygote {
 }
 
 impl Zygote {
-    /// Starts `program` in zygote mode and waits until R is ready in it.
+    /// Starts `program` in zygote mode, with exactly the environment `env`, and
+    /// waits until R is ready in it.
     pub fn start(
         program: &Path,
         config: &ZygoteConfig,
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
         start_timeout: Duration,
     ) -> Result<Zygote, Error> {
         let spawn_err = |what: &str, e: std::io::Error| Error::Spawn(format!("{what}: {e}"));
@@ -77,7 +79,10 @@ impl Zygote {
         )
         .map_err(|e| spawn_err("socketpair", e.into()))?;
         let mut cmd = Command::new(program);
-        cmd.env(ZYGOTE_ENV, "1").stdin(Stdio::null());
+        cmd.env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env(ZYGOTE_ENV, "1")
+            .stdin(Stdio::null());
         let process = fork::spawn_with_control_fd(&mut cmd, &child)
             .map_err(|e| spawn_err(&format!("starting {}", program.display()), e))?;
         drop(child);

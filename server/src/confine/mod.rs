@@ -69,6 +69,11 @@ pub struct ConfineConfig {
     /// it is emptied and returned (their workers are already gone): a client that
     /// reconnects at once skips the clean-up. Milliseconds.
     pub lease_linger_ms: u64,
+    /// Variables of the server's environment passed through to every worker, by
+    /// name. Nothing else of it reaches them beyond what R needs (`PATH`, the locale,
+    /// `TZ`, `R_*`: see the engine's `worker_env`), so the server's own secrets never
+    /// show in users' `Sys.getenv()`.
+    pub env: Vec<String>,
     /// Per-service overrides, by service name.
     pub services: HashMap<String, ServiceConfine>,
 }
@@ -100,6 +105,7 @@ impl Default for ConfineConfig {
             pids: 256,
             lease_wait_ms: 10_000,
             lease_linger_ms: 1_000,
+            env: Vec::new(),
             services: HashMap::new(),
         }
     }
@@ -338,6 +344,7 @@ impl Confiner {
             uid: a.uid,
             gid: a.gid,
         });
+        spec.user_name = lease.account().map(|a| a.name.clone());
         spec.cgroups = lease.cgroup_dirs();
         spec.min_landlock_abi = c.min_landlock_abi;
         spec.seccomp = c.seccomp;

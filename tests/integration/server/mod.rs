@@ -11,6 +11,7 @@ mod qap;
 mod services;
 mod sessions;
 mod users;
+mod worker_env;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -57,8 +57,10 @@ pub enum Request {
     /// The value bound to `name`.
     Get { id: u64, name: String },
     /// Start a session: from now on every request evaluates in one environment that
-    /// persists until [`Request::Reset`].
-    Open { id: u64 },
+    /// persists until [`Request::Reset`]: R's global environment when `global` (a
+    /// worker that serves this session alone, as Rserve's process per connection),
+    /// else a private one (a worker that goes back to the pool afterwards).
+    Open { id: u64, global: bool },
     /// End the session (or nothing, in stateless mode): drop its environment and check
     /// that the worker is still pristine; the answer says whether it must retire.
     Reset { id: u64 },
@@ -171,7 +173,7 @@ impl Request {
             | Request::Call { id, .. }
             | Request::Assign { id, .. }
             | Request::Get { id, .. }
-            | Request::Open { id }
+            | Request::Open { id, .. }
             | Request::Reset { id }
             | Request::Confine { id, .. }
             | Request::ServeQap { id, .. } => Some(*id),
@@ -408,7 +410,10 @@ mod tests {
                 id: 4,
                 name: "x".into(),
             },
-            Request::Open { id: 5 },
+            Request::Open {
+                id: 5,
+                global: true,
+            },
             Request::Reset { id: u64::MAX },
             Request::Shutdown,
         ]

@@ -268,8 +268,13 @@ impl<'r> Worker<'r> {
                 let outcome = self.get(&name);
                 self.reply(id, outcome)
             }
-            Request::Open { id } => {
-                let outcome = self.r.new_env(None).map(|env| {
+            Request::Open { id, global } => {
+                let env = if global {
+                    self.r.global_env()
+                } else {
+                    self.r.new_env(None)
+                };
+                let outcome = env.map(|env| {
                     self.session = Some(env);
                     (Value::NULL, false, Output::default())
                 });

@@ -4,7 +4,10 @@
 //! the session (drops its environment) and checks itself like after a stateless call,
 //! so the next user of that worker never sees this session's variables, options or
 //! packages (a worker that cannot prove it is clean is replaced). A fresh session's
-//! worker was forked for it alone and is discarded.
+//! worker was forked for it alone and is discarded; such a session evaluates in R's
+//! global environment, as an R console (and Rserve) does: `ls()`, `<<-`,
+//! `globalenv()` and closures defined in it behave as users expect. A session on a
+//! pooled worker keeps a private environment, which is dropped at the end.
 
 use std::time::Duration;
 
@@ -37,7 +40,7 @@ impl Session {
             worker: Some(worker),
             fresh,
         };
-        session.simple(|id| Request::Open { id })?;
+        session.simple(|id| Request::Open { id, global: fresh })?;
         Ok(session)
     }
 

@@ -1050,3 +1050,69 @@ fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
     drop(c);
     drop(rt);
 }
+
+/// What RSclient users rely on, run unmodified against a real Rserve and against
+/// Rookery (anonymous identity, so neither asks for a login); each line shows a
+/// result with `deparse()` (or the error RSclient raised), so the two outputs must be
+/// the same text: serEval's extra evaluation, serAssign evaluating its value,
+/// sessions in the global environment, values of many types, Rserve's error status.
+/// (`RS.eval.qap`, CMD_eval with a DT_SEXP call, is not here yet: Rookery answers it
+/// ERR_inv_par.)
+const RSCLIENT_CALLS: &str = r#"
+library(RSclient)
+c <- RS.connect(port = PORT)
+show <- function(label, expr) {
+  x <- tryCatch(expr, error = function(e) paste("ERROR", conditionMessage(e)))
+  cat(label, paste(deparse(x), collapse = " "), "\n")
+}
+show("lang", RS.eval(c, quote(keep_me <- 42L)))
+show("kept", RS.eval(c, keep_me))
+show("lazy", RS.eval(c, keep_me * 2L))
+f <- RS.eval(c, quote(function(x, y = 2) x + y), lazy = FALSE)
+show("closure", identical(f, function(x, y = 2) x + y))
+show("closure-env", identical(environment(f), globalenv()))
+invisible(RS.assign(c, "zz", quote(1 + 2)))
+show("assign-evaluates", RS.eval(c, zz))
+invisible(RS.assign(c, "vv", c(a = 1.5, b = NA)))
+show("assign-value", RS.eval(c, vv))
+show("superassign", RS.eval(c, {g <- function() h <<- 5; g(); h}))
+show("global", RS.eval(c, exists("h", envir = globalenv(), inherits = FALSE)))
+show("ls", RS.eval(c, ls()))
+show("environment", RS.eval(c, identical(environment(), globalenv())))
+show("types", RS.eval(c, list(TRUE, NA, 1L, NA_integer_, 2.5, NA_real_, "s", NA_character_,
+                             factor(c("u", "v", "u")), as.Date("2024-02-29"),
+                             data.frame(p = 1:2, q = c("x", "y")), list(list(1)), 3+4i)))
+show("error", RS.eval(c, stop("boom")))
+show("after", RS.eval(c, keep_me))
+invisible(RS.close(c))
+"#;
+
+fn rsclient_run(port: u16) -> String {
+    let script = RSCLIENT_CALLS.replace("PORT", &format!("{port}L"));
+    super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()])
+}
+
+#[test]
+fn rsclient_gets_from_rookery_what_it_gets_from_rserve() {
+    let rserve = crate::rserve::Rserve::start("", false);
+    let want = rsclient_run(rserve.port);
+    let (server, _data) = super::server_with(|c| {
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.anonymous = Some("rsclient".into());
+    });
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "rsclient", Role::User, super::PASSWORD).unwrap();
+    rookery_server::admin::grant(store, "rsclient", rookery_server::store::GRANT_EXECUTE).unwrap();
+    let (_rt, port) = listening(&server);
+    let got = rsclient_run(port);
+    let want: Vec<&str> = want.lines().map(str::trim).collect();
+    let got: Vec<&str> = got.lines().map(str::trim).collect();
+    let differ: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("Rserve:  {w}\nRookery: {g}"))
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+}

@@ -94,6 +94,13 @@ const DIRECT_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 /// are 8 MB); larger ones are freed, so an idle connection holds at most twice this.
 const RETAIN: usize = 16 << 20;
 
+/// Rserve's status for an R error in `CMD_serEval` / `serEEval` / `serAssign`
+/// (`SET_STAT(RESP_ERR, Rerr)` with `Rerr` = 1), unlike CMD_eval's 127.
+const SER_R_ERROR: u8 = 1;
+
+/// Rserve's status when `serialize()` gave no raw vector (`Rerr` = -2).
+const SER_NOT_RAW: u8 = 0x7e;
+
 /// The ID string for this connection: `TLS\n` first when `CMD_switch "TLS"` is
 /// offered, `ARpt` when a login is required (qap1.md §2.1).
 fn id_string(login: bool, tls_switch: bool) -> [u8; 32] {
@@ -597,16 +604,29 @@ impl Connection {
     /// `CMD_serEval` / `CMD_serEEval` / `CMD_serAssign` (what RSclient's `RS.eval`
     /// and `RS.assign` send): the payload is R's `serialize()` of a call (or of
     /// `list(name, value)`); R itself unserializes and evaluates it in the session, and
-    /// the answer is the raw serialization of the result. A payload that does not
-    /// unserialize is an R error (status 127), not a hang as in Rserve.
+    /// the answer is the raw serialization of the result. As Rserve (Rserv.c): the
+    /// value is put into a `serialize(value, NULL)` call, so a call or symbol it
+    /// evaluated to is evaluated once more; serAssign evaluates `` `<-`(name, value) ``,
+    /// so a call given as the value is evaluated, not stored; an R error is status 1
+    /// (Rserve's, not CMD_eval's 127). A payload that does not unserialize is status
+    /// 1 too, where Rserve sends no answer at all and the client hangs.
     fn serialized(&mut self, command: u32, payload: &[u8]) -> Result<(), End> {
         let code = match command {
-            cmd::SER_EVAL => "serialize(eval(unserialize(.rookery_qap_ser)), NULL)",
-            cmd::SER_EEVAL => "serialize(eval(eval(unserialize(.rookery_qap_ser))), NULL)",
+            cmd::SER_EVAL => {
+                "tryCatch(eval(call('serialize', eval(unserialize(.rookery_qap_ser)), NULL)), \
+                 finally = rm(.rookery_qap_ser))"
+            }
+            cmd::SER_EEVAL => {
+                "tryCatch(eval(call('serialize', eval(eval(unserialize(.rookery_qap_ser))), NULL)), \
+                 finally = rm(.rookery_qap_ser))"
+            }
             _ => {
-                "{ .rookery_qap_l <- unserialize(.rookery_qap_ser); \
-                 assign(.rookery_qap_l[[1]], .rookery_qap_l[[2]]); \
-                 rm(.rookery_qap_l, .rookery_qap_ser); NULL }"
+                "tryCatch({ .rookery_qap_l <- unserialize(.rookery_qap_ser); \
+                 if (!is.list(.rookery_qap_l) || length(.rookery_qap_l) < 2L) \
+                 stop('serAssign needs list(name, value)'); \
+                 eval(call('<-', .rookery_qap_l[[1]], .rookery_qap_l[[2]])); NULL }, \
+                 finally = rm(list = intersect(c('.rookery_qap_l', '.rookery_qap_ser'), \
+                 ls(all.names = TRUE))))"
             }
         };
         let entry = self.session();
@@ -623,9 +643,15 @@ impl Connection {
             }
             Ok(ev) => match ev.value.data {
                 rookery_engine::value::Data::Raw(bytes) => self.reply_ok(&bytes),
-                _ => self.r_failure(&Error::Internal("serialize() gave no raw vector".into())),
+                _ => self.reply_err(SER_NOT_RAW),
             },
-            Err(e) => self.r_failure(&e),
+            Err(e) => {
+                self.log_failure(&e);
+                if self.state.config.qap.oob_errors {
+                    self.send_oob_error(&e)?;
+                }
+                self.reply_err(SER_R_ERROR)
+            }
         }
     }
 

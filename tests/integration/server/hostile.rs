@@ -37,19 +37,8 @@ fn serve(data: &std::path::Path, direct: bool) -> (std::process::Child, String, 
         "--data".as_ref(),
         data.as_os_str(),
     ];
-    let (child, mut lines) = super::spawn_serve(&args);
-    let first = lines.next().unwrap().unwrap();
-    let http_addr = first
-        .strip_prefix("rookery listening on http://")
-        .expect(&first)
-        .to_owned();
-    let qap = lines.next().unwrap().unwrap();
-    let qap_addr = qap
-        .strip_prefix("rookery QAP1 listening on ")
-        .expect(&qap)
-        .to_owned();
-    // Keep the pipe drained so the server never blocks on its stdout.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (child, lines) = super::spawn_serve(&args);
+    let (http_addr, qap_addr) = super::http_and_qap_addrs(lines);
     (child, http_addr, qap_addr)
 }
 

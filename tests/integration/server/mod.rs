@@ -276,15 +276,46 @@ pub fn spawn_serve(
     std::process::Child,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
+    spawn_serve_with_env(args, &[])
+}
+
+/// [`spawn_serve`] with `env` added to the server's environment.
+pub fn spawn_serve_with_env(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
     use std::io::BufRead;
     ensure_accounts();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
         .arg("serve")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     (child, lines)
+}
+
+/// The HTTP and QAP1 addresses a `rookery serve` with a QAP1 listener prints first;
+/// the rest of its output is drained in the background so it never blocks.
+pub fn http_and_qap_addrs(
+    mut lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) -> (String, String) {
+    let first = lines.next().unwrap().unwrap();
+    let http = first
+        .strip_prefix("rookery listening on http://")
+        .expect(&first)
+        .to_owned();
+    let qap = lines.next().unwrap().unwrap();
+    let qap = qap
+        .strip_prefix("rookery QAP1 listening on ")
+        .expect(&qap)
+        .to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    (http, qap)
 }

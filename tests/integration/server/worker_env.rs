@@ -3,7 +3,7 @@
 //! session and a published service (whose workers also run batch jobs), neither in
 //! `Sys.getenv()` nor in a `system("env")` child; only what `[confine] env` passes.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -49,30 +49,17 @@ fn users_code_sees_none_of_the_servers_environment() {
         format!("[qap]\nlisten = \"127.0.0.1:0\"\n[confine]\nenv = [\"{PASSED}\"]\n"),
     )
     .unwrap();
-    super::ensure_accounts();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(data.path())
-        .env(SECRET, "hunter2")
-        .env(PASSED, "passed-through")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("rookery listening on http://")
-        .expect(&first)
-        .to_owned();
-    let qap = lines.next().unwrap().unwrap();
-    let qap = qap
-        .strip_prefix("rookery QAP1 listening on ")
-        .expect(&qap)
-        .to_owned();
-    std::thread::spawn(move || lines.for_each(drop));
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ];
+    let env = [(SECRET, "hunter2"), (PASSED, "passed-through")];
+    let (child, lines) = super::spawn_serve_with_env(&args, &env);
+    let (addr, qap) = super::http_and_qap_addrs(lines);
 
     let (status, login) = json_request(
         &addr,

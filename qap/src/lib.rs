@@ -3,6 +3,7 @@
 //! - [`frame`]: ID string, 16-byte message header, command/response/status codes,
 //!   DT_* parameter lists.
 //! - [`sexp`]: XT_* R objects to and from [`rookery_value::Value`].
+//! - [`expr`]: QAP1-encoded R expressions (calls, symbols) as an [`expr::Expr`] tree.
 //!
 //! This crate owns bytes only: no sockets, no sessions, no R (it never links libR,
 //! so its tests and the fuzz targets build on a machine without R). Decoding never
@@ -11,6 +12,7 @@
 //! worker serving its client's socket) and the server's endpoint both speak through
 //! it.
 
+pub mod expr;
 pub mod frame;
 pub mod sexp;
 #[cfg(test)]

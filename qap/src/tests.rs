@@ -544,6 +544,7 @@ proptest! {
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = sexp::decode(&bytes);
         let _ = frame::decode_params(&bytes);
+        let _ = crate::expr::decode_expr(&bytes, sexp::Strings::Utf8);
     }
 
     #[test]
@@ -558,6 +559,7 @@ proptest! {
             bytes[i] ^= 1 << bit;
         }
         let _ = decode_payload_lenient(&bytes);
+        let _ = crate::expr::decode_expr(&bytes[4..], sexp::Strings::Utf8);
         let end = cut.index(bytes.len() + 1);
         let _ = decode_payload_lenient(&bytes[..end]);
     }

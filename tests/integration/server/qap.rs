@@ -1055,9 +1055,9 @@ fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
 /// Rookery (anonymous identity, so neither asks for a login); each line shows a
 /// result with `deparse()` (or the error RSclient raised), so the two outputs must be
 /// the same text: serEval's extra evaluation, serAssign evaluating its value,
-/// sessions in the global environment, values of many types, Rserve's error status.
-/// (`RS.eval.qap`, CMD_eval with a DT_SEXP call, is not here yet: Rookery answers it
-/// ERR_inv_par.)
+/// sessions in the global environment, values of many types, Rserve's error status,
+/// `RS.eval.qap` (CMD_eval with a QAP-encoded call: symbols, tags, nested calls, a
+/// constant, an assignment, an error), and `wait = FALSE` with `RS.collect`.
 const RSCLIENT_CALLS: &str = r#"
 library(RSclient)
 c <- RS.connect(port = PORT)
@@ -1083,6 +1083,18 @@ show("types", RS.eval(c, list(TRUE, NA, 1L, NA_integer_, 2.5, NA_real_, "s", NA_
                              factor(c("u", "v", "u")), as.Date("2024-02-29"),
                              data.frame(p = 1:2, q = c("x", "y")), list(list(1)), 3+4i)))
 show("error", RS.eval(c, stop("boom")))
+show("qap", RS.eval.qap(c, quote(keep_me + 1L)))
+show("qap-tagged", RS.eval.qap(c, quote(paste("a", "b", sep = "-"))))
+show("qap-symbol", RS.eval.qap(c, as.name("keep_me")))
+show("qap-nested", RS.eval.qap(c, quote(sum(c(1, 2, 3)) * length(letters))))
+show("qap-constant", RS.eval.qap(c, "1 + 1"))
+show("qap-data", RS.eval.qap(c, list(a = 1:3, b = "x")))
+show("qap-assign", RS.eval.qap(c, quote(qq <- 2L * keep_me)))
+show("qap-assigned", RS.eval(c, qq))
+show("qap-ls", RS.eval.qap(c, quote(ls())))
+show("qap-error", RS.eval.qap(c, quote(stop("qap boom"))))
+show("async", { RS.eval(c, keep_me + 100L, wait = FALSE); RS.collect(c) })
+show("async-qap", { RS.eval.qap(c, quote(keep_me + 200L), wait = FALSE); RS.collect(c, qap = TRUE) })
 show("after", RS.eval(c, keep_me))
 invisible(RS.close(c))
 "#;
@@ -1115,4 +1127,28 @@ fn rsclient_gets_from_rookery_what_it_gets_from_rserve() {
         .collect();
     assert!(differ.is_empty(), "{}", differ.join("\n"));
     assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    // The same is not enough: these are the answers an R console gives.
+    for line in [
+        "lang 42L",
+        "qap 43L",
+        "qap-tagged \"a-b\"",
+        "qap-symbol 42L",
+        "qap-nested 156",
+        "qap-constant \"1 + 1\"",
+        "qap-assigned 84L",
+        "async 142L",
+        "async-qap 242L",
+    ] {
+        assert!(got.contains(&line), "no `{line}` in {got:#?}");
+    }
+    let ls = got
+        .iter()
+        .find(|l| l.starts_with("qap-ls"))
+        .expect("qap-ls");
+    assert!(ls.contains("\"qq\"") && !ls.contains("rookery"), "{ls}");
+    let error = got
+        .iter()
+        .find(|l| l.starts_with("qap-error"))
+        .expect("qap-error");
+    assert!(error.contains("ERROR"), "{error}");
 }

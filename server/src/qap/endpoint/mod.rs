@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 mod detach;
+mod expr;
 mod files;
 mod listen;
 mod ocap;
@@ -554,14 +555,45 @@ impl Connection {
             .expect("dispatch checks the login first")
     }
 
-    /// `CMD_eval` / `CMD_voidEval` with a DT_STRING of R code.
+    /// `CMD_eval` / `CMD_voidEval` with a DT_STRING of R code, or with a DT_SEXP
+    /// holding a QAP-encoded expression (see [`expr`]).
     fn eval(&mut self, params: &[Param<'_>], answer: bool) -> Result<(), End> {
+        if let Some(p) = params.first().filter(|p| p.dt == dt::SEXP) {
+            return self.eval_expr(p.data, answer);
+        }
         let Some(code) = self.text(params.first()) else {
             return self.reply_err(status::INV_PAR);
         };
         let entry = self.session();
         self.audit("CMD_eval", Some(&code), &entry);
         let result = self.state.sessions.execute_blocking(&entry, &code);
+        self.eval_answer(result, answer)
+    }
+
+    /// A QAP-encoded expression: decoded (a malformed one is ERR_inv_par, as on
+    /// Rserve), rebuilt and evaluated in the session; an R error is status 127.
+    fn eval_expr(&mut self, bytes: &[u8], answer: bool) -> Result<(), End> {
+        let tree = match rookery_qap::expr::decode_expr(bytes, self.strings) {
+            Ok(e) => expr::node(&e),
+            Err(e) => {
+                tracing::info!(conn = %self.id, error = %e, "QAP1 expression did not decode");
+                return self.reply_err(e.status());
+            }
+        };
+        let entry = self.session();
+        self.audit("CMD_eval (QAP-encoded)", None, &entry);
+        let sessions = &self.state.sessions;
+        let result = sessions
+            .assign_blocking(&entry, expr::NODE_VAR, &tree)
+            .and_then(|()| sessions.execute_blocking(&entry, expr::EVAL_CODE));
+        self.eval_answer(result, answer)
+    }
+
+    fn eval_answer(
+        &mut self,
+        result: Result<rookery_engine::Evaluation, Error>,
+        answer: bool,
+    ) -> Result<(), End> {
         match result {
             Ok(ev) if answer => self.reply_value(&ev.value),
             Ok(_) => self.reply_ok(&[]),

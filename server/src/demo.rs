@@ -62,6 +62,7 @@ pub async fn install(state: &AppState, model_code: &str) -> Result<DemoCredentia
             inputs: inputs(),
             outputs: json!({"type": "array", "items": {"type": "number"}}),
             files: Default::default(),
+            env: Default::default(),
         };
         let (schema, files) = Services::check(&spec)?;
         let previous = state.store.service(name, "1")?.filter(|p| !p.retired);

@@ -40,7 +40,10 @@ fn fixed_paths() -> Map<String, Json_> {
         "properties": {"name": {"type": "string"}, "version": {"type": "string"},
             "description": {"type": "string"}, "code": {"type": "string"},
             "function": {"type": "string"}, "inputs": {"type": "object"}, "outputs": {},
-            "files": {"type": "object", "additionalProperties": {"type": "string", "contentEncoding": "base64"}}}});
+            "files": {"type": "object", "additionalProperties": {"type": "string", "contentEncoding": "base64"}},
+            "env": {"type": "object", "writeOnly": true,
+                "description": "Environment variables only this service's workers see; never returned. Names: [A-Za-z_][A-Za-z0-9_]*, not PATH, HOME, USER, LOGNAME, TMPDIR, SHELL or R_*, LD_*, ROOKERY_*.",
+                "additionalProperties": {"type": "string"}}}});
     let mut p = Map::new();
     let mut add = |path: &str, item: Json_| {
         p.insert(format!("/api/v1{path}"), item);

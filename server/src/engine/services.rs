@@ -18,7 +18,7 @@ use super::Error;
 use crate::admin::now;
 use crate::config::Config;
 use crate::formats::schema::Schema;
-use crate::store::ServiceRecord;
+use crate::store::{ServiceEnv, ServiceRecord};
 
 use super::blocking;
 use super::sessions::is_r_name;
@@ -44,6 +44,66 @@ pub struct ServiceSpec {
     /// directory (`readRDS("model.rds")`).
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Environment variables only this service's zygote and workers see (a database
+    /// password the code needs, say): never returned by any route, never logged.
+    #[serde(default)]
+    pub env: ServiceEnv,
+}
+
+/// Most variables in a service's `env`.
+const MAX_ENV_VARS: usize = 128;
+/// Most bytes of names and values together in a service's `env`.
+const MAX_ENV_BYTES: usize = 64 << 10;
+/// Names a service may not set: what the worker's environment is built from (see
+/// `rookery_engine::pool::worker_env`) and what would change how R or the dynamic
+/// linker start.
+const RESERVED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "SHELL"];
+const RESERVED_ENV_PREFIXES: &[&str] = &["R_", "LD_", "ROOKERY_"];
+
+/// Checks a service's `env`: names are shell-style (`[A-Za-z_][A-Za-z0-9_]*`) and
+/// not reserved, values hold no NUL, and the whole stays small. An error names the
+/// variable, never its value.
+pub fn check_env(env: &ServiceEnv) -> Result<(), Error> {
+    if env.0.len() > MAX_ENV_VARS {
+        return Err(Error::BadInput(format!(
+            "env: at most {MAX_ENV_VARS} variables, got {}",
+            env.0.len()
+        )));
+    }
+    let bytes: usize = env.0.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ENV_BYTES {
+        return Err(Error::BadInput(format!(
+            "env: at most {MAX_ENV_BYTES} bytes of names and values, got {bytes}"
+        )));
+    }
+    for (name, value) in &env.0 {
+        let shell_name = name.len() <= 128
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+        if !shell_name {
+            return Err(Error::BadInput(format!(
+                "env: `{name}` is not a variable name (letters, digits and `_`, not \
+                 starting with a digit, at most 128)"
+            )));
+        }
+        let upper = name.to_ascii_uppercase();
+        if RESERVED_ENV.contains(&upper.as_str())
+            || RESERVED_ENV_PREFIXES.iter().any(|p| upper.starts_with(p))
+        {
+            return Err(Error::BadInput(format!(
+                "env: `{name}` is set by the server for every worker; a service may not \
+                 set {} or names starting with {}",
+                RESERVED_ENV.join(", "),
+                RESERVED_ENV_PREFIXES.join(", ")
+            )));
+        }
+        if value.contains('\0') {
+            return Err(Error::BadInput(format!(
+                "env: the value of `{name}` holds a NUL byte"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A version that is serving.
@@ -110,6 +170,7 @@ impl Services {
                 spec.function
             )));
         }
+        check_env(&spec.env)?;
         let schema =
             Schema::parse(&spec.inputs).map_err(|e| Error::BadInput(format!("inputs: {e}")))?;
         let files = spec
@@ -161,6 +222,7 @@ impl Services {
         let confiner = self.confiner.clone();
         let code = record.code.clone();
         let function = record.function.clone();
+        let env = record.env.clone();
         let build_dir = dir.clone();
         let (name, version) = (record.name.clone(), record.version.clone());
         let tag = format!(
@@ -172,7 +234,7 @@ impl Services {
             let spec = leased
                 .as_ref()
                 .map(|(lease, temp)| confiner.service_spec(lease, &name, &build_dir, temp));
-            match build_pool(&config, &build_dir, &code, &function, spec) {
+            match build_pool(&config, &build_dir, &code, &function, &env, spec) {
                 Ok(pool) => Ok((pool, leased)),
                 Err(e) => {
                     if let Some((_, temp)) = leased {
@@ -269,6 +331,7 @@ fn build_pool(
     dir: &Path,
     code: &str,
     function: &str,
+    env: &ServiceEnv,
     confine: Option<rookery_engine::confine::Confinement>,
 ) -> Result<Pool, Error> {
     let dir_text = dir
@@ -286,6 +349,9 @@ fn build_pool(
         .max_private_memory(config.pool.max_worker_mib << 20);
     if config.pool.max_calls > 0 {
         builder = builder.max_calls(config.pool.max_calls);
+    }
+    for (name, value) in &env.0 {
+        builder = builder.env(name, value);
     }
     if let Some(spec) = confine {
         builder = builder.confine(spec);
@@ -378,6 +444,7 @@ pub fn record_for(
         inputs: spec.inputs.clone(),
         outputs: spec.outputs.clone(),
         files: spec.files.keys().cloned().collect(),
+        env: spec.env.clone(),
         created_at: previous.map_or(at, |p| p.created_at),
         updated_at: at,
         retired: false,

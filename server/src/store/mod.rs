@@ -114,9 +114,26 @@ pub struct ServiceRecord {
     pub outputs: serde_json::Value,
     /// Names of the model files stored beside the service (under the data folder).
     pub files: Vec<String>,
+    /// Environment variables only this service's workers see (secrets, often).
+    #[serde(default)]
+    pub env: ServiceEnv,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub retired: bool,
+}
+
+/// A service's own environment variables, by name. Its values are often secrets (a
+/// database password the scoring code needs): they reach only the service's zygote
+/// and workers, and `Debug` shows the names alone, so no log line or error holds a
+/// value. No route returns them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServiceEnv(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for ServiceEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// Where an asynchronous batch job is.

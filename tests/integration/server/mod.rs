@@ -287,14 +287,30 @@ pub fn spawn_serve_with_env(
     std::process::Child,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
+    spawn_serve_logging_to(args, env, None)
+}
+
+/// [`spawn_serve_with_env`] with the server's log (its stderr) written to `log`.
+pub fn spawn_serve_logging_to(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
     use std::io::BufRead;
     ensure_accounts();
+    let stderr = match log {
+        Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+        None => std::process::Stdio::null(),
+    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
         .arg("serve")
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();

@@ -2,6 +2,8 @@
 //! started with a secret in its environment: nothing, in an HTTP session, a QAP1
 //! session and a published service (whose workers also run batch jobs), neither in
 //! `Sys.getenv()` nor in a `system("env")` child; only what `[confine] env` passes.
+//! A service's own `env` reaches that service's workers alone, survives a restart,
+//! and no route, log line or audit entry shows its values.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -122,4 +124,178 @@ fn users_code_sees_none_of_the_servers_environment() {
     drop(s);
 
     super::stop_server(child);
+}
+
+const SERVICE_SECRET: &str = "tok-9f2c1d-only-for-the-scorer";
+
+/// `rookery serve` on `data` (where user `ada`, a publisher, exists), logging to
+/// `log`: its HTTP address, an access token, and the child.
+fn serve_for_ada(
+    data: &std::path::Path,
+    log: &std::path::Path,
+) -> (String, String, std::process::Child) {
+    let config = data.join("rookery.toml");
+    std::fs::write(&config, "[qap]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve_logging_to(&args, &[], Some(log));
+    let (addr, _qap) = super::http_and_qap_addrs(lines);
+    let (status, login) = json_request(
+        &addr,
+        "POST",
+        "/api/v1/login",
+        "",
+        &json!({"username": "ada", "password": "ada-password-1"}),
+    );
+    assert_eq!(status, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    (addr, token, child)
+}
+
+fn call(addr: &str, token: &str, service: &str) -> Json {
+    let (status, body) = json_request(
+        addr,
+        "POST",
+        &format!("/api/v1/services/{service}/1"),
+        token,
+        &json!([{"x": 1}]),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["result"].clone()
+}
+
+#[test]
+fn a_services_env_reaches_only_its_own_workers_and_no_route_or_log() {
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
+    let logs = tempfile::tempdir().unwrap();
+    let (addr, token, child) = serve_for_ada(data.path(), &logs.path().join("first.log"));
+    // What a worker sees of SCORING_TOKEN, in R and in a `system()` child.
+    let probe = "see <- function(d) rep(paste(Sys.getenv('SCORING_TOKEN'), \
+                 any(grepl('SCORING_TOKEN', system('env', intern = TRUE))), sep = '|'), nrow(d))";
+    let spec = |name: &str, env: Json| {
+        json!({
+            "name": name, "version": "1", "code": probe, "function": "see",
+            "inputs": {"columns": [{"name": "x", "type": "double"}]}, "env": env,
+        })
+    };
+    let (status, body) = json_request(
+        &addr,
+        "POST",
+        "/api/v1/services",
+        &token,
+        &spec("scorer", json!({ "SCORING_TOKEN": SERVICE_SECRET })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = json_request(
+        &addr,
+        "POST",
+        "/api/v1/services",
+        &token,
+        &spec("neighbour", json!({})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mine = json!([format!("{SERVICE_SECRET}|TRUE")]);
+    assert_eq!(call(&addr, &token, "scorer"), mine);
+    assert_eq!(call(&addr, &token, "neighbour"), json!(["|FALSE"]));
+
+    // The same user's session does not see it either.
+    let (status, session) = json_request(&addr, "POST", "/api/v1/sessions", &token, &json!({}));
+    assert_eq!(status, 201, "{session}");
+    let (status, out) = json_request(
+        &addr,
+        "POST",
+        &format!(
+            "/api/v1/sessions/{}/execute",
+            session["id"].as_str().unwrap()
+        ),
+        &token,
+        &json!({ "code": "Sys.getenv('SCORING_TOKEN')" }),
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["result"], "", "{out}");
+
+    // No route returns the value: the version, the list, the OpenAPI description.
+    for path in [
+        "/api/v1/services/scorer/1",
+        "/api/v1/services",
+        "/api/v1/openapi.json",
+    ] {
+        let (status, text) = http(
+            &addr,
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            "",
+        );
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(
+            !text.contains(SERVICE_SECRET),
+            "{path} shows the secret: {text}"
+        );
+    }
+
+    // Names the server sets for every worker are refused, with the name and not the
+    // value in the error.
+    for name in ["HOME", "R_LIBS_USER", "LD_PRELOAD", "PATH", "1BAD", "A-B"] {
+        let (status, body) = json_request(
+            &addr,
+            "POST",
+            "/api/v1/services",
+            &token,
+            &spec("refused", json!({ name: "value-that-must-not-show" })),
+        );
+        assert_eq!(status, 400, "{name}: {body}");
+        let text = body.to_string();
+        assert!(
+            text.contains(name) && !text.contains("value-that-must-not-show"),
+            "{text}"
+        );
+    }
+
+    // After a restart the stored service still has its env.
+    super::stop_server(child);
+    let (addr, token, child) = serve_for_ada(data.path(), &logs.path().join("second.log"));
+    assert_eq!(call(&addr, &token, "scorer"), mine);
+    super::stop_server(child);
+    for log in ["first.log", "second.log"] {
+        let text = std::fs::read_to_string(logs.path().join(log)).unwrap();
+        assert!(text.contains("scorer"), "{log} is the server's log: {text}");
+        assert!(
+            !text.contains(SERVICE_SECRET),
+            "{log} shows the secret: {text}"
+        );
+    }
+    // Nor any file the server wrote but its store (audit, model folders, sessions).
+    for entry in walk(data.path()) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("rookery.db") {
+            continue;
+        }
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let found = bytes
+            .windows(SERVICE_SECRET.len())
+            .any(|w| w == SERVICE_SECRET.as_bytes());
+        assert!(!found, "{} holds the secret", entry.display());
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

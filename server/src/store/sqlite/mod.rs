@@ -29,7 +29,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX_BYTES: usize = 6;
 
 /// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// OS accounts whose Unix-socket connections log in as a Rookery user (SO_PEERCRED).
 const SCHEMA_V2: &str = "
@@ -37,6 +37,11 @@ CREATE TABLE os_users (
     uid  INTEGER PRIMARY KEY NOT NULL CHECK (uid >= 0),
     user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE
 ) STRICT;
+";
+
+/// A service's own environment variables (a JSON object of strings).
+const SCHEMA_V3: &str = "
+ALTER TABLE services ADD COLUMN env TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(env));
 ";
 
 const SCHEMA_V1: &str = "
@@ -106,7 +111,7 @@ CREATE TABLE audit (
 
 const TOKEN_COLUMNS: &str = "hash, user, kind, label, created_at, expires_at";
 const SERVICE_COLUMNS: &str = "name, version, owner, description, code, function, \
-     inputs, outputs, files, created_at, updated_at, retired";
+     inputs, outputs, files, created_at, updated_at, retired, env";
 const JOB_COLUMNS: &str = "id, owner, service, version, state, rows_total, rows_done, \
      chunks_total, chunks_done, chunks_failed, error, created_at, finished_at";
 
@@ -514,13 +519,14 @@ fn service_row(row: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         created_at: row.get(9)?,
         updated_at: row.get(10)?,
         retired: row.get(11)?,
+        env: json_column(row, 12)?,
     })
 }
 
 fn upsert_service(tx: &Transaction<'_>, s: &ServiceRecord) -> rusqlite::Result<()> {
     let sql = format!(
         "INSERT OR REPLACE INTO services ({SERVICE_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     );
     tx.prepare_cached(&sql)?.execute(params![
         s.name,
@@ -535,6 +541,7 @@ fn upsert_service(tx: &Transaction<'_>, s: &ServiceRecord) -> rusqlite::Result<(
         s.created_at,
         s.updated_at,
         s.retired,
+        to_json(&s.env)?,
     ])?;
     Ok(())
 }

@@ -42,6 +42,7 @@ fn service(name: &str, version: &str, created_at: Timestamp) -> ServiceRecord {
         inputs: json!({"x": "double"}),
         outputs: json!([{"name": "y", "type": "double"}]),
         files: vec!["model.rds".to_owned()],
+        env: crate::store::ServiceEnv([("DB_PASSWORD".to_owned(), "hunter2".to_owned())].into()),
         created_at,
         updated_at: created_at + 1,
         retired: false,

@@ -3,7 +3,8 @@
 //! session and a published service (whose workers also run batch jobs), neither in
 //! `Sys.getenv()` nor in a `system("env")` child; only what `[confine] env` passes.
 //! A service's own `env` reaches that service's workers alone, survives a restart,
-//! and no route, log line or audit entry shows its values.
+//! and no route, log line or audit entry shows its values. Native code compiled in
+//! a session finds no fd that is not the worker's own.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -86,6 +87,7 @@ fn users_code_sees_none_of_the_servers_environment() {
     );
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["result"], WANT, "an HTTP session: {out}");
+    session_fds_from_native_code(&addr, &token, id);
 
     // A published service.
     let spec = json!({
@@ -298,4 +300,94 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// C, compiled in the session with `R CMD SHLIB` and called with `.C()`: every fd
+/// open in the worker (found with `fcntl`, since a confined worker cannot read
+/// `/proc`), with its file type and inode, one `fd type inode` per line. Native code
+/// sees what R's own functions might not.
+const LIST_FDS_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+void list_fds(char **out, int *size) {
+    struct rlimit rl;
+    long fd, max = 65536;
+    size_t used = 0;
+    out[0][0] = 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) max) max = (long) rl.rlim_cur;
+    for (fd = 0; fd < max && used < (size_t) *size; fd++) {
+        struct stat st;
+        if (fcntl((int) fd, F_GETFD) < 0 || fstat((int) fd, &st) != 0) continue;
+        used += snprintf(out[0] + used, (size_t) *size - used, "%ld %o %lu\n", fd,
+                         (unsigned) (st.st_mode & S_IFMT), (unsigned long) st.st_ino);
+    }
+}
+"#;
+
+/// Lists a session worker's fds from native code and fails on any that is not its
+/// own: its standard streams (`/dev/null`, its output capture), its channel to the
+/// server (sockets, shared memory), its own `/proc` files (opened before it was
+/// confined, for its memory figures), and its session and temp folders. The server's
+/// log, listeners, store or anything of another worker's must not be there. The
+/// host (root here) names each fd from `/proc/<pid>/fd`, checked to be the same
+/// file by its inode.
+fn session_fds_from_native_code(addr: &str, token: &str, id: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let code = format!(
+        "writeLines({LIST_FDS_C:?}, 'list_fds.c'); \
+         built <- system2(file.path(R.home('bin'), 'R'), c('CMD', 'SHLIB', 'list_fds.c'), \
+                          stdout = TRUE, stderr = TRUE); \
+         dyn.load(file.path(getwd(), paste0('list_fds', .Platform$dynlib.ext))); \
+         list(pid = Sys.getpid(), home = getwd(), temp = tempdir(), built = built, \
+              fds = strsplit(.C('list_fds', strrep(' ', 16384L), 16384L)[[1]], '\\n')[[1]])"
+    );
+    let (status, out) = json_request(
+        addr,
+        "POST",
+        &format!("/api/v1/sessions/{id}/execute"),
+        token,
+        &json!({ "code": code }),
+    );
+    assert_eq!(status, 200, "{out}");
+    let result = &out["result"];
+    let one = |k: &str| result[k].get(0).unwrap_or(&result[k]).clone();
+    let pid = one("pid").as_i64().expect("pid");
+    let home = one("home").as_str().unwrap().to_owned();
+    let temp = one("temp").as_str().unwrap().to_owned();
+    let fds: Vec<&str> = result["fds"]
+        .as_array()
+        .expect("the fd listing")
+        .iter()
+        .filter_map(Json::as_str)
+        .collect();
+    assert!(fds.len() >= 3, "native code listed no fds: {result:#}");
+    let mut named = Vec::new();
+    for line in &fds {
+        let [fd, _kind, inode] = line.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{line}");
+        };
+        let proc_fd = format!("/proc/{pid}/fd/{fd}");
+        let to = std::fs::read_link(&proc_fd).unwrap_or_else(|e| panic!("{proc_fd}: {e}"));
+        let to = to.to_string_lossy().into_owned();
+        let same = std::fs::metadata(&proc_fd).map(|m| m.ino().to_string());
+        assert_eq!(same.as_deref().ok(), Some(inode), "fd {fd} changed: {to}");
+        named.push(format!("{fd} -> {to}"));
+        let own = match fd {
+            "0" => to == "/dev/null",
+            "1" | "2" => to.starts_with("/memfd:rookery-output"),
+            _ => {
+                to.starts_with("socket:")
+                    || to.starts_with("/memfd:")
+                    || to.starts_with(&format!("/proc/{pid}/"))
+                    || to.starts_with(&home)
+                    || to.starts_with(&temp)
+            }
+        };
+        assert!(
+            own,
+            "fd {fd} -> {to} is not the worker's own: {named:?} {fds:?}"
+        );
+    }
 }

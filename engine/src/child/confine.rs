@@ -79,6 +79,8 @@ pub(crate) fn prepare() {
 /// and moves to its working directory.
 pub(crate) fn enter(r: rookery_ffi::RToken<'_>, spec: &Confinement) -> io::Result<()> {
     apply(spec)?;
+    // What the worker creates is its account's alone, whatever the server's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     if let Some(temp) = &spec.temp_dir {
         match std::fs::create_dir(temp) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {

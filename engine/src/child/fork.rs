@@ -124,6 +124,11 @@ extern "C" fn on_interrupt(_sig: libc::c_int) {
 /// - SIGINT is an R interrupt: R unwinds at its next check (`Sys.sleep`, loops,
 ///   `R_CheckUserInterrupt`) with an "interrupt" condition. No `SA_RESTART`, so a
 ///   blocking system call returns `EINTR` and R gets to check the flag.
+/// - SIGPIPE is caught and does nothing: a write to a closed socket is an `EPIPE`
+///   error for the worker (as under Rust's runtime, which ignores it), while a
+///   program its code starts with `system()` gets the default again at `exec` (an
+///   ignored signal would stay ignored there, and `yes | head -1` would complain
+///   of a broken pipe instead of ending quietly, as in an R console).
 /// - SIGSEGV and SIGBUS go back to the default (end the process): Rust's runtime
 ///   handler, inherited from the zygote, would let a sent signal pass unnoticed.
 pub(crate) fn install_signal_dispositions() -> io::Result<()> {
@@ -131,14 +136,21 @@ pub(crate) fn install_signal_dispositions() -> io::Result<()> {
         libc::SIGINT,
         on_interrupt as extern "C" fn(libc::c_int) as usize,
     )?;
+    set_disposition(
+        libc::SIGPIPE,
+        on_sigpipe as extern "C" fn(libc::c_int) as usize,
+    )?;
     set_disposition(libc::SIGSEGV, libc::SIG_DFL)?;
     set_disposition(libc::SIGBUS, libc::SIG_DFL)
 }
 
+/// SIGPIPE's handler: nothing (the failing write returns `EPIPE`).
+extern "C" fn on_sigpipe(_: libc::c_int) {}
+
 fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; `handler` is
-    // SIG_DFL, SIG_IGN or `on_interrupt`, which only performs an atomic store
-    // (async-signal-safe).
+    // SIG_DFL, SIG_IGN, `on_interrupt`, which only performs an atomic store, or
+    // `on_sigpipe`, which does nothing (both async-signal-safe).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler;

@@ -105,7 +105,10 @@ fn set_up<'r>(
     cpu: Option<usize>,
     tmp_base: &Path,
 ) -> std::io::Result<Worker<'r>> {
-    rustix::process::setpgid(None, None)?;
+    // A session and process group of its own: the pool can kill the group (all it
+    // started), and neither it nor its children share the server's controlling
+    // terminal.
+    rustix::process::setsid()?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     let keep = [
         link.socket.as_raw_fd(),

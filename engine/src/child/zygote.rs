@@ -146,7 +146,7 @@ fn zygote_main(control: OwnedFd) -> i32 {
     let tmp_base = rookery_ffi::temp_dir(r);
     let mut children = Vec::new();
     // Workers of a confined zygote install its seccomp filter themselves, after
-    // their own set-up (which needs `setpgid`, a call the filter denies).
+    // their own set-up (which needs `setsid`, a call the filter denies).
     let mut worker = config.worker.clone();
     worker.seccomp = config
         .confine

@@ -88,6 +88,7 @@ fn users_code_sees_none_of_the_servers_environment() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["result"], WANT, "an HTTP session: {out}");
     session_fds_from_native_code(&addr, &token, id);
+    session_inherits_nothing_else(&addr, &token, id);
 
     // A published service.
     let spec = json!({
@@ -389,5 +390,83 @@ fn session_fds_from_native_code(addr: &str, token: &str, id: &str) {
             own,
             "fd {fd} -> {to} is not the worker's own: {named:?} {fds:?}"
         );
+    }
+}
+
+/// C called with `.C()` in a session: what a worker might have inherited from the
+/// server besides fds and variables, one `name value` per line.
+const INHERITED_C: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define PUT(...) used += snprintf(out[0] + used, used < (size_t) *size ? (size_t) *size - used : 0, __VA_ARGS__)
+void inherited(char **out, int *size) {
+    size_t used = 0;
+    sigset_t blocked;
+    struct rlimit core;
+    int s;
+    mode_t mask = umask(077);
+    umask(mask);
+    out[0][0] = 0;
+    PUT("umask %03o\n", (unsigned) mask);
+    sigprocmask(SIG_BLOCK, NULL, &blocked);
+    PUT("blocked");
+    for (s = 1; s < 65; s++) if (sigismember(&blocked, s) == 1) PUT(" %d", s);
+    PUT("\nignored");
+    for (s = 1; s < 65; s++) {
+        struct sigaction sa;
+        if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN) PUT(" %d", s);
+    }
+    getrlimit(RLIMIT_CORE, &core);
+    PUT("\ncore %lld\n", (long long) core.rlim_cur);
+    PUT("session_leader %d\n", getsid(0) == getpid());
+    PUT("group_leader %d\n", getpgrp() == getpid());
+}
+"#;
+
+/// A session's worker, as its own native code sees it: a umask of 077 (whatever the
+/// server's), no signal blocked, none ignored but SIGXFSZ (so a write past its file
+/// size limit is an error, not death), no core dumps, a session and process group of
+/// its own (no controlling terminal of the server's), and its session folder as the
+/// working directory. A program started with `system()` gets SIGPIPE's default, as
+/// in an R console: `yes | head -1` ends `yes` with signal 13 (status 141).
+fn session_inherits_nothing_else(addr: &str, token: &str, id: &str) {
+    let code = format!(
+        "writeLines({INHERITED_C:?}, 'inherited.c'); \
+         built <- system2(file.path(R.home('bin'), 'R'), c('CMD', 'SHLIB', 'inherited.c'), \
+                          stdout = TRUE, stderr = TRUE); \
+         dyn.load(file.path(getwd(), paste0('inherited', .Platform$dynlib.ext))); \
+         c(strsplit(.C('inherited', strrep(' ', 4096L), 4096L)[[1]], '\\n')[[1]], \
+           paste('cwd_is_home', getwd() == Sys.getenv('HOME')), \
+           paste('pipe', system2('bash', c('-c', shQuote('yes | head -1 >/dev/null; \
+                 echo ${{PIPESTATUS[0]}}')), stdout = TRUE)))"
+    );
+    let (status, out) = json_request(
+        addr,
+        "POST",
+        &format!("/api/v1/sessions/{id}/execute"),
+        token,
+        &json!({ "code": code }),
+    );
+    assert_eq!(status, 200, "{out}");
+    let lines: Vec<&str> = out["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .filter_map(Json::as_str)
+        .collect();
+    for want in [
+        "umask 077",
+        "blocked",
+        "ignored 25",
+        "core 0",
+        "session_leader 1",
+        "group_leader 1",
+        "cwd_is_home TRUE",
+        "pipe 141",
+    ] {
+        assert!(lines.contains(&want), "no `{want}` in {lines:?}");
     }
 }

@@ -1152,3 +1152,93 @@ fn rsclient_gets_from_rookery_what_it_gets_from_rserve() {
         .expect("qap-error");
     assert!(error.contains("ERROR"), "{error}");
 }
+
+/// RSclient over TLS, as its users reach it: `RS.switch(c, "TLS")` on the plain
+/// port, then calls over the switched connection. The same script against a real
+/// Rserve (its `switch.qap.tls`) and against Rookery must print the same lines.
+const RSCLIENT_TLS: &str = r#"
+library(RSclient)
+show <- function(label, expr) {
+  x <- tryCatch(expr, error = function(e) paste("ERROR", conditionMessage(e)))
+  cat(label, paste(deparse(x), collapse = " "), "\n")
+}
+c <- RS.connect(port = PORT)
+show("switch", RS.switch(c, "TLS", verify = FALSE))
+show("after-switch", RS.eval(c, 1 + 1))
+show("qap-after-switch", RS.eval.qap(c, quote(paste("over", "tls"))))
+show("big-after-switch", RS.eval(c, sum(as.numeric(seq_len(1e6)))))
+invisible(RS.close(c))
+"#;
+
+/// `RS.connect(tls = TRUE)` on Rookery's TLS port, which never admits the anonymous
+/// identity (it may face the network): RSclient logs in with RSA secure login.
+const RSCLIENT_TLS_PORT: &str = r#"
+library(RSclient)
+t <- RS.connect(port = TLSPORT, tls = TRUE, verify = FALSE)
+k <- RS.authkey(t)
+invisible(RS.login(t, "rsclient", "PASSWORD", authkey = k))
+cat("tls", RS.eval(t, sum(1:10)), "\n")
+invisible(RS.close(t))
+"#;
+
+#[test]
+fn rsclient_switches_to_tls_on_rookery_as_on_rserve() {
+    let certs = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let run = |port: u16| {
+        let script = RSCLIENT_TLS.replace("PORT", &format!("{port}L"));
+        super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()])
+    };
+
+    let conf = format!(
+        "switch.qap.tls enable\ntls.key {}\ntls.cert {}\n",
+        key.display(),
+        cert.display()
+    );
+    let rserve = crate::rserve::Rserve::start(&conf, false);
+    let want = run(rserve.port);
+    let rsa = certs.path().join("qap.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&rsa)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+
+    let tls_port = crate::rserve::free_port();
+    let (server, _data) = super::server_with(|c| {
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.tls = Some(format!("127.0.0.1:{tls_port}").parse().unwrap());
+        c.qap.anonymous = Some("rsclient".into());
+        c.qap.rsa_key = Some(rsa.clone());
+        c.tls = Some(rookery_server::config::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    });
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "rsclient", Role::User, super::PASSWORD).unwrap();
+    rookery_server::admin::grant(store, "rsclient", rookery_server::store::GRANT_EXECUTE).unwrap();
+    let (_rt, port) = listening(&server);
+    let got = run(port);
+    let tls_script = RSCLIENT_TLS_PORT
+        .replace("TLSPORT", &format!("{tls_port}L"))
+        .replace("PASSWORD", super::PASSWORD);
+    let tls = super::run_ok("Rscript", &["-e".as_ref(), tls_script.as_ref()]);
+    assert_eq!(tls.trim(), "tls 55", "{tls}");
+    let want: Vec<&str> = want.lines().map(str::trim).collect();
+    let got: Vec<&str> = got.lines().map(str::trim).collect();
+    assert_eq!(got, want);
+    for line in [
+        "switch TRUE",
+        "after-switch 2",
+        "qap-after-switch \"over tls\"",
+        "big-after-switch 500000500000",
+    ] {
+        assert!(got.contains(&line), "no `{line}` in {got:#?}");
+    }
+}

@@ -253,6 +253,10 @@ pub struct Limits {
     pub queue_timeout_ms: u64,
     /// Largest QAP1 message accepted (ERR_data_overflow beyond), in bytes.
     pub qap_max_message_bytes: u64,
+    /// Bytes of one user's requests that may be arriving at once, over all their
+    /// connections (HTTP bodies, QAP1 messages); 0 is no limit. Past it: HTTP 429
+    /// `too_many_bytes_in_flight`, QAP1 ERR_data_overflow and close.
+    pub max_inflight_bytes_per_user: u64,
     /// How long a request may take to arrive once it has begun, in seconds: an HTTP
     /// request's headers, its body, one QAP1 message (header and payload), and a QAP1
     /// login after connecting. Past it the request is refused (HTTP 408) or the
@@ -326,6 +330,7 @@ impl Default for Limits {
             token_ttl_secs: 3600,
             queue_timeout_ms: 5_000,
             qap_max_message_bytes: 256 << 20,
+            max_inflight_bytes_per_user: 512 << 20,
             read_timeout_secs: 30,
         }
     }
@@ -413,6 +418,14 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        let largest = (l.max_body_bytes as u64).max(l.qap_max_message_bytes);
+        if l.max_inflight_bytes_per_user != 0 && l.max_inflight_bytes_per_user < largest {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_inflight_bytes_per_user ({}) is below one request's limit ({largest}: \
+                 limits.max_body_bytes, limits.qap_max_message_bytes); raise it or set 0 for none",
+                l.max_inflight_bytes_per_user
+            )));
+        }
         let zero = [
             ("limits.max_body_bytes", l.max_body_bytes as u64),
             ("limits.call_timeout_secs", l.call_timeout_secs),

@@ -43,6 +43,12 @@ pub enum AppError {
     UnsupportedMedia(String),
     #[error("too many failed logins; retry later")]
     RateLimited(Duration),
+    #[error(
+        "your requests still arriving hold {held} bytes, and this one would pass the \
+         limit of {limit} bytes per user (limits.max_inflight_bytes_per_user); wait for \
+         them to finish, or send large data in smaller parts (the files API, batch jobs)"
+    )]
+    TooManyBytesInFlight { held: u64, limit: u64 },
     /// The R code failed: parse error or R error.
     #[error("{}", .0.message)]
     R(Box<RFailure>),
@@ -75,7 +81,9 @@ impl AppError {
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited(_) | AppError::TooManyBytesInFlight { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::R(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Busy | AppError::Unavailable | AppError::Confinement(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -100,6 +108,7 @@ impl AppError {
             AppError::RequestTimeout(_) => "request_timeout",
             AppError::UnsupportedMedia(_) => "unsupported_media_type",
             AppError::RateLimited(_) => "rate_limited",
+            AppError::TooManyBytesInFlight { .. } => "too_many_bytes_in_flight",
             AppError::R(f) => f.kind.code(),
             AppError::Busy => "busy",
             AppError::Timeout(_) => "timeout",
@@ -145,7 +154,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited(after) => {
                 headers.insert(header::RETRY_AFTER, retry_after(*after));
             }
-            AppError::Busy => {
+            AppError::Busy | AppError::TooManyBytesInFlight { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -26,6 +26,7 @@ pub mod demo;
 pub mod engine;
 pub(crate) mod error;
 pub mod files;
+pub mod inflight;
 pub use rookery_formats as formats;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

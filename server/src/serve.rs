@@ -112,6 +112,7 @@ impl Server {
             jobs,
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(LoginLimiter::default()),
+            inflight: crate::inflight::InFlight::new(config.limits.max_inflight_bytes_per_user),
             verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
                 300,
             ))),

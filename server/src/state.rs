@@ -24,6 +24,8 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<LoginLimiter>,
+    /// Bytes of each user's requests still arriving (`limits.max_inflight_bytes_per_user`).
+    pub inflight: Arc<crate::inflight::InFlight>,
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,

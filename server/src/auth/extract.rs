@@ -42,6 +42,8 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let auth = AuthUser::from_headers(&parts.headers, state)?;
         tracing::Span::current().record("user", auth.name.as_str());
+        // For the body extractors after it (bytes in flight are counted per user).
+        parts.extensions.insert(auth.clone());
         Ok(auth)
     }
 }

@@ -6,15 +6,20 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
+use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 
+use crate::auth::AuthUser;
 use crate::error::AppError;
+use crate::inflight::Reservation;
 use crate::state::AppState;
 
 /// The raw body, with a clear 413 beyond the configured limit (at once when the
 /// declared `Content-Length` is already beyond it: see [`refuse_oversized`]) and a
-/// 408 when all of it has not arrived within `limits.read_timeout_secs`.
+/// 408 when all of it has not arrived within `limits.read_timeout_secs`. While it
+/// arrives it counts against its caller's bytes in flight
+/// (`limits.max_inflight_bytes_per_user`, 429 beyond: see [`crate::inflight`]).
 #[derive(Debug)]
 pub struct RawBody(pub Bytes);
 
@@ -23,19 +28,60 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let limits = &state.config.limits;
-        let limit = limits.max_body_bytes;
         let deadline = limits.read_timeout();
-        match tokio::time::timeout(deadline, Bytes::from_request(req, state)).await {
+        // Counted against the caller's bytes in flight while it arrives (the
+        // AuthUser extractor, run before, leaves the caller in the extensions).
+        let reservation = req
+            .extensions()
+            .get::<AuthUser>()
+            .map(|u| state.inflight.reservation(&u.name));
+        let read = collect(req.into_body(), limits.max_body_bytes, reservation);
+        match tokio::time::timeout(deadline, read).await {
             Err(_) => Err(AppError::RequestTimeout(deadline)),
-            Ok(Ok(bytes)) => Ok(RawBody(bytes)),
-            Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(AppError::TooLarge(limit))
-            }
-            Ok(Err(e)) => Err(AppError::BadRequest(format!(
-                "cannot read the request body: {e}"
-            ))),
+            Ok(body) => body.map(RawBody),
         }
     }
+}
+
+/// The body's bytes as they arrive: never more than `limit` (413), each chunk taken
+/// from the caller's in-flight budget first (429), the buffer growing only with what
+/// has arrived.
+async fn collect(
+    mut body: axum::body::Body,
+    limit: usize,
+    mut reservation: Option<Reservation>,
+) -> Result<Bytes, AppError> {
+    use http_body_util::BodyExt;
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if chunk.len() > limit - len {
+            return Err(AppError::TooLarge(limit));
+        }
+        if let Some(r) = reservation.as_mut() {
+            r.grow(chunk.len() as u64)
+                .map_err(|o| AppError::TooManyBytesInFlight {
+                    held: o.held,
+                    limit: o.limit,
+                })?;
+        }
+        len += chunk.len();
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(f) => {
+                rest.extend_from_slice(&f);
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// Middleware: a request whose `Content-Length` is beyond `limits.max_body_bytes`

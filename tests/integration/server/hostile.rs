@@ -251,3 +251,155 @@ fn http_clients_that_lie_or_stall_get_an_answer_or_a_close() {
     assert_eq!(status, 200, "{body}");
     super::stop_server(child);
 }
+
+/// `rookery serve` with small request limits (1 MiB a body or QAP1 message, 1.5 MiB
+/// in flight per user) and a read deadline long enough for a stalled upload to stay
+/// in flight while other requests come; users `ada` and `bob`. QAP1 without direct
+/// mode: in direct mode a session's messages are read by its worker, into the
+/// worker's memory (bounded by its own limits), never the server's.
+fn serve_small_budget(data: &std::path::Path) -> (std::process::Child, String, String) {
+    super::cli_add_user(data, USER, "publisher", USER_PASSWORD);
+    super::cli_add_user(data, "bob", "publisher", "bob-password-1");
+    let config = data.join("rookery.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nread_timeout_secs = 60\nmax_body_bytes = 1048576\n\
+         qap_max_message_bytes = 1048576\nmax_inflight_bytes_per_user = 1572864\n\
+         [qap]\nlisten = \"127.0.0.1:0\"\ndirect = false\n",
+    )
+    .unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve(&args);
+    let (http_addr, qap_addr) = super::http_and_qap_addrs(lines);
+    (child, http_addr, qap_addr)
+}
+
+/// A token and an open session of `user`.
+fn token_and_session(addr: &str, user: &str, password: &str) -> (String, String) {
+    let body = format!(r#"{{"username": "{user}", "password": "{password}"}}"#);
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(status, 200, "{text}");
+    let login: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/v1/sessions",
+        &[("Authorization", &auth)],
+        "{}",
+    );
+    assert_eq!(status, 201, "{text}");
+    let session: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (token, session["id"].as_str().unwrap().to_owned())
+}
+
+/// A session execute of `1L` padded with `pad` spaces: its status and body.
+fn padded_execute(addr: &str, token: &str, session: &str, pad: usize) -> (u16, String) {
+    let body = format!(r#"{{"code": "1L"}}{}"#, " ".repeat(pad));
+    let auth = format!("Bearer {token}");
+    http(
+        addr,
+        "POST",
+        &format!("/api/v1/sessions/{session}/execute"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+}
+
+/// Tries `attempt` until it says true, for a minute (the server reads a stalled
+/// client's bytes in its own time).
+fn eventually(what: &str, mut attempt: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if attempt() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("never: {what}");
+}
+
+#[test]
+fn one_user_cannot_hold_more_than_their_bytes_in_flight_over_many_connections() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, addr, qap) = serve_small_budget(data.path());
+    let (ada, ada_session) = token_and_session(&addr, USER, USER_PASSWORD);
+    let (bob, bob_session) = token_and_session(&addr, "bob", "bob-password-1");
+    // Both sessions answer (so the stalled upload below is read, not refused).
+    for (token, session) in [(&ada, &ada_session), (&bob, &bob_session)] {
+        let (status, text) = padded_execute(&addr, token, session, 0);
+        assert_eq!(status, 200, "{text}");
+    }
+
+    // ada starts an upload of 1,000,000 bytes, sends 900,000 and stalls.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/v1/sessions/{ada_session}/execute HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {ada}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000000\r\n\r\n{{\"code\": \"1L\"}}"
+    )
+    .unwrap();
+    stalled.write_all(&vec![b' '; 900_000]).unwrap();
+
+    // Her next 700,000-byte body passes the 1.5 MiB budget: 429, named.
+    eventually("ada's second upload is refused", || {
+        let (status, text) = padded_execute(&addr, &ada, &ada_session, 700_000);
+        if status == 429 {
+            assert!(text.contains("too_many_bytes_in_flight"), "{text}");
+            return true;
+        }
+        assert_eq!(status, 200, "{text}");
+        false
+    });
+    // Over QAP1 too: her logged-in connection announcing 800,000 bytes is refused
+    // before any is read.
+    eventually("ada's QAP1 message is refused", || {
+        let (mut s, word) = qap_login(&qap);
+        assert_eq!(word, resp::OK);
+        s.write_all(&frame::Header::new(cmd::EVAL, 800_000).to_bytes())
+            .unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let word = u32::from_le_bytes(head[..4].try_into().unwrap());
+        frame::status_of(word) == status::DATA_OVERFLOW && closed_by_server(&mut s)
+    });
+    // bob is not held up by her.
+    let (status, text) = padded_execute(&addr, &bob, &bob_session, 700_000);
+    assert_eq!(status, 200, "{text}");
+
+    // When her stalled upload goes, her budget is back.
+    drop(stalled);
+    eventually("ada's budget is given back", || {
+        let (status, text) = padded_execute(&addr, &ada, &ada_session, 700_000);
+        assert!(status == 200 || status == 429, "{status} {text}");
+        status == 200
+    });
+
+    // Before a login a message may hold 64 KiB at most.
+    let mut s = qap_connect(&qap);
+    s.write_all(&frame::Header::new(cmd::LOGIN, 100_000).to_bytes())
+        .unwrap();
+    let mut head = [0u8; 16];
+    s.read_exact(&mut head).unwrap();
+    let word = u32::from_le_bytes(head[..4].try_into().unwrap());
+    assert_eq!(frame::status_of(word), status::DATA_OVERFLOW, "{word:#x}");
+    assert!(closed_by_server(&mut s));
+    super::stop_server(child);
+}

@@ -349,22 +349,33 @@ impl Connection {
     /// a login: the read deadline); once a message has begun, all of it must arrive
     /// within `limits.read_timeout_secs`, and its buffer grows only with the bytes
     /// that arrive.
+    ///
+    /// Before a login a message may hold [`PRE_LOGIN_MAX_MESSAGE`] bytes at most (a
+    /// login, a key request, a switch to TLS are a few hundred), so a client that has
+    /// not proved who it is cannot make the server hold much.
     fn read_message(&mut self) -> Result<(u32, Vec<u8>), End> {
-        let quiet = match self.session {
-            Some(_) => idle_timeout(&self.state),
-            None => self.state.config.limits.read_timeout(),
+        let limits = &self.state.config.limits;
+        let (quiet, max) = match self.session {
+            Some(_) => (idle_timeout(&self.state), limits.qap_max_message_bytes),
+            None => (limits.read_timeout(), PRE_LOGIN_MAX_MESSAGE),
         };
-        self.read_message_after(quiet)
+        self.read_message_after(quiet, max)
     }
 
-    /// [`Connection::read_message`] with the first byte awaited up to `quiet`.
-    fn read_message_after(&mut self, quiet: std::time::Duration) -> Result<(u32, Vec<u8>), End> {
+    /// [`Connection::read_message`] with the first byte awaited up to `quiet` and at
+    /// most `max` bytes of payload. While the payload arrives it counts against the
+    /// user's bytes in flight (a connection without a user: its address's), and past
+    /// that budget the message is refused (ERR_data_overflow) before it is read.
+    fn read_message_after(
+        &mut self,
+        quiet: std::time::Duration,
+        max: u64,
+    ) -> Result<(u32, Vec<u8>), End> {
         let mut head = [0u8; HEADER_LEN];
         self.stream.set_read_timeout(Some(quiet))?;
         self.stream.read_first(&mut head[..1])?;
         let deadline = std::time::Instant::now() + self.state.config.limits.read_timeout();
         self.stream.read_by(&mut head[1..], deadline)?;
-        let max = self.state.config.limits.qap_max_message_bytes;
         let header = match Header::try_from_bytes(&head, max) {
             Ok(h) => h,
             Err(e) => {
@@ -372,6 +383,17 @@ impl Connection {
                 return Err(End::Close);
             }
         };
+        let owner = match &self.user {
+            Some(u) => u.name.clone(),
+            None => format!("peer:{}", self.peer),
+        };
+        let mut held = self.state.inflight.reservation(&owner);
+        if let Err(over) = held.grow(header.len) {
+            tracing::warn!(conn = %self.id, user = %owner, declared = header.len, held = over.held,
+                limit = over.limit, "QAP1 message refused: too many bytes in flight for the user");
+            self.reply_err(status::DATA_OVERFLOW)?;
+            return Err(End::Close);
+        }
         let mut payload = std::mem::take(&mut self.inbuf);
         payload.clear();
         self.stream
@@ -807,6 +829,9 @@ impl Connection {
         Ok(())
     }
 }
+
+/// Largest message a connection may send before it has logged in.
+pub const PRE_LOGIN_MAX_MESSAGE: u64 = 64 << 10;
 
 /// Rserve's status for a failed call, the one mapping from the engine layer's errors
 /// to QAP1's: the parse status for a parse error, else 127 (Rserve answers every

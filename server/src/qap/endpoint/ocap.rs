@@ -37,8 +37,9 @@ impl Connection {
         self.send(cmd::OC_INIT, &payload)?;
         loop {
             // An OCAP connection holds no session; it may be quiet as long as one.
+            let max = self.state.config.limits.qap_max_message_bytes;
             let (command, payload) =
-                self.read_message_after(super::listen::idle_timeout(&self.state))?;
+                self.read_message_after(super::listen::idle_timeout(&self.state), max)?;
             if command != cmd::OC_CALL {
                 self.reply_err(status::DISABLED)?;
                 return Err(End::Close);

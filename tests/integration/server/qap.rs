@@ -1057,7 +1057,8 @@ fn direct_mode_keeps_the_audit_the_deadline_and_the_session() {
 /// the same text: serEval's extra evaluation, serAssign evaluating its value,
 /// sessions in the global environment, values of many types, Rserve's error status,
 /// `RS.eval.qap` (CMD_eval with a QAP-encoded call: symbols, tags, nested calls, a
-/// constant, an assignment, an error), and `wait = FALSE` with `RS.collect`.
+/// constant, an assignment, an error, attributed values back), an S4 object, a
+/// 1e6-element vector, language values, and `wait = FALSE` with `RS.collect`.
 const RSCLIENT_CALLS: &str = r#"
 library(RSclient)
 c <- RS.connect(port = PORT)
@@ -1093,6 +1094,18 @@ show("qap-assign", RS.eval.qap(c, quote(qq <- 2L * keep_me)))
 show("qap-assigned", RS.eval(c, qq))
 show("qap-ls", RS.eval.qap(c, quote(ls())))
 show("qap-error", RS.eval.qap(c, quote(stop("qap boom"))))
+show("qap-factor", RS.eval.qap(c, quote(factor(c("u", "v", "u")))))
+show("qap-frame", RS.eval.qap(c, quote(data.frame(p = 1:2, q = c("x", NA)))))
+show("qap-matrix", RS.eval.qap(c, quote(matrix(c(1.5, NA, 3, 4), 2, dimnames = list(c("a", "b"), NULL)))))
+s4 <- RS.eval(c, { setClass("P", representation(x = "numeric")); new("P", x = 1) })
+show("s4", list(isS4(s4), as.character(class(s4)), attr(s4, "x")))
+show("attrs", RS.eval(c, matrix(1:4, 2, dimnames = list(c("a", "b"), c("x", "y")))))
+show("more-types", RS.eval(c, list(c(1+2i, NA), as.raw(c(0, 255)), structure(1:3, myattr = "k"),
+                                  as.POSIXct("2024-01-01 12:00:00", tz = "UTC"), c(a = TRUE, b = NA))))
+show("language", RS.eval(c, quote(quote(a + b))))
+show("language-value", RS.eval(c, quote(x + 1), lazy = FALSE))
+big <- RS.eval(c, as.numeric(seq_len(1e6)) / 4)
+show("big", identical(big, as.numeric(seq_len(1e6)) / 4))
 show("async", { RS.eval(c, keep_me + 100L, wait = FALSE); RS.collect(c) })
 show("async-qap", { RS.eval.qap(c, quote(keep_me + 200L), wait = FALSE); RS.collect(c, qap = TRUE) })
 show("after", RS.eval(c, keep_me))
@@ -1138,6 +1151,8 @@ fn rsclient_gets_from_rookery_what_it_gets_from_rserve() {
         "qap-assigned 84L",
         "async 142L",
         "async-qap 242L",
+        "big TRUE",
+        "s4 list(TRUE, \"P\", 1)",
     ] {
         assert!(got.contains(&line), "no `{line}` in {got:#?}");
     }

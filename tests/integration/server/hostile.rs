@@ -21,14 +21,19 @@ const USER_PASSWORD: &str = "ada-password-1";
 /// deadline; QAP1 direct mode as `direct` says. Returns the child and both addresses.
 fn serve(data: &std::path::Path, direct: bool) -> (std::process::Child, String, String) {
     super::cli_add_user(data, USER, "publisher", USER_PASSWORD);
-    let config = data.join("rookery.toml");
-    std::fs::write(
-        &config,
-        format!(
+    serve_with(
+        data,
+        &format!(
             "[limits]\nread_timeout_secs = 1\n[qap]\nlisten = \"127.0.0.1:0\"\ndirect = {direct}\n"
         ),
     )
-    .unwrap();
+}
+
+/// `rookery serve` on `data` with `toml` as its config file (which must open a QAP1
+/// listener). Returns the child and its HTTP and QAP1 addresses.
+fn serve_with(data: &std::path::Path, toml: &str) -> (std::process::Child, String, String) {
+    let config = data.join("rookery.toml");
+    std::fs::write(&config, toml).unwrap();
     let args: Vec<&std::ffi::OsStr> = vec![
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
@@ -260,25 +265,12 @@ fn http_clients_that_lie_or_stall_get_an_answer_or_a_close() {
 fn serve_small_budget(data: &std::path::Path) -> (std::process::Child, String, String) {
     super::cli_add_user(data, USER, "publisher", USER_PASSWORD);
     super::cli_add_user(data, "bob", "publisher", "bob-password-1");
-    let config = data.join("rookery.toml");
-    std::fs::write(
-        &config,
+    serve_with(
+        data,
         "[limits]\nread_timeout_secs = 60\nmax_body_bytes = 1048576\n\
          qap_max_message_bytes = 1048576\nmax_inflight_bytes_per_user = 1572864\n\
          [qap]\nlisten = \"127.0.0.1:0\"\ndirect = false\n",
     )
-    .unwrap();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ];
-    let (child, lines) = super::spawn_serve(&args);
-    let (http_addr, qap_addr) = super::http_and_qap_addrs(lines);
-    (child, http_addr, qap_addr)
 }
 
 /// A token and an open session of `user`.

@@ -1,7 +1,7 @@
 //! What users' code sees of the server's environment, through a real `rookery serve`
-//! started with a secret in its environment: nothing, in an HTTP session, a QAP1
-//! session and a published service (whose workers also run batch jobs), neither in
-//! `Sys.getenv()` nor in a `system("env")` child; only what `[confine] env` passes.
+//! started with a secret in its environment (as root, and as `nobody`): nothing, in
+//! an HTTP session, a QAP1 session, a published service and its batch job, neither
+//! in `Sys.getenv()` nor in a `system("env")` child; only what `[confine] env` passes.
 //! A service's own `env` reaches that service's workers alone, survives a restart,
 //! and no route, log line or audit entry shows its values. Native code compiled in
 //! a session finds no fd that is not the worker's own.
@@ -44,6 +44,37 @@ fn json_request(addr: &str, method: &str, path: &str, token: &str, body: &Json) 
 
 #[test]
 fn users_code_sees_none_of_the_servers_environment() {
+    sees_none_of_the_servers_environment(false);
+}
+
+/// The same, from a server started as `nobody` (when the tests run as root, which
+/// can start it so; an unprivileged test run is the case above): every worker keeps
+/// that uid, and the environment is still built from nothing.
+#[test]
+fn an_unprivileged_servers_workers_see_none_of_its_environment() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    sees_none_of_the_servers_environment(true);
+}
+
+const NOBODY: u32 = 65534;
+
+/// Chowns `dir` and everything under it to `nobody`.
+fn chown_to_nobody(dir: &std::path::Path) {
+    std::os::unix::fs::lchown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            chown_to_nobody(&entry.path());
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+}
+
+fn sees_none_of_the_servers_environment(as_nobody: bool) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let data = tempfile::tempdir().unwrap();
     super::cli_add_user(data.path(), "ada", "publisher", "ada-password-1");
     let config = data.path().join("rookery.toml");
@@ -61,7 +92,24 @@ fn users_code_sees_none_of_the_servers_environment() {
         data.path().as_os_str(),
     ];
     let env = [(SECRET, "hunter2"), (PASSED, "passed-through")];
-    let (child, lines) = super::spawn_serve_with_env(&args, &env);
+    let (child, lines) = if as_nobody {
+        chown_to_nobody(data.path());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+            .arg("serve")
+            .args(&args)
+            .envs(env)
+            .env("HOME", "/nonexistent")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    } else {
+        super::spawn_serve_with_env(&args, &env)
+    };
     let (addr, qap) = super::http_and_qap_addrs(lines);
 
     let (status, login) = json_request(
@@ -109,6 +157,23 @@ fn users_code_sees_none_of_the_servers_environment() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], json!([WANT]), "a service: {body}");
 
+    // A batch job of that service.
+    let (status, job) = json_request(
+        &addr,
+        "POST",
+        "/api/v1/services/envprobe/1/batch",
+        &token,
+        &json!({"x": [1, 2, 3]}),
+    );
+    assert_eq!(status, 202, "{job}");
+    let done = finished_job(&addr, &token, job["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "a batch job: {done}");
+    assert_eq!(
+        done["result"],
+        json!([WANT, WANT, WANT]),
+        "a batch job: {done}"
+    );
+
     // A QAP1 session.
     let mut s = TcpStream::connect(&qap).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -127,6 +192,20 @@ fn users_code_sees_none_of_the_servers_environment() {
     drop(s);
 
     super::stop_server(child);
+}
+
+/// Polls a job until it has finished; returns its description with the result.
+fn finished_job(addr: &str, token: &str, id: &str) -> Json {
+    let path = format!("/api/v1/jobs/{id}");
+    for _ in 0..600 {
+        let (status, job) = json_request(addr, "GET", &path, token, &Json::Null);
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+            return job;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("job {id} did not finish in 60 s");
 }
 
 const SERVICE_SECRET: &str = "tok-9f2c1d-only-for-the-scorer";

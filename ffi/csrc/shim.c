@@ -28,6 +28,7 @@
 #include <Rinterface.h>
 #include <Rembedded.h>
 #include <R_ext/Parse.h>
+#include <R_ext/Rdynload.h>
 
 /* Exported by libR but not declared in its public headers. */
 extern Rboolean R_Visible;
@@ -38,6 +39,7 @@ extern int R_CStackDir;
 extern int R_interrupts_pending;
 
 static int rk_exec(void (*fun)(void *), void *data);
+static void rk_register_routines(void);
 
 /* ---- console capture ------------------------------------------------------ */
 
@@ -216,6 +218,7 @@ int rk_start(int argc, char **argv, int signal_handlers, int quit_mode)
     rk_set_cstack();
     rk_precious = Rf_cons(R_NilValue, Rf_cons(R_NilValue, R_NilValue));
     R_PreserveObject(rk_precious);
+    rk_register_routines();
     return 0;
 }
 
@@ -735,3 +738,88 @@ int rk_new_env(SEXP parent, SEXP *cell)
 
 /* Number of bindings in an environment's own frame. Allocates nothing, cannot fail. */
 R_xlen_t rk_env_length(SEXP env) { return TYPEOF(env) == ENVSXP ? Rf_length(env) : 0; }
+
+/* ---- Rserve's R API in the "(embedding)" domain ---------------------------------
+ *
+ * Rserve's own binary registers its native routines with the embedding application's
+ * DllInfo, and the Rserve package's R functions (`self.oobSend`, `self.oobMessage`)
+ * find them there by name (its .onLoad then skips loading its own library). Rookery
+ * registers the same names, so `library(Rserve); self.oobSend(x)` works unmodified in
+ * a session. The work is done by a Rust hook (rookery-ffi's `oob` module) that never
+ * calls back into R: it takes the object, hands it on and returns a status, and only
+ * then does this file raise an R error, from C frames alone.
+ */
+
+typedef int (*rk_oob_fn)(int message, int code, SEXP what, SEXP *cell, char *err, int errlen);
+static rk_oob_fn rk_oob_hook = NULL;
+void rk_set_oob_hook(rk_oob_fn hook) { rk_oob_hook = hook; }
+
+/* The hook's answers. */
+#define RK_OOB_OK 0
+#define RK_OOB_ERROR 1
+#define RK_OOB_INTERRUPTED 2
+#define RK_OOB_GONE 3
+
+static SEXP rk_oob(SEXP what, SEXP code, int message)
+{
+    static char err[1024];
+    SEXP cell = R_NilValue, value;
+    int user_code = Rf_asInteger(code), rc;
+    if (user_code == NA_INTEGER)
+        Rf_error("the OOB message code must be an integer");
+    if (!rk_oob_hook)
+        Rf_error("OOB messages are not available in this process");
+    err[0] = 0;
+    rc = rk_oob_hook(message, user_code & 0xfff, what, &cell, err, (int) sizeof err);
+    err[sizeof err - 1] = 0;
+    switch (rc) {
+    case RK_OOB_OK:
+        break;
+    case RK_OOB_GONE:
+        /* As Rserve: a send to a client that is gone is FALSE, not an error. */
+        if (!message)
+            return Rf_ScalarLogical(FALSE);
+        Rf_error("%s", err);
+    case RK_OOB_INTERRUPTED:
+        R_CheckUserInterrupt();
+        Rf_error("%s", err[0] ? err : "interrupted while waiting for the client");
+    default:
+        Rf_error("%s", err[0] ? err : "the OOB message failed");
+    }
+    if (!message)
+        return Rf_ScalarLogical(TRUE);
+    value = PROTECT(rk_cell_value(cell));
+    rk_release(cell);
+    UNPROTECT(1);
+    return value;
+}
+
+static SEXP rk_oob_send(SEXP what, SEXP code) { return rk_oob(what, code, 0); }
+static SEXP rk_oob_msg(SEXP what, SEXP code) { return rk_oob(what, code, 1); }
+
+static SEXP rk_no_ctrl(SEXP what)
+{
+    (void) what;
+    Rf_error("Rookery has no control commands (self.ctrlEval, self.ctrlSource): "
+             "each session is a process of its own, with nothing shared to change");
+    return R_NilValue;
+}
+
+/* Through void (*)(void), which matches every function type, as R's registration
+   expects of a .Call routine of any arity. */
+#define RK_CALL(f) ((DL_FUNC) (void (*)(void)) (f))
+
+static const R_CallMethodDef rk_call_methods[] = {
+    {"Rserve_oobSend", RK_CALL(rk_oob_send), 2},
+    {"Rserve_oobMsg", RK_CALL(rk_oob_msg), 2},
+    {"Rserve_ctrlEval", RK_CALL(rk_no_ctrl), 1},
+    {"Rserve_ctrlSource", RK_CALL(rk_no_ctrl), 1},
+    {NULL, NULL, 0}
+};
+
+static void rk_register_routines(void)
+{
+    R_registerRoutines(R_getEmbeddingDllInfo(), NULL, rk_call_methods, NULL, NULL);
+}
+
+int rk_interrupt_pending(void) { return __atomic_load_n(&R_interrupts_pending, __ATOMIC_RELAXED) != 0; }

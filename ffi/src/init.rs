@@ -77,10 +77,11 @@ pub fn start(opts: &StartOptions) -> Result<RToken<'static>, Error> {
     let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
     let argc = c_int::try_from(argv.len()).map_err(|_| Error::Startup("too many args".into()))?;
     // SAFETY: first and only start (claim succeeded); argv holds argc valid C strings
-    // that outlive the call (R copies what it keeps). The sink is a function with the
-    // signature R expects that never unwinds.
+    // that outlive the call (R copies what it keeps). The sink and the OOB hook are
+    // functions with the signatures the shim expects that never unwind.
     unsafe {
         sys::rk_set_sink(Some(crate::output::console_sink));
+        sys::rk_set_oob_hook(Some(crate::oob::oob_hook));
         sys::rk_start(
             argc,
             argv.as_mut_ptr(),
@@ -160,6 +161,12 @@ fn prepare_environment(home: &std::path::Path) {
 pub fn interrupt() {
     // SAFETY: rk_interrupt performs one atomic store to R's pending-interrupt flag.
     unsafe { sys::rk_interrupt() };
+}
+
+/// Whether an interrupt is pending (R acts on it at its next check).
+pub fn interrupt_pending(_r: RToken<'_>) -> bool {
+    // SAFETY: one atomic load; the token proves we are on the R thread.
+    unsafe { sys::rk_interrupt_pending() != 0 }
 }
 
 /// Clears an interrupt that arrived after the call it was meant for ended.

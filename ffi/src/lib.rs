@@ -25,6 +25,7 @@ mod error;
 mod eval;
 mod fdio;
 mod init;
+mod oob;
 mod output;
 mod sexp;
 mod state;
@@ -33,9 +34,10 @@ mod sys;
 pub use error::Error;
 pub use eval::{Environment, Evaluated};
 pub use init::{
-    c_stack_limit, clear_interrupt, interrupt, set_quit_behaviour, start, temp_dir, QuitBehaviour,
-    StartOptions, BUILD_R_HOME,
+    c_stack_limit, clear_interrupt, interrupt, interrupt_pending, set_quit_behaviour, start,
+    temp_dir, QuitBehaviour, StartOptions, BUILD_R_HOME,
 };
+pub use oob::{with_oob_handler, OobFailure, OobHandler, OobKind, OobRequest};
 pub use output::{set_output_limit, FdCapture, Output, Warning, DEFAULT_OUTPUT_LIMIT};
 /// The plain-data value model, from `rookery-value` (which never links R).
 pub use rookery_value as value;

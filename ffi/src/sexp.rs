@@ -84,6 +84,14 @@ impl<'r> Protected<'r> {
         Ok(unsafe { Protected::assume_owned(r, cell) })
     }
 
+    /// Gives up ownership of the cell, for C code that takes it over (and releases
+    /// it with `rk_release`).
+    pub(crate) fn into_cell(self) -> SEXP {
+        let cell = self.cell;
+        std::mem::forget(self);
+        cell
+    }
+
     /// The object. Valid while `self` lives.
     pub(crate) fn sexp(&self) -> SEXP {
         // SAFETY: the cell is alive (owned by self) and reading its TAG allocates nothing.

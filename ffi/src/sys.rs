@@ -33,6 +33,16 @@ pub(crate) mod sexptype {
 /// A sink for R's console output: `otype` 0 is stdout, 1 is stderr.
 pub(crate) type SinkFn = unsafe extern "C" fn(buf: *const c_char, len: c_int, otype: c_int);
 
+/// The hook behind Rserve's `Rserve_oobSend` / `Rserve_oobMsg` (see `crate::oob`).
+pub(crate) type OobFn = unsafe extern "C" fn(
+    message: c_int,
+    code: c_int,
+    what: SEXP,
+    cell: *mut SEXP,
+    err: *mut c_char,
+    errlen: c_int,
+) -> c_int;
+
 extern "C" {
     pub(crate) fn rk_start(
         argc: c_int,
@@ -41,6 +51,8 @@ extern "C" {
         quit_mode: c_int,
     ) -> c_int;
     pub(crate) fn rk_set_sink(sink: Option<SinkFn>);
+    pub(crate) fn rk_set_oob_hook(hook: Option<OobFn>);
+    pub(crate) fn rk_interrupt_pending() -> c_int;
     pub(crate) fn rk_set_handlers(call: SEXP, state: SEXP);
     pub(crate) fn rk_pending_warnings() -> c_int;
     pub(crate) fn rk_set_quit_mode(mode: c_int);

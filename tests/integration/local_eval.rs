@@ -279,3 +279,65 @@ fn private_environments_keep_state_out_of_the_global_one() {
         .unwrap();
     assert_eq!(got, (Some(Value::scalar_double(41.0)), false));
 }
+
+/// Rserve's native OOB routines, as its package's `self.oobSend` and
+/// `self.oobMessage` call them: the handler around an evaluation gets each message
+/// as a value with its 12-bit code, `oobMessage` returns the handler's reply,
+/// `oobSend` returns TRUE (FALSE when the client is gone), and without a handler
+/// both are a clear R error that R survives.
+#[test]
+fn rserve_oob_routines_reach_the_handler_around_an_evaluation() {
+    use rookery_ffi::{OobFailure, OobKind, OobRequest};
+    let got = r()
+        .with(|tok| {
+            let mut seen: Vec<OobRequest> = Vec::new();
+            let mut handler = |req: OobRequest| {
+                let reply = match (req.kind, &req.value) {
+                    (OobKind::Message, _) if req.code == 7 => Ok(Some(Value::scalar_double(42.0))),
+                    (OobKind::Message, _) => Err(OobFailure::Refused("no reply for you".into())),
+                    (OobKind::Send, _) if req.code == 9 => Err(OobFailure::Gone("gone".into())),
+                    (OobKind::Send, _) => Ok(None),
+                };
+                seen.push(req);
+                reply
+            };
+            let results = rookery_ffi::with_oob_handler(tok, &mut handler, || {
+                [
+                    ".Call('Rserve_oobSend', list('url', 1:3), 0x1005L)",
+                    ".Call('Rserve_oobMsg', 'ask', 7L) + 1",
+                    ".Call('Rserve_oobSend', 'late', 9L)",
+                    "tryCatch(.Call('Rserve_oobMsg', 'ask', 8L), error = conditionMessage)",
+                ]
+                .map(|code| {
+                    tok.eval_str(code, None)
+                        .and_then(|ev| tok.to_value(&ev.value))
+                })
+            });
+            (results, seen)
+        })
+        .unwrap();
+    let (results, seen) = got;
+    let results: Vec<Value> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(results[0], Value::scalar_bool(true));
+    assert_eq!(results[1], Value::scalar_double(43.0));
+    assert_eq!(results[2], Value::scalar_bool(false));
+    assert_eq!(results[3], Value::scalar_string("no reply for you"));
+    assert_eq!(seen.len(), 4);
+    assert_eq!((seen[0].kind, seen[0].code), (OobKind::Send, 5));
+    assert_eq!(
+        seen[0].value,
+        value("list('url', 1:3)"),
+        "the object itself travels"
+    );
+    assert_eq!((seen[1].kind, seen[1].code), (OobKind::Message, 7));
+    assert_eq!(seen[1].value, Value::scalar_string("ask"));
+
+    let e = r_error(".Call('Rserve_oobSend', 1, 0L)");
+    assert!(
+        e.to_string().contains("only in code a QAP1 client runs"),
+        "{e}"
+    );
+    let e = r_error(".Call('Rserve_ctrlEval', 'x <- 1')");
+    assert!(e.to_string().contains("no control commands"), "{e}");
+    assert_eq!(value("1 + 1"), Value::scalar_double(2.0));
+}

@@ -36,7 +36,13 @@ pub use local::{Evaluation, LocalOptions, LocalR};
 pub use pool::{worker_env, CallOptions, Pool, PoolBuilder, PoolStats, Session};
 pub use rookery_ffi::value;
 pub use rookery_ffi::Error as RError;
-pub use rookery_ffi::{Output, Value, Warning};
+pub use rookery_ffi::{OobFailure, OobKind, OobRequest, Output, Value, Warning};
+
+/// What carries the OOB messages a call's R code sends (Rserve's `self.oobSend`
+/// and `self.oobMessage`) to its client: given each, it answers `Ok(None)` once a
+/// send is out and `Ok(Some(reply))` with the client's reply to a message
+/// ([`Session::eval_with_oob`]).
+pub type OobSink<'a> = rookery_ffi::OobHandler<'a>;
 
 /// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with `.`
 /// not followed by a digit), at most 256 bytes: what may be bound without parsing.

@@ -77,8 +77,23 @@ pub enum Request {
         id: u64,
         options: crate::qap::direct::QapServe,
     },
+    /// The answer to [`Response::Oob`], while the call that sent it waits: the
+    /// client's reply for an `oobMessage` (`Some`), `None` once an `oobSend` is out,
+    /// or why it did not get through.
+    OobReply {
+        id: u64,
+        reply: Result<Option<Payload>, OobRefusal>,
+    },
     /// Exit the worker; no response.
     Shutdown,
+}
+
+/// Why an OOB message from R code did not get through (see [`Request::OobReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OobRefusal {
+    /// The client is gone (an `oobSend` then returns FALSE, as on Rserve).
+    pub gone: bool,
+    pub message: String,
 }
 
 /// Worker -> parent.
@@ -107,6 +122,15 @@ pub enum Response {
         turn: QapTurnWire,
         notes: Vec<crate::qap::direct::QapNote>,
         requests: u64,
+    },
+    /// R code of request `id`, still running, sends its client a message (Rserve's
+    /// `self.oobSend`, or `self.oobMessage` when `message`) with a 12-bit user
+    /// `code`; the worker waits for [`Request::OobReply`].
+    Oob {
+        id: u64,
+        message: bool,
+        code: u32,
+        value: Payload,
     },
 }
 
@@ -163,10 +187,9 @@ mod sealed {
     impl Sealed for super::Response {}
 }
 
-#[cfg(test)]
 impl Request {
-    /// The id the response will carry (`None` for [`Request::Shutdown`]). The worker
-    /// takes the id apart with the rest of the request; only the tests need this.
+    /// The id the response will carry (`None` for [`Request::Shutdown`]); OOB
+    /// messages of the call name it.
     pub fn id(&self) -> Option<u64> {
         match self {
             Request::Eval { id, .. }
@@ -176,7 +199,8 @@ impl Request {
             | Request::Open { id, .. }
             | Request::Reset { id }
             | Request::Confine { id, .. }
-            | Request::ServeQap { id, .. } => Some(*id),
+            | Request::ServeQap { id, .. }
+            | Request::OobReply { id, .. } => Some(*id),
             Request::Shutdown => None,
         }
     }
@@ -186,9 +210,10 @@ impl Response {
     /// The id of the request this answers (`None` for [`Response::Ready`]).
     pub fn id(&self) -> Option<u64> {
         match self {
-            Response::Ok { id, .. } | Response::Err { id, .. } | Response::Qap { id, .. } => {
-                Some(*id)
-            }
+            Response::Ok { id, .. }
+            | Response::Err { id, .. }
+            | Response::Qap { id, .. }
+            | Response::Oob { id, .. } => Some(*id),
             Response::Ready { .. } => None,
         }
     }

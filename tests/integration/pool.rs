@@ -586,3 +586,53 @@ fn a_worker_holds_no_fd_of_its_host() {
         assert!(own, "fd {line} is not the worker's own: {fds:?}");
     }
 }
+
+/// R code's OOB messages (the native routines behind Rserve's `self.oobSend` and
+/// `self.oobMessage`) cross the link to the caller of `Session::eval_with_oob`
+/// while the call waits, large ones through shared memory, and what the sink
+/// answers is `oobMessage`'s value; a stateless call and a plain session eval have
+/// no sink, so the same code is a clear R error there and the worker serves on.
+#[test]
+fn oob_messages_reach_the_sessions_sink_and_nothing_else() {
+    use rookery_engine::{OobFailure, OobKind, OobRequest};
+    let pool = shared();
+    let mut session = pool.session().unwrap();
+    let mut seen: Vec<(OobKind, u32, usize)> = Vec::new();
+    let mut sink = |req: OobRequest| {
+        let len = req.value.len();
+        seen.push((req.kind, req.code, len));
+        match (req.kind, req.code) {
+            (OobKind::Message, 1) => Ok(Some(Value::scalar_double(len as f64))),
+            (OobKind::Message, _) => Err(OobFailure::Refused("not now".into())),
+            (OobKind::Send, 2) => Err(OobFailure::Gone("left".into())),
+            (OobKind::Send, _) => Ok(None),
+        }
+    };
+    let ev = session
+        .eval_with_oob(
+            "c(.Call('Rserve_oobSend', 'a', 0L), \
+               .Call('Rserve_oobMsg', as.numeric(1:200000), 1L), \
+               .Call('Rserve_oobSend', 'b', 2L), \
+               nchar(tryCatch(.Call('Rserve_oobMsg', 'c', 3L), error = conditionMessage)))",
+            &CallOptions::default(),
+            &mut sink,
+        )
+        .unwrap();
+    assert_eq!(ev.value, Value::doubles(vec![1.0, 200_000.0, 0.0, 7.0]));
+    assert_eq!(
+        seen,
+        [
+            (OobKind::Send, 0, 1),
+            (OobKind::Message, 1, 200_000),
+            (OobKind::Send, 2, 1),
+            (OobKind::Message, 3, 1)
+        ]
+    );
+    for e in [
+        session.eval(".Call('Rserve_oobSend', 1, 0L)").unwrap_err(),
+        pool.eval(".Call('Rserve_oobMsg', 1, 0L)").unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("[qap] oob = true"), "{e}");
+    }
+    assert_eq!(session.eval("1L").unwrap().value, Value::integers(vec![1]));
+}

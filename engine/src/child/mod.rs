@@ -19,6 +19,8 @@
 
 pub(crate) mod confine;
 pub(crate) mod fork;
+mod oob;
+pub(crate) use oob::NOT_ALLOWED as OOB_NOT_ALLOWED;
 mod qap;
 pub(crate) mod zygote;
 
@@ -158,6 +160,8 @@ fn set_up<'r>(
         qap_in: Vec::new(),
         qap_out: Vec::new(),
         skip_drain: false,
+        request_id: 0,
+        direct_oob: None,
     };
     if !config.temp_on_first_use {
         worker.ensure_temp().map_err(std::io::Error::other)?;
@@ -210,6 +214,11 @@ struct Worker<'r> {
     /// Set while serving QAP1 directly, where no call's output is read.
     skip_drain: bool,
     qap_out: Vec<u8>,
+    /// The request being answered: OOB messages over the link name it.
+    request_id: u64,
+    /// Set while serving QAP1 directly: R code's OOB messages go straight to the
+    /// client (see [`oob`]).
+    direct_oob: Option<oob::Direct>,
 }
 
 /// What a request produced, before it is written back.
@@ -242,6 +251,7 @@ impl<'r> Worker<'r> {
     }
 
     fn handle(&mut self, request: Request) -> Result<(), ProtocolError> {
+        self.request_id = request.id().unwrap_or(0);
         if let Request::Eval { id, .. }
         | Request::Call { id, .. }
         | Request::Assign { id, .. }
@@ -294,6 +304,10 @@ impl<'r> Worker<'r> {
                 self.reply(id, outcome)
             }
             Request::ServeQap { id, options } => self.serve_qap(id, options),
+            // Only ever sent while a call waits for it (`oob::over_link`).
+            Request::OobReply { id, .. } => Err(ProtocolError::Io(std::io::Error::other(format!(
+                "an OOB reply for request {id}, which sent no OOB message"
+            )))),
             Request::Shutdown => Ok(()),
         }
     }
@@ -359,16 +373,37 @@ impl<'r> Worker<'r> {
     {
         self.calls += 1;
         let r = self.r;
-        let env = self.env()?;
-        let mut outcome = f(r, env).and_then(|ev| match convert(r, &ev.value) {
-            Ok(value) => Ok((value, ev.visible, ev.output)),
-            // The code ran; keep what it printed and warned with the error.
-            Err(RError::Unsupported { r_type, .. }) => Err(RError::Unsupported {
-                r_type,
-                output: Box::new(ev.output),
-            }),
-            Err(e) => Err(e),
-        });
+        self.env()?;
+        let env = self
+            .session
+            .as_ref()
+            .or(self.scratch.as_ref())
+            .expect("made by env()");
+        let run = || {
+            f(r, env).and_then(|ev| match convert(r, &ev.value) {
+                Ok(value) => Ok((value, ev.visible, ev.output)),
+                // The code ran; keep what it printed and warned with the error.
+                Err(RError::Unsupported { r_type, .. }) => Err(RError::Unsupported {
+                    r_type,
+                    output: Box::new(ev.output),
+                }),
+                Err(e) => Err(e),
+            })
+        };
+        // R code's OOB messages (Rserve's `self.oobSend`, `self.oobMessage`) go to
+        // the client itself in direct mode, else over the link to the server.
+        let mut outcome = match &self.direct_oob {
+            Some(direct) => {
+                let mut relay = |req| direct.relay(r, req);
+                rookery_ffi::with_oob_handler(r, &mut relay, run)
+            }
+            None => {
+                let (channel, id) = (&mut self.channel, self.request_id);
+                let inline = self.config.inline_limit;
+                let mut relay = |req| oob::over_link(channel, id, inline, req);
+                rookery_ffi::with_oob_handler(r, &mut relay, run)
+            }
+        };
         // In QAP1 direct mode nobody reads the output: drain it now and then only,
         // so the capture file stays small without a system call per call.
         if !self.skip_drain || self.calls % 256 == 0 {

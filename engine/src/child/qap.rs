@@ -58,7 +58,15 @@ impl Worker<'_> {
                     .flatten();
                 let _ = sockopt::set_socket_timeout(&socket, Timeout::Recv, Some(options.idle));
                 self.skip_drain = true;
+                self.direct_oob = socket.try_clone().ok().map(|copy| super::oob::Direct {
+                    socket: copy,
+                    strings: options.strings,
+                    allowed: options.oob,
+                    max_message: options.max_message,
+                    stall: options.stall,
+                });
                 let pass = self.serve_socket(&socket, &options, &mut notes, &mut requests);
+                self.direct_oob = None;
                 self.skip_drain = false;
                 let _ = self.capture.drain();
                 let _ = sockopt::set_socket_timeout(&socket, Timeout::Recv, saved);
@@ -350,7 +358,7 @@ enum Incoming {
 }
 
 /// What [`read_head`] found.
-enum Head {
+pub(super) enum Head {
     Full,
     Quiet,
     Eof,
@@ -363,7 +371,11 @@ fn would_block(e: &io::Error) -> bool {
 /// Fills `head`: [`Head::Quiet`] when nothing arrives within the receive timeout,
 /// [`Head::Eof`] when the client closed before a first byte; once a byte came, the
 /// rest may stall up to `stall` in all.
-fn read_head(socket: BorrowedFd<'_>, head: &mut [u8], stall: Duration) -> io::Result<Head> {
+pub(super) fn read_head(
+    socket: BorrowedFd<'_>,
+    head: &mut [u8],
+    stall: Duration,
+) -> io::Result<Head> {
     let mut at = 0;
     let mut stalled = None::<Instant>;
     while at < head.len() {
@@ -389,7 +401,7 @@ fn read_head(socket: BorrowedFd<'_>, head: &mut [u8], stall: Duration) -> io::Re
 /// grows with the bytes that arrive (`read_to_end` doubles it as it fills), never
 /// by the declared length beyond [`RESERVE_AHEAD`]: a client that announces a large
 /// message and sends little makes the worker reserve little.
-fn read_appending(
+pub(super) fn read_appending(
     socket: &std::fs::File,
     buf: &mut Vec<u8>,
     len: usize,
@@ -420,7 +432,7 @@ fn read_appending(
 const RESERVE_AHEAD: usize = 1 << 20;
 
 /// Writes all of `bytes` (no SIGPIPE: a gone client is an error).
-fn write_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match rustix::net::send(socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
             Ok(n) => bytes = &bytes[n..],

@@ -410,7 +410,7 @@ impl Pool {
 
     /// [`Pool::eval`] with a deadline or a cancel handle.
     pub fn eval_with(&self, code: &str, opts: &CallOptions) -> Result<Evaluation, Error> {
-        self.with_worker(|pool, w| eval_on(pool, w, code, opts))
+        self.with_worker(|pool, w| eval_on(pool, w, code, opts, None))
     }
 
     /// Calls the R function `function` (`"name"` or `"pkg::name"`) with `args`
@@ -609,8 +609,10 @@ pub(crate) fn eval_on(
     w: &mut WorkerConn,
     code: &str,
     opts: &CallOptions,
+    oob: Option<&mut crate::OobSink<'_>>,
 ) -> Result<Evaluation, Error> {
-    let answer = w.request(&pool.shared.zygote, pool.limits(opts), |id, _| {
+    let limits = pool.limits(opts);
+    let answer = w.request_with_oob(&pool.shared.zygote, limits, oob, |id, _| {
         Ok(Request::Eval {
             id,
             code: code.to_owned(),

@@ -67,7 +67,21 @@ impl Session {
     /// with [`Error::Closed`].
     pub fn eval_with(&mut self, code: &str, opts: &CallOptions) -> Result<Evaluation, Error> {
         let pool = self.pool.clone();
-        self.run(|w| eval_on(&pool, w, code, opts))
+        self.run(|w| eval_on(&pool, w, code, opts, None))
+    }
+
+    /// [`Session::eval_with`], with the OOB messages the code sends (Rserve's
+    /// `self.oobSend` and `self.oobMessage`) handed to `oob` while the call waits:
+    /// what it answers is what `self.oobMessage` returns. Without it (every other
+    /// call) they are an R error.
+    pub fn eval_with_oob(
+        &mut self,
+        code: &str,
+        opts: &CallOptions,
+        oob: &mut crate::OobSink<'_>,
+    ) -> Result<Evaluation, Error> {
+        let pool = self.pool.clone();
+        self.run(|w| eval_on(&pool, w, code, opts, Some(oob)))
     }
 
     /// Calls an R function in the session's environment.

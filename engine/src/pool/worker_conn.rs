@@ -10,16 +10,17 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rookery_ffi::{Output, Value};
+use rookery_ffi::{OobFailure, OobKind, OobRequest, Output, Value};
 use rustix::process::Signal;
 
 use super::deadline::{Deadline, Overdue};
 use super::zygote_handle::{Spawned, Zygote};
 use crate::cancel::CancelHandle;
 use crate::channel::{Channel, Received, Watch};
-use crate::protocol::{self, ProtocolError, Request, Response};
+use crate::protocol::{self, OobRefusal, ProtocolError, Request, Response};
 use crate::shm::ShmRegion;
 use crate::Error;
+use crate::OobSink;
 
 /// Limits of one call.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +103,19 @@ impl WorkerConn {
         limits: Limits<'_>,
         build: impl FnOnce(u64, &mut ShmRegion) -> Result<Request, ProtocolError>,
     ) -> Result<Answer, Error> {
+        self.request_with_oob(zygote, limits, None, build)
+    }
+
+    /// [`WorkerConn::request`], with the OOB messages the call's R code sends
+    /// (Rserve's `self.oobSend`, `self.oobMessage`) given to `oob`; without one,
+    /// each is refused with an R error in the call.
+    pub fn request_with_oob(
+        &mut self,
+        zygote: &Zygote,
+        limits: Limits<'_>,
+        mut oob: Option<&mut OobSink<'_>>,
+        build: impl FnOnce(u64, &mut ShmRegion) -> Result<Request, ProtocolError>,
+    ) -> Result<Answer, Error> {
         let id = self.next_id;
         self.next_id += 1;
         if let Err(e) = self.channel.send(|region| build(id, region)) {
@@ -124,6 +138,32 @@ impl WorkerConn {
                 }
             }
             match response {
+                Ok(Received::Message(Response::Oob {
+                    id: asked,
+                    message,
+                    code,
+                    value,
+                })) if asked == id => {
+                    let reply = self.relay_oob(oob.as_deref_mut(), message, code, &value);
+                    let inline = protocol::DEFAULT_INLINE_LIMIT;
+                    let sent = self.channel.send(|region| {
+                        let reply = match reply {
+                            Ok(Some(v)) => match protocol::put_value(&v, region, inline) {
+                                Ok(p) => Ok(Some(p)),
+                                Err(e) => Err(OobRefusal {
+                                    gone: false,
+                                    message: format!("the client's OOB reply: {e}"),
+                                }),
+                            },
+                            Ok(None) => Ok(None),
+                            Err(refusal) => Err(refusal),
+                        };
+                        Ok(Request::OobReply { id, reply })
+                    });
+                    if let Err(e) = sent {
+                        return Err(self.send_failure(zygote, e));
+                    }
+                }
                 Ok(Received::Message(response)) => return self.answer(id, response),
                 Ok(Received::Hangup | Received::PeerExited) => {
                     return Err(self.death(zygote, "call"))
@@ -148,6 +188,38 @@ impl WorkerConn {
                 }
             }
         }
+    }
+
+    /// Hands one OOB message of the running call to `oob`, or refuses it.
+    fn relay_oob(
+        &mut self,
+        oob: Option<&mut OobSink<'_>>,
+        message: bool,
+        code: u32,
+        value: &protocol::Payload,
+    ) -> Result<Option<Value>, OobRefusal> {
+        let refused = |message: String| OobRefusal {
+            gone: false,
+            message,
+        };
+        let Some(sink) = oob else {
+            return Err(refused(crate::child::OOB_NOT_ALLOWED.into()));
+        };
+        let value = protocol::take_value(value, self.channel.region())
+            .map_err(|e| refused(format!("the OOB message: {e}")))?;
+        let kind = if message {
+            OobKind::Message
+        } else {
+            OobKind::Send
+        };
+        sink(OobRequest { kind, code, value }).map_err(|failure| match failure {
+            OobFailure::Gone(message) => OobRefusal {
+                gone: true,
+                message,
+            },
+            OobFailure::Refused(message) => refused(message),
+            OobFailure::Interrupted => refused("interrupted".into()),
+        })
     }
 
     fn answer(&mut self, id: u64, response: Response) -> Result<Answer, Error> {
@@ -185,10 +257,12 @@ impl WorkerConn {
                 self.retire = retire;
                 Err(Error::R(error))
             }
-            Response::Qap { .. } => {
+            Response::Qap { .. } | Response::Oob { .. } => {
                 self.broken = true;
                 self.kill();
-                Err(Error::Protocol("a QAP1 answer to another request".into()))
+                Err(Error::Protocol(
+                    "a QAP1 answer or OOB message for another request".into(),
+                ))
             }
             Response::Ready { .. } => unreachable!("Ready carries no id"),
         }

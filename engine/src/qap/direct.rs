@@ -39,6 +39,8 @@ pub struct QapServe {
     pub strings: Strings,
     /// Send an R error's message in an OOB_SEND message (code 127) before the status.
     pub oob_errors: bool,
+    /// Let R code send its own OOB messages (`self.oobSend`, `self.oobMessage`).
+    pub oob: bool,
     /// Largest message accepted; a larger header is answered with
     /// ERR_data_overflow and the connection closed.
     pub max_message: u64,
@@ -152,6 +154,46 @@ pub fn oob_error_message(message: &str, strings: Strings) -> Vec<u8> {
     frame::push_item_header(&mut payload, dt::SEXP, dt::LARGE, object.len() as u64);
     payload.extend_from_slice(&object);
     frame::encode_message(OOB_ERROR, 0, &payload)
+}
+
+/// The whole OOB message R code sends (`self.oobSend`: OOB_SEND, `self.oobMessage`:
+/// OOB_MSG, each ORed with its 12-bit user code), with `value` in one DT_SEXP
+/// parameter, as Rserve's `send_oob_sexp`.
+pub fn oob_message(
+    message: bool,
+    code: u32,
+    value: &Value,
+    strings: Strings,
+) -> Result<Vec<u8>, frame::QapError> {
+    let word = if message {
+        resp::OOB_MSG
+    } else {
+        resp::OOB_SEND
+    } | (code & 0xfff);
+    let mut object = Vec::new();
+    sexp::encode_into_as(&mut object, value, strings)?;
+    let mut payload = Vec::with_capacity(object.len() + 8);
+    frame::push_item_header(&mut payload, dt::SEXP, dt::LARGE, object.len() as u64);
+    payload.extend_from_slice(&object);
+    Ok(frame::encode_message(word, 0, &payload))
+}
+
+/// The value of a client's reply to an OOB_MSG (a message of any command): its
+/// first parameter, a DT_SEXP or a DT_STRING (a length-1 character vector), as
+/// Rserve reads it; an empty payload is NULL, anything else an error.
+pub fn oob_reply_value(payload: &[u8], strings: Strings) -> Result<Value, frame::QapError> {
+    if payload.is_empty() {
+        return Ok(Value::NULL);
+    }
+    let params = frame::decode_params(payload)?;
+    match params.first() {
+        Some(p) if p.dt == dt::SEXP || p.dt == dt::STRING => decode_value(p, strings),
+        Some(p) => Err(frame::QapError::malformed(
+            "OOB reply",
+            format!("parameter type {} (expected DT_SEXP or DT_STRING)", p.dt),
+        )),
+        None => Ok(Value::NULL),
+    }
 }
 
 /// Rserve's status for a failed eval: the parse status for a parse error, else 127.

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// before the status-127 answer (pyRserve's oobCallback, RSclient's RS.oobCallbacks).
     #[arg(long)]
     qap_oob_errors: bool,
+    /// Let R code in QAP1 sessions send its client OOB messages: Rserve's
+    /// `self.oobSend` and `self.oobMessage` (RSclient's RS.oobCallbacks, pyRserve's
+    /// oobCallback), as Rserve's `oob enable`.
+    #[arg(long)]
+    qap_oob: bool,
     /// Warm workers per service version.
     #[arg(long)]
     service_workers: Option<usize>,
@@ -92,6 +97,7 @@ impl ServeArgs {
             qap.anonymous = self.qap_anonymous.clone();
         }
         qap.oob_errors |= self.qap_oob_errors;
+        qap.oob |= self.qap_oob;
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;
         }

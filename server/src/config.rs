@@ -63,6 +63,12 @@ pub struct QapConfig {
     /// message (user code 127, a character vector), which pyRserve's `oobCallback` and
     /// RSclient's `RS.oobCallbacks` receive. Off by default, like Rserve's `oob`.
     pub oob_errors: bool,
+    /// Let R code in a QAP1 session send its client OOB messages: the Rserve
+    /// package's `self.oobSend(what, code)` and `self.oobMessage(what, code)` (whose
+    /// value is the client's reply), as Rserve's `oob enable`. Off by default, as
+    /// there: a client must expect them (RSclient's `RS.oobCallbacks`, pyRserve's
+    /// `oobCallback`). Code elsewhere (HTTP sessions, services, batch) gets an R error.
+    pub oob: bool,
     /// Direct mode: on plain TCP and Unix-socket connections, each session's worker
     /// reads its client's messages and answers eval, voidEval and setSEXP itself (no
     /// hop through the server per call; Rserve's cost model), handing every other
@@ -81,6 +87,7 @@ impl Default for QapConfig {
             rsa_key: None,
             anonymous: None,
             oob_errors: false,
+            oob: false,
             direct: true,
         }
     }
@@ -500,7 +507,7 @@ mod tests {
         let c: Config = toml::from_str(
             "[qap]\nlisten = \"127.0.0.1:6311\"\nunix = \"/tmp/r.sock\"\n\
              rsa_key = \"k.pem\"\nanonymous = \"bench\"\noob_errors = true\n\
-             direct = false\n[qap.ocap]\nlisten = \"127.0.0.1:6312\"\nservice = \"m/1\"\n",
+             oob = true\ndirect = false\n[qap.ocap]\nlisten = \"127.0.0.1:6312\"\nservice = \"m/1\"\n",
         )
         .unwrap();
         assert_eq!(c.qap.listen, Some("127.0.0.1:6311".parse().unwrap()));
@@ -508,6 +515,7 @@ mod tests {
         assert_eq!(c.qap.rsa_key.as_deref(), Some(Path::new("k.pem")));
         assert_eq!(c.qap.anonymous.as_deref(), Some("bench"));
         assert!(c.qap.oob_errors);
+        assert!(c.qap.oob);
         assert!(!c.qap.direct);
         assert_eq!(c.qap.ocap.as_ref().unwrap().service(), Some(("m", "1")));
         assert!(c.deprecated.is_empty(), "{:?}", c.deprecated);

@@ -145,10 +145,15 @@ impl QapClient {
     }
 
     pub fn request(&mut self, command: u32, payload: &[u8]) -> Reply {
+        self.send(command, payload);
+        self.read_reply()
+    }
+
+    /// Sends one message and reads nothing.
+    pub fn send(&mut self, command: u32, payload: &[u8]) {
         self.s
             .write_all(&frame::encode_message(command, 0, payload))
             .expect("send");
-        self.read_reply()
     }
 
     /// The next message from the server (a response, or an OOB message before one).

@@ -300,6 +300,33 @@ impl Sessions {
         result
     }
 
+    /// [`Sessions::execute_blocking`], with the OOB messages the code sends handed
+    /// to `oob` (a QAP1 connection's relay to its client, see
+    /// [`rookery_engine::Session::eval_with_oob`]).
+    pub fn execute_blocking_oob(
+        &self,
+        entry: &SessionEntry,
+        code: &str,
+        oob: &mut rookery_engine::OobSink<'_>,
+    ) -> Result<Evaluation, Error> {
+        let opts = CallOptions {
+            timeout: Some(self.timeout),
+            cancel: None,
+        };
+        let mut guard = entry.worker.blocking_lock();
+        let spec = entry.spec.as_deref();
+        let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
+            s.eval_with_oob(code, &opts, oob)
+        });
+        entry.touch();
+        result
+    }
+
+    /// The longest a session's call may run.
+    pub fn call_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// [`Sessions::assign`] from a blocking thread (see [`Sessions::execute_blocking`]).
     pub fn assign_blocking(
         &self,

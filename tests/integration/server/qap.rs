@@ -1257,3 +1257,215 @@ fn rsclient_switches_to_tls_on_rookery_as_on_rserve() {
         assert!(got.contains(&line), "no `{line}` in {got:#?}");
     }
 }
+
+/// OOB messages from R code, as RSclient users write them: the Rserve package's
+/// `self.oobSend` and `self.oobMessage` in code run by `RS.eval` (serEval) and
+/// `RS.eval.qap` (CMD_eval of a QAP-encoded call), received by `RS.oobCallbacks`
+/// (`send`: code and payload; `msg`: its value is the reply `self.oobMessage`
+/// returns). Run against a real Rserve with `oob enable` and against Rookery with
+/// `[qap] oob = true`; the two outputs must be the same text.
+const RSCLIENT_OOB: &str = r#"
+library(RSclient)
+c <- RS.connect(port = PORT)
+show <- function(label, expr) {
+  x <- tryCatch(expr, error = function(e) paste("ERROR", conditionMessage(e)))
+  cat(label, paste(deparse(x), collapse = " "), "\n")
+}
+sent <- list()
+invisible(RS.oobCallbacks(c,
+  send = function(code, payload) sent[[length(sent) + 1L]] <<- list(code = code, payload = payload),
+  msg = function(code, payload) list(code = code, twice = payload$n * 2)))
+show("load", RS.eval(c, suppressPackageStartupMessages(library(Rserve, logical.return = TRUE))))
+show("send", RS.eval(c, self.oobSend(list(kind = "progress", pct = 50L), 5L)))
+show("send-large-code", RS.eval(c, self.oobSend("masked", 0x1003L)))
+show("sent", sent)
+show("message", RS.eval(c, self.oobMessage(list(n = 21), 7L)))
+show("message-used", RS.eval(c, { r <- self.oobMessage(list(n = 1.5)); r$twice + 1 }))
+show("qap-send", RS.eval.qap(c, quote(self.oobSend(c(a = 1, b = NA), 1L))))
+show("qap-message", RS.eval.qap(c, quote(self.oobMessage(list(n = 4L), 2L))))
+show("sent-all", sent)
+show("after", RS.eval(c, 1L + 1L))
+invisible(RS.close(c))
+"#;
+
+fn rsclient_oob_run(port: u16) -> Vec<String> {
+    let script = RSCLIENT_OOB.replace("PORT", &format!("{port}L"));
+    let text = super::run_ok("Rscript", &["-e".as_ref(), script.as_ref()]);
+    text.lines().map(|l| l.trim().to_owned()).collect()
+}
+
+#[test]
+fn rsclient_oob_callbacks_get_from_rookery_what_they_get_from_rserve() {
+    let rserve = crate::rserve::Rserve::start("oob enable\n", false);
+    let want = rsclient_oob_run(rserve.port);
+    let (server, _data) = super::server_with(|c| {
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.anonymous = Some("oobuser".into());
+        c.qap.oob = true;
+    });
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "oobuser", Role::User, super::PASSWORD).unwrap();
+    rookery_server::admin::grant(store, "oobuser", rookery_server::store::GRANT_EXECUTE).unwrap();
+    let (_rt, port) = listening(&server);
+    let got = rsclient_oob_run(port);
+    assert_eq!(got, want, "Rookery (left) and Rserve (right) differ");
+    // The same is not enough: these are the answers Rserve's users expect.
+    for line in [
+        "send TRUE",
+        "message list(code = 7L, twice = 42)",
+        "message-used 4",
+        "qap-message list(code = 2L, twice = 8)",
+        "after 2L",
+    ] {
+        assert!(got.iter().any(|l| l == line), "no `{line}` in {got:#?}");
+    }
+    let sent = got.iter().find(|l| l.starts_with("sent-all")).unwrap();
+    for part in [
+        "code = 5L",
+        "\"progress\"",
+        "code = 3L",
+        "\"masked\"",
+        "code = 1L",
+    ] {
+        assert!(sent.contains(part), "no {part} in {sent}");
+    }
+}
+
+/// pyRserve's `oobCallback` with Rserve's OOB messages: `conn.eval` sends CMD_eval
+/// with a string, which Rookery's direct mode answers in the worker itself (so the
+/// worker writes the messages and reads the reply from the socket). The same lines
+/// from a real Rserve with `oob enable`; without `[qap] oob`, Rookery refuses them
+/// with an R error and the session goes on.
+#[test]
+fn pyrserve_oob_callback_in_direct_mode_as_on_rserve() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyvenv/bin/python");
+    let script = r#"
+import sys, pyRserve
+seen = []
+def oob(data, code=0):
+    seen.append((code, data if isinstance(data, str) else list(data)))
+    return "reply-%d" % code
+conn = pyRserve.connect(host="127.0.0.1", port=int(sys.argv[1]), oobCallback=oob)
+conn.voidEval("suppressPackageStartupMessages(library(Rserve))")
+print("send", conn.eval("self.oobSend('hello', 3L)"))
+print("message", conn.eval("self.oobMessage(c(1.5, 2.5), 9L)"))
+print("seen", seen)
+try:
+    print("nested", conn.eval("paste(self.oobMessage('q', 1L), self.oobMessage('r', 2L))"))
+except Exception as e:
+    print("error", type(e).__name__, str(e))
+print("after", conn.eval("1L + 1L"))
+conn.close()
+"#;
+    let run = |port: u16| {
+        super::run_ok(
+            python,
+            &["-c".as_ref(), script.as_ref(), port.to_string().as_ref()],
+        )
+    };
+    let rserve = crate::rserve::Rserve::start("oob enable\n", false);
+    let want = run(rserve.port);
+    let server_with_oob = |oob: bool| {
+        let (server, data) = super::server_with(|c| {
+            c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+            c.qap.anonymous = Some("pyoob".into());
+            c.qap.oob = oob;
+        });
+        let store = server.state.store.as_ref();
+        rookery_server::admin::add_user(store, "pyoob", Role::User, super::PASSWORD).unwrap();
+        rookery_server::admin::grant(store, "pyoob", rookery_server::store::GRANT_EXECUTE).unwrap();
+        let (rt, port) = listening(&server);
+        (server, data, rt, port)
+    };
+    let (_server, _data, _rt, port) = server_with_oob(true);
+    let got = run(port);
+    assert_eq!(got, want, "Rookery (left) and Rserve (right) differ");
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "send True",
+            "message reply-9",
+            "seen [(3, 'hello'), (9, [1.5, 2.5])]",
+            "nested reply-1 reply-2",
+            "after 2"
+        ],
+        "{got}"
+    );
+
+    // Off (the default): an R error the code can catch, and nothing on the wire.
+    let (_server, _data, _rt, port) = server_with_oob(false);
+    let (mut c, _) = QapClient::open(port);
+    let caught = eval(
+        &mut c,
+        "suppressPackageStartupMessages(library(Rserve)); \
+         tryCatch(self.oobSend('x'), error = conditionMessage)",
+    )
+    .unwrap();
+    let text = caught.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("[qap] oob = true"), "{caught:?}");
+    assert_eq!(eval(&mut c, "2L"), Ok(Value::integers(vec![2])));
+}
+
+/// A client that answers an `oobMessage` wrongly, goes away while R code waits for
+/// its reply, or never replies: the code gets an R error (status 127) and the
+/// connection goes on when the stream is still in step; a gone client's session
+/// ends; one that never replies is cut off at the call's deadline, and its session
+/// is gone. A new connection of the same user is served each time.
+#[test]
+fn an_oob_message_never_holds_a_worker_for_a_client_that_does_not_answer() {
+    let (server, _data) = super::server_with(|c| {
+        c.qap.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.qap.anonymous = Some("ooby".into());
+        c.qap.oob = true;
+        c.limits.call_timeout_secs = 3;
+    });
+    let store = server.state.store.as_ref();
+    rookery_server::admin::add_user(store, "ooby", Role::User, super::PASSWORD).unwrap();
+    rookery_server::admin::grant(store, "ooby", rookery_server::store::GRANT_EXECUTE).unwrap();
+    let (_rt, port) = listening(&server);
+    let ask = |c: &mut QapClient| {
+        let mut p = Vec::new();
+        frame::push_string_param(
+            &mut p,
+            b"suppressPackageStartupMessages(library(Rserve)); self.oobMessage('q', 4L)",
+        );
+        c.send(cmd::EVAL, &p);
+        let oob = c.read_reply();
+        assert_eq!(oob.cmd, resp::OOB_MSG | 4, "{:x}", oob.cmd);
+        assert_eq!(decode_payload(&oob.payload), Ok(Value::strings(["q"])));
+    };
+
+    // A reply of the wrong type: an R error the client hears about, then business
+    // as usual on the same connection.
+    let (mut c, _) = QapClient::open(port);
+    ask(&mut c);
+    let mut p = Vec::new();
+    frame::push_param(&mut p, frame::dt::INT, &7i32.to_le_bytes());
+    let reply = c.request(resp::OOB_MSG | 4, &p);
+    assert_eq!(frame::status_of(reply.cmd), status::R_ERROR);
+    assert_eq!(eval(&mut c, "2L"), Ok(Value::integers(vec![2])));
+    drop(c);
+
+    // A client that leaves while the code waits: its session ends.
+    let (mut c, _) = QapClient::open(port);
+    ask(&mut c);
+    drop(c);
+    let sessions = server.state.sessions.clone();
+    let ended = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        sessions.count() == 0
+    });
+    assert!(ended, "the session of a gone client ends");
+
+    // A client that never replies: status 127 at the call's deadline, then the
+    // connection is closed (its stream would be out of step).
+    let (mut c, _) = QapClient::open(port);
+    ask(&mut c);
+    let reply = c.read_reply();
+    assert_eq!(frame::status_of(reply.cmd), status::R_ERROR);
+    assert!(c.is_closed(), "the connection is cut off");
+
+    let (mut c, _) = QapClient::open(port);
+    assert_eq!(eval(&mut c, "6L * 7L"), Ok(Value::integers(vec![42])));
+}

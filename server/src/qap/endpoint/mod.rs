@@ -28,6 +28,7 @@ mod expr;
 mod files;
 mod listen;
 mod ocap;
+mod oob;
 
 pub use detach::Detached;
 
@@ -243,6 +244,7 @@ impl Connection {
         let options = QapServe {
             strings: self.strings,
             oob_errors: self.state.config.qap.oob_errors,
+            oob: self.state.config.qap.oob,
             max_message: self.state.config.limits.qap_max_message_bytes,
             idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
             stall: self.state.config.limits.read_timeout(),
@@ -588,8 +590,35 @@ impl Connection {
         };
         let entry = self.session();
         self.audit("CMD_eval", Some(&code), &entry);
-        let result = self.state.sessions.execute_blocking(&entry, &code);
-        self.eval_answer(result, answer)
+        let (result, broken) = self.execute(&entry, &code);
+        self.eval_answer(result, answer)?;
+        close_if(broken)
+    }
+
+    /// Runs `code` in the session. With `[qap] oob`, the OOB messages its R code
+    /// sends reach the client through an [`oob::Relay`] while the call waits; the
+    /// flag says whether that left the stream out of step (the connection then ends
+    /// after the answer).
+    fn execute(
+        &mut self,
+        entry: &SessionEntry,
+        code: &str,
+    ) -> (Result<rookery_engine::Evaluation, Error>, bool) {
+        let sessions = &self.state.sessions;
+        if !self.state.config.qap.oob {
+            return (sessions.execute_blocking(entry, code), false);
+        }
+        let limits = &self.state.config.limits;
+        let mut relay = oob::Relay {
+            stream: &mut self.stream,
+            strings: self.strings,
+            max_message: limits.qap_max_message_bytes,
+            wait: sessions.call_timeout(),
+            read_timeout: limits.read_timeout(),
+            broken: false,
+        };
+        let result = sessions.execute_blocking_oob(entry, code, &mut |req| relay.relay(req));
+        (result, relay.broken)
     }
 
     /// A QAP-encoded expression: decoded (a malformed one is ERR_inv_par, as on
@@ -604,11 +633,17 @@ impl Connection {
         };
         let entry = self.session();
         self.audit("CMD_eval (QAP-encoded)", None, &entry);
-        let sessions = &self.state.sessions;
-        let result = sessions
-            .assign_blocking(&entry, expr::NODE_VAR, &tree)
-            .and_then(|()| sessions.execute_blocking(&entry, expr::EVAL_CODE));
-        self.eval_answer(result, answer)
+        let (result, broken) =
+            match self
+                .state
+                .sessions
+                .assign_blocking(&entry, expr::NODE_VAR, &tree)
+            {
+                Ok(()) => self.execute(&entry, expr::EVAL_CODE),
+                Err(e) => (Err(e), false),
+            };
+        self.eval_answer(result, answer)?;
+        close_if(broken)
     }
 
     fn eval_answer(
@@ -685,11 +720,25 @@ impl Connection {
         };
         let entry = self.session();
         self.audit("CMD_serEval", None, &entry);
-        let sessions = &self.state.sessions;
         let raw = rookery_engine::Value::raw(payload.to_vec());
-        let result = sessions
-            .assign_blocking(&entry, ".rookery_qap_ser", &raw)
-            .and_then(|()| sessions.execute_blocking(&entry, code));
+        let (result, broken) =
+            match self
+                .state
+                .sessions
+                .assign_blocking(&entry, ".rookery_qap_ser", &raw)
+            {
+                Ok(()) => self.execute(&entry, code),
+                Err(e) => (Err(e), false),
+            };
+        self.answer_serialized(command, result)?;
+        close_if(broken)
+    }
+
+    fn answer_serialized(
+        &mut self,
+        command: u32,
+        result: Result<rookery_engine::Evaluation, Error>,
+    ) -> Result<(), End> {
         match result {
             Ok(ev) if command == cmd::SER_ASSIGN => {
                 drop(ev);
@@ -826,6 +875,16 @@ impl Connection {
         let message = frame::encode_message(word, 0, payload);
         self.stream.write_all(&message)?;
         self.stream.flush()?;
+        Ok(())
+    }
+}
+
+/// Ends the connection (after its answer) when an OOB relay left the stream out of
+/// step.
+fn close_if(broken: bool) -> Result<(), End> {
+    if broken {
+        Err(End::Close)
+    } else {
         Ok(())
     }
 }

@@ -40,8 +40,14 @@ pub const DEFAULT_INLINE_LIMIT: usize = 64 << 10;
 /// Parent -> worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Parse and evaluate `code` in the global environment.
-    Eval { id: u64, code: String },
+    /// Bind `bindings` where the call evaluates, then parse and evaluate `code`
+    /// there (one trip for what would be an assign and an eval; the code may remove
+    /// the bindings itself).
+    Eval {
+        id: u64,
+        code: String,
+        bindings: Vec<(String, Payload)>,
+    },
     /// Call `function` with `args`; an empty name is a positional argument.
     Call {
         id: u64,
@@ -420,6 +426,7 @@ mod tests {
             Request::Eval {
                 id: 1,
                 code: "x <- 1:10; mean(x) # ünïcode".into(),
+                bindings: Vec::new(),
             },
             Request::Call {
                 id: 2,
@@ -582,6 +589,7 @@ mod tests {
         let msg = Request::Eval {
             id: 1,
             code: "x".repeat(MAX_FRAME_LEN),
+            bindings: Vec::new(),
         };
         let err = put_frame(&msg, &mut region).unwrap_err();
         assert!(
@@ -600,6 +608,7 @@ mod tests {
         let msg = Request::Eval {
             id: 1,
             code: "x".repeat(100_000),
+            bindings: Vec::new(),
         };
         let err = put_frame(&msg, &mut region).unwrap_err();
         assert!(
@@ -655,6 +664,7 @@ mod tests {
         let msg = Request::Eval {
             id: 7,
             code: "1 + 1".into(),
+            bindings: Vec::new(),
         };
         let (offset, len) = put_frame(&msg, &mut parent).unwrap();
         for cut in [0, 1, 2, len - 1] {

@@ -262,8 +262,16 @@ impl<'r> Worker<'r> {
             }
         }
         match request {
-            Request::Eval { id, code } => {
-                let outcome = self.evaluate(|r, env| r.eval_str(&code, Some(env)));
+            Request::Eval { id, code, bindings } => {
+                let outcome = match self.take_args(bindings) {
+                    Ok(bindings) => self.evaluate(|r, env| {
+                        for (name, value) in &bindings {
+                            r.assign(Some(env), name, &r.from_value(value)?)?;
+                        }
+                        r.eval_str(&code, Some(env))
+                    }),
+                    Err(e) => Err(e),
+                };
                 self.reply(id, outcome)
             }
             Request::Call { id, function, args } => {

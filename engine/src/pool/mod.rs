@@ -410,7 +410,7 @@ impl Pool {
 
     /// [`Pool::eval`] with a deadline or a cancel handle.
     pub fn eval_with(&self, code: &str, opts: &CallOptions) -> Result<Evaluation, Error> {
-        self.with_worker(|pool, w| eval_on(pool, w, code, opts, None))
+        self.with_worker(|pool, w| eval_on(pool, w, code, opts, &[], None))
     }
 
     /// Calls the R function `function` (`"name"` or `"pkg::name"`) with `args`
@@ -609,13 +609,22 @@ pub(crate) fn eval_on(
     w: &mut WorkerConn,
     code: &str,
     opts: &CallOptions,
+    bindings: &[(&str, &Value)],
     oob: Option<&mut crate::OobSink<'_>>,
 ) -> Result<Evaluation, Error> {
     let limits = pool.limits(opts);
-    let answer = w.request_with_oob(&pool.shared.zygote, limits, oob, |id, _| {
+    let answer = w.request_with_oob(&pool.shared.zygote, limits, oob, |id, region| {
+        let bindings = bindings
+            .iter()
+            .map(|(name, v)| {
+                protocol::put_value(v, region, protocol::DEFAULT_INLINE_LIMIT)
+                    .map(|p| ((*name).to_owned(), p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Request::Eval {
             id,
             code: code.to_owned(),
+            bindings,
         })
     })?;
     Ok(evaluation(answer))

@@ -66,8 +66,7 @@ impl Session {
     /// cancel the session's worker is gone, and so is its state: later calls fail
     /// with [`Error::Closed`].
     pub fn eval_with(&mut self, code: &str, opts: &CallOptions) -> Result<Evaluation, Error> {
-        let pool = self.pool.clone();
-        self.run(|w| eval_on(&pool, w, code, opts, None))
+        self.eval_bound(code, &[], opts, None)
     }
 
     /// [`Session::eval_with`], with the OOB messages the code sends (Rserve's
@@ -80,8 +79,22 @@ impl Session {
         opts: &CallOptions,
         oob: &mut crate::OobSink<'_>,
     ) -> Result<Evaluation, Error> {
+        self.eval_bound(code, &[], opts, Some(oob))
+    }
+
+    /// Binds `bindings` in the session's environment and evaluates `code` there,
+    /// in one trip to the worker (what [`Session::assign`] then
+    /// [`Session::eval_with`] would do in two); `oob` as in
+    /// [`Session::eval_with_oob`].
+    pub fn eval_bound(
+        &mut self,
+        code: &str,
+        bindings: &[(&str, &Value)],
+        opts: &CallOptions,
+        oob: Option<&mut crate::OobSink<'_>>,
+    ) -> Result<Evaluation, Error> {
         let pool = self.pool.clone();
-        self.run(|w| eval_on(&pool, w, code, opts, Some(oob)))
+        self.run(|w| eval_on(&pool, w, code, opts, bindings, oob))
     }
 
     /// Calls an R function in the session's environment.

@@ -300,14 +300,15 @@ impl Sessions {
         result
     }
 
-    /// [`Sessions::execute_blocking`], with the OOB messages the code sends handed
-    /// to `oob` (a QAP1 connection's relay to its client, see
-    /// [`rookery_engine::Session::eval_with_oob`]).
-    pub fn execute_blocking_oob(
+    /// [`Sessions::execute_blocking`] with `bindings` bound first, in the same trip
+    /// to the worker, and the OOB messages the code sends handed to `oob` (a QAP1
+    /// connection's relay to its client, see [`rookery_engine::Session::eval_bound`]).
+    pub fn execute_bound_blocking(
         &self,
         entry: &SessionEntry,
+        bindings: &[(&str, &Value)],
         code: &str,
-        oob: &mut rookery_engine::OobSink<'_>,
+        oob: Option<&mut rookery_engine::OobSink<'_>>,
     ) -> Result<Evaluation, Error> {
         let opts = CallOptions {
             timeout: Some(self.timeout),
@@ -316,7 +317,7 @@ impl Sessions {
         let mut guard = entry.worker.blocking_lock();
         let spec = entry.spec.as_deref();
         let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
-            s.eval_with_oob(code, &opts, oob)
+            s.eval_bound(code, bindings, &opts, oob)
         });
         entry.touch();
         result

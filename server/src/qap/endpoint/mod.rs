@@ -590,23 +590,25 @@ impl Connection {
         };
         let entry = self.session();
         self.audit("CMD_eval", Some(&code), &entry);
-        let (result, broken) = self.execute(&entry, &code);
+        let (result, broken) = self.execute(&entry, &[], &code);
         self.eval_answer(result, answer)?;
         close_if(broken)
     }
 
-    /// Runs `code` in the session. With `[qap] oob`, the OOB messages its R code
-    /// sends reach the client through an [`oob::Relay`] while the call waits; the
-    /// flag says whether that left the stream out of step (the connection then ends
-    /// after the answer).
+    /// Binds `bindings` and runs `code` in the session, in one trip to its worker.
+    /// With `[qap] oob`, the OOB messages its R code sends reach the client through
+    /// an [`oob::Relay`] while the call waits; the flag says whether that left the
+    /// stream out of step (the connection then ends after the answer).
     fn execute(
         &mut self,
         entry: &SessionEntry,
+        bindings: &[(&str, &rookery_engine::Value)],
         code: &str,
     ) -> (Result<rookery_engine::Evaluation, Error>, bool) {
         let sessions = &self.state.sessions;
         if !self.state.config.qap.oob {
-            return (sessions.execute_blocking(entry, code), false);
+            let result = sessions.execute_bound_blocking(entry, bindings, code, None);
+            return (result, false);
         }
         let limits = &self.state.config.limits;
         let mut relay = oob::Relay {
@@ -617,7 +619,12 @@ impl Connection {
             read_timeout: limits.read_timeout(),
             broken: false,
         };
-        let result = sessions.execute_blocking_oob(entry, code, &mut |req| relay.relay(req));
+        let result = sessions.execute_bound_blocking(
+            entry,
+            bindings,
+            code,
+            Some(&mut |req| relay.relay(req)),
+        );
         (result, relay.broken)
     }
 
@@ -633,15 +640,7 @@ impl Connection {
         };
         let entry = self.session();
         self.audit("CMD_eval (QAP-encoded)", None, &entry);
-        let (result, broken) =
-            match self
-                .state
-                .sessions
-                .assign_blocking(&entry, expr::NODE_VAR, &tree)
-            {
-                Ok(()) => self.execute(&entry, expr::EVAL_CODE),
-                Err(e) => (Err(e), false),
-            };
+        let (result, broken) = self.execute(&entry, &[(expr::NODE_VAR, &tree)], expr::EVAL_CODE);
         self.eval_answer(result, answer)?;
         close_if(broken)
     }
@@ -721,15 +720,7 @@ impl Connection {
         let entry = self.session();
         self.audit("CMD_serEval", None, &entry);
         let raw = rookery_engine::Value::raw(payload.to_vec());
-        let (result, broken) =
-            match self
-                .state
-                .sessions
-                .assign_blocking(&entry, ".rookery_qap_ser", &raw)
-            {
-                Ok(()) => self.execute(&entry, code),
-                Err(e) => (Err(e), false),
-            };
+        let (result, broken) = self.execute(&entry, &[(".rookery_qap_ser", &raw)], code);
         self.answer_serialized(command, result)?;
         close_if(broken)
     }

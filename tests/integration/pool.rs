@@ -636,3 +636,20 @@ fn oob_messages_reach_the_sessions_sink_and_nothing_else() {
     }
     assert_eq!(session.eval("1L").unwrap().value, Value::integers(vec![1]));
 }
+
+/// The worker reuses the parse of code it has seen: code that changes a language
+/// object it got from its own text must not change that text's next run.
+#[test]
+fn reused_parses_are_not_changed_by_the_code_that_ran_them() {
+    let mut session = shared().session().unwrap();
+    let code = "e <- quote(a + b); e[[1]] <- as.name('-'); \
+                g <- function() 1; body(g) <- quote(2); c(deparse(quote(a + b)), deparse(e), \
+                deparse(body(function() 1)))";
+    for _ in 0..3 {
+        let v = session.eval(code).unwrap().value;
+        assert_eq!(v, Value::strings(["a + b", "a - b", "1"]));
+    }
+    for _ in 0..3 {
+        assert!(matches!(session.eval("1 +"), Err(Error::R(_))));
+    }
+}

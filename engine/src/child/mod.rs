@@ -162,6 +162,7 @@ fn set_up<'r>(
         skip_drain: false,
         request_id: 0,
         direct_oob: None,
+        parsed: ParseCache::new(),
     };
     if !config.temp_on_first_use {
         worker.ensure_temp().map_err(std::io::Error::other)?;
@@ -219,6 +220,43 @@ struct Worker<'r> {
     /// Set while serving QAP1 directly: R code's OOB messages go straight to the
     /// client (see [`oob`]).
     direct_oob: Option<oob::Direct>,
+    parsed: ParseCache<'r>,
+}
+
+/// The parsed form of code strings evaluated before: a client that sends the same
+/// code again and again (a loop over `RS.eval`, the fixed code behind serEval and
+/// `RS.eval.qap`) pays R's parser once. Evaluating a parsed expression leaves it as
+/// it was (R copies language objects before changing them), so reusing it is what
+/// a fresh parse would give. Bounded: code up to [`ParseCache::MAX_CODE`] bytes, at
+/// most [`ParseCache::MAX_ENTRIES`] of them (emptied when full).
+struct ParseCache<'r> {
+    entries: std::collections::HashMap<String, Protected<'r>>,
+}
+
+impl<'r> ParseCache<'r> {
+    const MAX_CODE: usize = 4096;
+    const MAX_ENTRIES: usize = 64;
+
+    fn new() -> Self {
+        ParseCache {
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Takes the parse of `code` out of the cache, if it is there.
+    fn take(&mut self, code: &str) -> Option<Protected<'r>> {
+        self.entries.remove(code)
+    }
+
+    fn put(&mut self, code: &str, exprs: Protected<'r>) {
+        if code.len() > Self::MAX_CODE {
+            return;
+        }
+        if self.entries.len() >= Self::MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(code.to_owned(), exprs);
+    }
 }
 
 /// What a request produced, before it is written back.
@@ -264,12 +302,7 @@ impl<'r> Worker<'r> {
         match request {
             Request::Eval { id, code, bindings } => {
                 let outcome = match self.take_args(bindings) {
-                    Ok(bindings) => self.evaluate(|r, env| {
-                        for (name, value) in &bindings {
-                            r.assign(Some(env), name, &r.from_value(value)?)?;
-                        }
-                        r.eval_str(&code, Some(env))
-                    }),
+                    Ok(bindings) => self.eval_code(&code, &bindings),
                     Err(e) => Err(e),
                 };
                 self.reply(id, outcome)
@@ -318,6 +351,28 @@ impl<'r> Worker<'r> {
             )))),
             Request::Shutdown => Ok(()),
         }
+    }
+
+    /// Binds `bindings`, then evaluates `code` (parsed once: the parse of a code
+    /// string seen before is reused, see [`ParseCache`]).
+    fn eval_code(&mut self, code: &str, bindings: &[(String, Value)]) -> Outcome {
+        let mut parsed = self.parsed.take(code);
+        let outcome = self.evaluate(|r, env| {
+            for (name, value) in bindings {
+                r.assign(Some(env), name, &r.from_value(value)?)?;
+            }
+            let exprs = match parsed.take() {
+                Some(exprs) => exprs,
+                None => r.parse(code)?,
+            };
+            let result = r.eval_many(&exprs, Some(env));
+            parsed = Some(exprs);
+            result
+        });
+        if let Some(exprs) = parsed {
+            self.parsed.put(code, exprs);
+        }
+        outcome
     }
 
     /// Locks this worker in (see [`confine::enter`]) and remembers its new working

@@ -214,8 +214,17 @@ impl Worker<'_> {
         // anything else becomes a Value first.
         let mut buf = std::mem::take(&mut self.qap_out);
         let answer = command == cmd::EVAL;
+        let mut parsed = self.parsed.take(&code);
         let outcome = self.evaluate_with(
-            |r, env| r.eval_str(&code, Some(env)),
+            |r, env| {
+                let exprs = match parsed.take() {
+                    Some(exprs) => exprs,
+                    None => r.parse(&code)?,
+                };
+                let result = r.eval_many(&exprs, Some(env));
+                parsed = Some(exprs);
+                result
+            },
             |r, object| {
                 if !answer {
                     return Ok(Answer::Nothing);
@@ -230,6 +239,9 @@ impl Worker<'_> {
             },
         );
         self.channel.set_busy(false);
+        if let Some(exprs) = parsed {
+            self.parsed.put(&code, exprs);
+        }
         let mut note = QapNote {
             request: 0,
             command,

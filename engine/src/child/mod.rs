@@ -22,6 +22,7 @@ pub(crate) mod fork;
 mod oob;
 pub(crate) use oob::NOT_ALLOWED as OOB_NOT_ALLOWED;
 mod qap;
+mod sockio;
 pub(crate) mod zygote;
 
 use std::os::fd::AsRawFd;

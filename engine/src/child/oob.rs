@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rookery_ffi::{OobFailure, OobKind, OobRequest, RToken};
 
-use super::qap::{read_appending, read_head, write_all, Head};
+use super::sockio::{read_appending, read_head, write_all, Head};
 use crate::channel::{Channel, Received, Watch};
 use crate::protocol::{self, Request, Response};
 use crate::qap::direct;

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Warm workers per service version.
     #[arg(long)]
     service_workers: Option<usize>,
+    /// Largest result one call may return, in bytes (config `limits.max_result_bytes`,
+    /// default 256 MiB; 0 is no cap): refused in the worker before it is encoded.
+    #[arg(long, value_name = "N")]
+    max_result_bytes: Option<u64>,
     /// Set up the demo: user `demo`, services glm/1 and rf/1, an API key, a curl line.
     #[arg(long)]
     demo: bool,
@@ -100,6 +104,9 @@ impl ServeArgs {
         qap.oob |= self.qap_oob;
         if let Some(n) = self.service_workers {
             config.pool.service_workers = n;
+        }
+        if let Some(n) = self.max_result_bytes {
+            config.limits.max_result_bytes = n;
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.check()?;

@@ -134,6 +134,7 @@ impl Pool {
             call: CallOptions {
                 timeout: opts.chunk_timeout,
                 cancel: opts.cancel.clone(),
+                max_result_bytes: None,
             },
             slots: ranges.iter().map(|_| Mutex::new(None)).collect(),
             ranges,

@@ -47,12 +47,16 @@ pub enum Request {
         id: u64,
         code: String,
         bindings: Vec<(String, Payload)>,
+        /// The largest result the caller takes, in bytes (0: no cap); see
+        /// `rookery_ffi::Error::ResultTooLarge`.
+        max_result: u64,
     },
     /// Call `function` with `args`; an empty name is a positional argument.
     Call {
         id: u64,
         function: String,
         args: Vec<(String, Payload)>,
+        max_result: u64,
     },
     /// Bind `name` to `value` in the global environment.
     Assign {
@@ -61,7 +65,11 @@ pub enum Request {
         value: Payload,
     },
     /// The value bound to `name`.
-    Get { id: u64, name: String },
+    Get {
+        id: u64,
+        name: String,
+        max_result: u64,
+    },
     /// Start a session: from now on every request evaluates in one environment that
     /// persists until [`Request::Reset`]: R's global environment when `global` (a
     /// worker that serves this session alone, as Rserve's process per connection),
@@ -427,11 +435,13 @@ mod tests {
                 id: 1,
                 code: "x <- 1:10; mean(x) # ünïcode".into(),
                 bindings: Vec::new(),
+                max_result: 0,
             },
             Request::Call {
                 id: 2,
                 function: "sum".into(),
                 args,
+                max_result: 0,
             },
             Request::Assign {
                 id: 3,
@@ -441,6 +451,7 @@ mod tests {
             Request::Get {
                 id: 4,
                 name: "x".into(),
+                max_result: 0,
             },
             Request::Open {
                 id: 5,
@@ -590,6 +601,7 @@ mod tests {
             id: 1,
             code: "x".repeat(MAX_FRAME_LEN),
             bindings: Vec::new(),
+            max_result: 0,
         };
         let err = put_frame(&msg, &mut region).unwrap_err();
         assert!(
@@ -609,6 +621,7 @@ mod tests {
             id: 1,
             code: "x".repeat(100_000),
             bindings: Vec::new(),
+            max_result: 0,
         };
         let err = put_frame(&msg, &mut region).unwrap_err();
         assert!(
@@ -665,6 +678,7 @@ mod tests {
             id: 7,
             code: "1 + 1".into(),
             bindings: Vec::new(),
+            max_result: 0,
         };
         let (offset, len) = put_frame(&msg, &mut parent).unwrap();
         for cut in [0, 1, 2, len - 1] {
@@ -779,6 +793,7 @@ mod tests {
             id: 9,
             function: "c".into(),
             args,
+            max_result: 0,
         };
         let (offset, len) = put_frame(&msg, &mut parent).unwrap();
         ranges.push((offset, len));

@@ -50,6 +50,16 @@ pub enum Error {
     #[error("R could not allocate memory: {0}")]
     Alloc(String),
 
+    /// The call's value is larger than the caller may receive: refused in the
+    /// worker, before it is encoded or copied anywhere (`bytes` as it would travel).
+    #[error(
+        "the result is {bytes} bytes, over the limit of {limit} bytes a call may return \
+         (limits.max_result_bytes); keep large data in the session and return a part of \
+         it, or write it to a file in the session's folder (e.g. arrow::write_parquet) \
+         and download it with the files API"
+    )]
+    ResultTooLarge { bytes: u64, limit: u64 },
+
     /// R was already started in this process (R can run once per process).
     #[error("R is already running in this process")]
     AlreadyStarted,

@@ -460,6 +460,25 @@ impl<'r> RToken<'r> {
         to_value(self, x)
     }
 
+    /// Whether `x` is a double vector without attributes (what
+    /// [`RToken::append_plain_doubles_le`] writes).
+    pub fn is_plain_double(self, x: &Protected<'r>) -> bool {
+        // SAFETY: `x` is protected; reading its type and attribute list allocates
+        // nothing.
+        unsafe {
+            sys::rk_typeof(x.sexp()) == crate::sys::sexptype::REALSXP
+                && sys::ATTRIB(x.sexp()) == sys::R_NilValue
+        }
+    }
+
+    /// R's `xlength(x)`: the number of elements of a vector (of bindings of an
+    /// environment, 1 for other objects), read without running R code.
+    pub fn xlength(self, x: &Protected<'r>) -> usize {
+        // SAFETY: `x` is protected; Rf_xlength reads the object's header (an
+        // environment's frame) and neither allocates nor raises an error.
+        usize::try_from(unsafe { sys::Rf_xlength(x.sexp()) }).unwrap_or(0)
+    }
+
     /// When `x` is a plain double vector (no attributes): writes
     /// `header(out, n)`, then its `n` numbers as little-endian bytes, straight from
     /// R's memory, and returns true. Any other object: nothing written, false.

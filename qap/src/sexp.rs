@@ -341,6 +341,11 @@ fn push_string_element(out: &mut Vec<u8>, s: &[u8]) -> Result<(), QapError> {
     Ok(())
 }
 
+/// [`estimate`] of a plain double vector of `n` numbers, without the vector.
+pub fn estimate_doubles(n: usize) -> u64 {
+    widen_estimate(4 + 8 * n as u64)
+}
+
 /// Rserve's `QAP_getStorageSize` for `v`: the size estimate (header included) that
 /// decides whether Rserve writes the large header. It is *not* the encoded size:
 /// short logical/raw vectors, NULL and strings are estimated differently, and see

@@ -269,9 +269,25 @@ pub struct Limits {
     /// login after connecting. Past it the request is refused (HTTP 408) or the
     /// connection closed, so a slow or stalled client holds nothing for longer.
     pub read_timeout_secs: u64,
+    /// Largest result one call may return, in bytes as it leaves its worker (a
+    /// double is 8 bytes); 0 is no cap. Checked in the worker before the value is
+    /// encoded or copied: HTTP 422 `result_too_large`, QAP1 ERR_object_too_big
+    /// (Rserve's answer past its `maxsendbuf`). Default 256 MiB.
+    pub max_result_bytes: u64,
+    /// [`Limits::max_result_bytes`] for callers of one role (`admin`, `publisher`,
+    /// `user`): `[limits.max_result_bytes_by_role] admin = 1073741824`.
+    pub max_result_bytes_by_role: std::collections::BTreeMap<String, u64>,
 }
 
 impl Limits {
+    /// The result cap of a caller with `role`.
+    pub fn max_result_bytes_for(&self, role: crate::store::Role) -> u64 {
+        self.max_result_bytes_by_role
+            .get(role.as_str())
+            .copied()
+            .unwrap_or(self.max_result_bytes)
+    }
+
     /// [`Limits::read_timeout_secs`] as a duration (at least one second).
     pub fn read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.read_timeout_secs.max(1))
@@ -339,6 +355,8 @@ impl Default for Limits {
             qap_max_message_bytes: 256 << 20,
             max_inflight_bytes_per_user: 512 << 20,
             read_timeout_secs: 30,
+            max_result_bytes: 256 << 20,
+            max_result_bytes_by_role: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -433,6 +451,15 @@ impl Config {
                 l.max_inflight_bytes_per_user
             )));
         }
+        if let Some(role) = l
+            .max_result_bytes_by_role
+            .keys()
+            .find(|r| !["admin", "publisher", "user"].contains(&r.as_str()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_result_bytes_by_role: no role `{role}` (admin, publisher, user)"
+            )));
+        }
         let zero = [
             ("limits.max_body_bytes", l.max_body_bytes as u64),
             ("limits.call_timeout_secs", l.call_timeout_secs),
@@ -446,10 +473,13 @@ impl Config {
         }
     }
 
-    /// A pool builder with this config's zygote program and the variables
-    /// `[confine] env` passes through to workers.
+    /// A pool builder with this config's zygote program, the variables `[confine]
+    /// env` passes through to workers, and `limits.max_result_bytes` as the cap of
+    /// calls that name none (batch chunks).
     pub fn pool_builder(&self) -> rookery_engine::PoolBuilder {
-        let builder = rookery_engine::Pool::builder().pass_env(self.confine.env.iter().cloned());
+        let builder = rookery_engine::Pool::builder()
+            .pass_env(self.confine.env.iter().cloned())
+            .max_result_bytes(self.limits.max_result_bytes);
         match &self.zygote_program {
             Some(p) => builder.program(p),
             None => builder,

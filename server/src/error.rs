@@ -52,6 +52,9 @@ pub enum AppError {
     /// The R code failed: parse error or R error.
     #[error("{}", .0.message)]
     R(Box<RFailure>),
+    /// The result is over the caller's `limits.max_result_bytes`.
+    #[error("{}", DomainError::ResultTooLarge { bytes: *.bytes, limit: *.limit })]
+    ResultTooLarge { bytes: u64, limit: u64 },
     #[error("all R workers are busy; retry shortly")]
     Busy,
     #[error("the R call ran past its {0:?} deadline and was stopped")]
@@ -84,7 +87,7 @@ impl AppError {
             AppError::RateLimited(_) | AppError::TooManyBytesInFlight { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            AppError::R(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::R(_) | AppError::ResultTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Busy | AppError::Unavailable | AppError::Confinement(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -110,6 +113,7 @@ impl AppError {
             AppError::RateLimited(_) => "rate_limited",
             AppError::TooManyBytesInFlight { .. } => "too_many_bytes_in_flight",
             AppError::R(f) => f.kind.code(),
+            AppError::ResultTooLarge { .. } => "result_too_large",
             AppError::Busy => "busy",
             AppError::Timeout(_) => "timeout",
             AppError::WorkerDied(_) => "worker_died",
@@ -127,6 +131,10 @@ impl AppError {
     /// The `{"error": {...}}` body.
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let AppError::ResultTooLarge { bytes, limit } = self {
+            error["bytes"] = json!(bytes);
+            error["limit"] = json!(limit);
+        }
         if let AppError::R(f) = self {
             error["call"] = json!(f.call);
             error["classes"] = json!(f.classes);
@@ -177,6 +185,9 @@ impl From<DomainError> for AppError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::R(f) => AppError::R(f),
+            DomainError::ResultTooLarge { bytes, limit } => {
+                AppError::ResultTooLarge { bytes, limit }
+            }
             DomainError::BadInput(m) => AppError::BadRequest(m),
             DomainError::NotFound(what) => AppError::NotFound(what),
             DomainError::Conflict(m) => AppError::Conflict(m),

@@ -188,11 +188,22 @@ pub fn document(services: &[Arc<LiveService>]) -> Json_ {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {
+            "responses": {"Error": {"description": "an error. `code` names it: 400 `bad_request`, \
+                `invalid_input`; 401 `unauthenticated`; 403 `forbidden`; 404 `not_found`; 408 \
+                `request_timeout`; 413 `too_large` (a request body over limits.max_body_bytes); \
+                422 `r_error`, `parse_error`, `unsupported_value`, `out_of_memory`, and \
+                `result_too_large` (the call's value is over the caller's \
+                limits.max_result_bytes: `bytes` and `limit` say by how much; keep the data \
+                in the session and return a part, or write a file and download it with the \
+                files API); 429 `too_many_bytes_in_flight`, `rate_limited`; 503 `busy`, \
+                `unavailable`; 504 `timeout`; 502 `worker_died`",
+                "content": {"application/json": {"schema": {
                 "type": "object",
                 "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"},
                     "call": {"type": ["string", "null"]}, "classes": {"type": "array", "items": {"type": "string"}},
+                    "bytes": {"type": "integer", "description": "result_too_large: the result's size in bytes"},
+                    "limit": {"type": "integer", "description": "result_too_large: the caller's cap in bytes"},
                 }}},
             }}}}},
         },

@@ -81,6 +81,7 @@ impl LocalScorer {
             call: CallOptions {
                 timeout: Some(timeout),
                 cancel: Some(cancel.clone()),
+                max_result_bytes: None,
             },
             cancel,
             _keep: None,

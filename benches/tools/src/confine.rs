@@ -169,7 +169,7 @@ async fn end_to_end(runs: usize) -> anyhow::Result<Series> {
         for (server, user, out) in rounds {
             let sessions = Arc::clone(&server.state.sessions);
             let t = Instant::now();
-            let entry = sessions.open(user).await?;
+            let entry = sessions.open(user, 0).await?;
             let answer = sessions.execute(&entry, "1+1".into()).await?;
             out.push(ms(t.elapsed()));
             anyhow::ensure!(answer.value.as_f64() == Some(2.0), "wrong answer");

@@ -164,6 +164,7 @@ fn set_up<'r>(
         request_id: 0,
         direct_oob: None,
         parsed: ParseCache::new(),
+        result_limit: 0,
     };
     if !config.temp_on_first_use {
         worker.ensure_temp().map_err(std::io::Error::other)?;
@@ -222,6 +223,8 @@ struct Worker<'r> {
     /// client (see [`oob`]).
     direct_oob: Option<oob::Direct>,
     parsed: ParseCache<'r>,
+    /// The cap on the current request's result, in bytes (0: none).
+    result_limit: u64,
 }
 
 /// The parsed form of code strings evaluated before: a client that sends the same
@@ -291,6 +294,7 @@ impl<'r> Worker<'r> {
 
     fn handle(&mut self, request: Request) -> Result<(), ProtocolError> {
         self.request_id = request.id().unwrap_or(0);
+        self.result_limit = 0;
         if let Request::Eval { id, .. }
         | Request::Call { id, .. }
         | Request::Assign { id, .. }
@@ -301,14 +305,26 @@ impl<'r> Worker<'r> {
             }
         }
         match request {
-            Request::Eval { id, code, bindings } => {
+            Request::Eval {
+                id,
+                code,
+                bindings,
+                max_result,
+            } => {
+                self.result_limit = max_result;
                 let outcome = match self.take_args(bindings) {
                     Ok(bindings) => self.eval_code(&code, &bindings),
                     Err(e) => Err(e),
                 };
                 self.reply(id, outcome)
             }
-            Request::Call { id, function, args } => {
+            Request::Call {
+                id,
+                function,
+                args,
+                max_result,
+            } => {
+                self.result_limit = max_result;
                 let outcome = match self.take_args(args) {
                     Ok(args) => self.evaluate(|r, env| call_in(r, env, &function, &args)),
                     Err(e) => Err(e),
@@ -319,7 +335,12 @@ impl<'r> Worker<'r> {
                 let outcome = self.assign(&name, &value);
                 self.reply(id, outcome)
             }
-            Request::Get { id, name } => {
+            Request::Get {
+                id,
+                name,
+                max_result,
+            } => {
+                self.result_limit = max_result;
                 let outcome = self.get(&name);
                 self.reply(id, outcome)
             }
@@ -531,6 +552,19 @@ impl<'r> Worker<'r> {
     fn reply(&mut self, id: u64, outcome: Outcome) -> Result<(), ProtocolError> {
         let retire = self.retire_reason();
         let inline_limit = self.config.inline_limit;
+        let outcome = outcome.and_then(|done| {
+            // Refused here, before the value is encoded or copied to the caller.
+            let limit = self.result_limit;
+            let bytes = if limit > 0 {
+                rookery_ffi::value::codec::encoded_len(&done.0) as u64
+            } else {
+                0
+            };
+            if bytes > limit {
+                return Err(RError::ResultTooLarge { bytes, limit });
+            }
+            Ok(done)
+        });
         let (value, visible, output) = match outcome {
             Ok(done) => done,
             Err(error) => {

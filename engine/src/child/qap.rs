@@ -33,6 +33,8 @@ enum Answer {
     Value(Value),
     /// voidEval: nothing to send back but OK.
     Nothing,
+    /// Over the result cap, with its size by Rserve's estimate.
+    TooBig(u64),
 }
 
 /// One pass of direct mode: why it ended, and a handed-back message's bytes.
@@ -230,6 +232,22 @@ impl Worker<'_> {
                 if !answer {
                     return Ok(Answer::Nothing);
                 }
+                let limit = options.max_result;
+                let plain = r.is_plain_double(object);
+                if plain && limit > 0 {
+                    let size = sexp::estimate_doubles(r.xlength(object));
+                    if size > limit {
+                        return Ok(Answer::TooBig(size));
+                    }
+                }
+                if !plain {
+                    let value = r.to_value(object)?;
+                    let size = sexp::estimate(&value);
+                    if limit > 0 && size > limit {
+                        return Ok(Answer::TooBig(size));
+                    }
+                    return Ok(Answer::Value(value));
+                }
                 let direct = direct::encode_reply_with(&mut buf, |out| {
                     r.append_plain_doubles_le(object, out, sexp::push_double_array_header)
                 });
@@ -257,6 +275,22 @@ impl Worker<'_> {
             }
             Ok((Answer::Nothing, _, _)) => {
                 write_all(socket, &frame::encode_message(resp::OK, 0, &[]))
+            }
+            Ok((Answer::TooBig(size), _, _)) => {
+                note.error = Some(
+                    RError::ResultTooLarge {
+                        bytes: size,
+                        limit: options.max_result,
+                    }
+                    .to_string(),
+                );
+                // Rserve's figure: its estimate plus the 4 KiB margin it allocates.
+                let size = u32::try_from(size + 4096).unwrap_or(u32::MAX);
+                let refusal = frame::resp_err(frame::status::OBJECT_TOO_BIG);
+                write_all(
+                    socket,
+                    &frame::encode_message(refusal, 0, &size.to_le_bytes()),
+                )
             }
             Err(e) => self.reply_failure(socket, options, &e, &mut note),
         };

@@ -48,6 +48,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Cancels the call when triggered from another thread.
     pub cancel: Option<CancelHandle>,
+    /// Overrides the pool's cap on the call's result, in bytes (0: none); see
+    /// [`PoolBuilder::max_result_bytes`].
+    pub max_result_bytes: Option<u64>,
 }
 
 /// Settings fixed when the pool is built. See [`PoolBuilder`] for each trade-off.
@@ -56,6 +59,7 @@ pub(crate) struct PoolConfig {
     pub workers: usize,
     pub spares: usize,
     pub call_timeout: Option<Duration>,
+    pub max_result_bytes: u64,
     pub grace: Duration,
     pub max_queue: usize,
     pub queue_timeout: Duration,
@@ -83,6 +87,7 @@ pub struct PoolBuilder {
     program: Option<PathBuf>,
     zygote: ZygoteConfig,
     call_timeout: Option<Duration>,
+    max_result_bytes: u64,
     grace: Duration,
     max_queue: usize,
     queue_timeout: Duration,
@@ -108,6 +113,7 @@ impl Default for PoolBuilder {
                 ..ZygoteConfig::default()
             },
             call_timeout: None,
+            max_result_bytes: 0,
             grace: Duration::from_millis(500),
             max_queue: 1024,
             queue_timeout: Duration::from_secs(10),
@@ -174,6 +180,15 @@ impl PoolBuilder {
     /// [`Error::Timeout`].
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// Default cap on a call's result, in bytes as it would travel (default 0: no
+    /// cap). A larger value is refused in the worker, before it is encoded or
+    /// copied to the caller: [`crate::RError::ResultTooLarge`]. Per call:
+    /// [`CallOptions::max_result_bytes`].
+    pub fn max_result_bytes(mut self, bytes: u64) -> Self {
+        self.max_result_bytes = bytes;
         self
     }
 
@@ -314,6 +329,7 @@ impl PoolBuilder {
                 workers: self.workers,
                 spares: self.spares,
                 call_timeout: self.call_timeout,
+                max_result_bytes: self.max_result_bytes,
                 grace: self.grace,
                 max_queue: self.max_queue,
                 queue_timeout: self.queue_timeout,
@@ -391,6 +407,12 @@ impl Pool {
             st.idle.push(w);
         }
         Ok(())
+    }
+
+    /// The cap on a call's result with `opts`, in bytes (0: none).
+    pub(crate) fn result_limit(&self, opts: &CallOptions) -> u64 {
+        opts.max_result_bytes
+            .unwrap_or(self.shared.config.max_result_bytes)
     }
 
     fn limits<'a>(&self, opts: &'a CallOptions) -> Limits<'a> {
@@ -625,6 +647,7 @@ pub(crate) fn eval_on(
             id,
             code: code.to_owned(),
             bindings,
+            max_result: pool.result_limit(opts),
         })
     })?;
     Ok(evaluation(answer))
@@ -649,6 +672,7 @@ pub(crate) fn call_on(
             id,
             function: function.to_owned(),
             args,
+            max_result: pool.result_limit(opts),
         })
     })?;
     Ok(evaluation(answer))

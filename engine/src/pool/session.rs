@@ -121,10 +121,12 @@ impl Session {
     /// The value bound to `name` in the session's environment (or its parents, the
     /// global environment and the search path).
     pub fn get(&mut self, name: &str) -> Result<Value, Error> {
+        let max_result = self.pool.result_limit(&CallOptions::default());
         self.request(|id, _| {
             Ok(Request::Get {
                 id,
                 name: name.to_owned(),
+                max_result,
             })
         })
         .map(|ev| ev.value)

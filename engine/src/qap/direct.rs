@@ -41,6 +41,9 @@ pub struct QapServe {
     pub oob_errors: bool,
     /// Let R code send its own OOB messages (`self.oobSend`, `self.oobMessage`).
     pub oob: bool,
+    /// The largest result sent, by Rserve's size estimate (0: no cap); past it
+    /// ERR_object_too_big with the size, as Rserve past its `maxsendbuf`.
+    pub max_result: u64,
     /// Largest message accepted; a larger header is answered with
     /// ERR_data_overflow and the connection closed.
     pub max_message: u64,

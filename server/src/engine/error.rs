@@ -25,6 +25,10 @@ pub enum Error {
     /// Clashes with what exists (a name taken, a limit of open things reached).
     #[error("{0}")]
     Conflict(String),
+    /// The call's value is larger than the caller may receive (refused in the
+    /// worker before it was encoded or copied).
+    #[error("{}", RError::ResultTooLarge { bytes: *.bytes, limit: *.limit })]
+    ResultTooLarge { bytes: u64, limit: u64 },
     #[error("all R workers are busy; retry shortly")]
     Busy,
     #[error("the R call ran past its {0:?} deadline and was stopped")]
@@ -152,6 +156,7 @@ fn from_r(e: RError) -> Error {
         }
         RError::InvalidValue(_) => Error::r(K::Unsupported, e.to_string()),
         RError::Alloc(_) => Error::r(K::OutOfMemory, e.to_string()),
+        RError::ResultTooLarge { bytes, limit } => Error::ResultTooLarge { bytes, limit },
         other => Error::Internal(other.to_string()),
     }
 }

@@ -286,11 +286,18 @@ impl Services {
         found
     }
 
-    /// Calls the service's function with `table` (already validated).
-    pub async fn call(&self, service: Arc<LiveService>, table: Value) -> Result<Value, Error> {
+    /// Calls the service's function with `table` (already validated); its result
+    /// may be at most `max_result_bytes` (the caller's `limits.max_result_bytes`).
+    pub async fn call(
+        &self,
+        service: Arc<LiveService>,
+        table: Value,
+        max_result_bytes: u64,
+    ) -> Result<Value, Error> {
         let opts = CallOptions {
             timeout: Some(self.config.call_timeout()),
             cancel: None,
+            max_result_bytes: Some(max_result_bytes),
         };
         blocking(move || {
             service

@@ -37,6 +37,9 @@ pub struct SessionEntry {
     spec: Option<Arc<Confinement>>,
     /// The owner's worker account, held until the session closes.
     lease: Mutex<Option<Lease>>,
+    /// The largest result one of its calls may return, in bytes (the owner's
+    /// `limits.max_result_bytes`; 0: no cap).
+    pub max_result_bytes: u64,
 }
 
 impl SessionEntry {
@@ -128,7 +131,13 @@ impl Sessions {
     /// Opens a session for `owner`: the owner's worker account (leased, or shared
     /// with their other sessions), a GUID folder, its own temp dir, and a pristine
     /// worker locked into them before it runs anything.
-    pub async fn open(&self, owner: &str) -> Result<Arc<SessionEntry>, Error> {
+    /// Opens a session for `owner`, whose calls may return at most
+    /// `max_result_bytes` each.
+    pub async fn open(
+        &self,
+        owner: &str,
+        max_result_bytes: u64,
+    ) -> Result<Arc<SessionEntry>, Error> {
         let _place = self.reserve(owner)?;
         let (
             id,
@@ -162,6 +171,7 @@ impl Sessions {
             worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
             spec,
             lease: Mutex::new(lease),
+            max_result_bytes,
         });
         self.registry.lock().open.insert(id, entry.clone());
         Ok(entry)
@@ -229,6 +239,7 @@ impl Sessions {
         let opts = CallOptions {
             timeout: Some(self.timeout),
             cancel: None,
+            max_result_bytes: Some(entry.max_result_bytes),
         };
         let result = self
             .with_worker(entry, move |s| s.eval_with(&code, &opts))
@@ -290,6 +301,7 @@ impl Sessions {
         let opts = CallOptions {
             timeout: Some(self.timeout),
             cancel: None,
+            max_result_bytes: Some(entry.max_result_bytes),
         };
         let mut guard = entry.worker.blocking_lock();
         let spec = entry.spec.as_deref();
@@ -313,6 +325,7 @@ impl Sessions {
         let opts = CallOptions {
             timeout: Some(self.timeout),
             cancel: None,
+            max_result_bytes: Some(entry.max_result_bytes),
         };
         let mut guard = entry.worker.blocking_lock();
         let spec = entry.spec.as_deref();

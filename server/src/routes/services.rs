@@ -172,9 +172,10 @@ pub async fn call(
     let service = find(&state, &user, &name, &version)?;
     let layout = layout_of(q.format.as_deref())?;
     let table = read_table(&service, &headers, &bytes)?;
+    let cap = state.config.limits.max_result_bytes_for(user.role);
     let result = state
         .services
-        .call(service, table)
+        .call(service, table, cap)
         .await
         .map_err(AppError::from);
     state.audit.record(Entry {

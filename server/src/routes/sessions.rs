@@ -64,7 +64,10 @@ pub async fn create(
     user.require_execute()?;
     let result = state
         .sessions
-        .open(&user.name)
+        .open(
+            &user.name,
+            state.config.limits.max_result_bytes_for(user.role),
+        )
         .await
         .map_err(AppError::from);
     let outcome = outcome_of(&result);

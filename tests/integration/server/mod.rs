@@ -8,6 +8,7 @@ mod jobs;
 pub mod live;
 mod ops;
 mod qap;
+mod results;
 mod services;
 mod sessions;
 mod users;

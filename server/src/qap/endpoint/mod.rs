@@ -245,6 +245,7 @@ impl Connection {
             strings: self.strings,
             oob_errors: self.state.config.qap.oob_errors,
             oob: self.state.config.qap.oob,
+            max_result: entry.max_result_bytes,
             max_message: self.state.config.limits.qap_max_message_bytes,
             idle: DIRECT_QUIET.min(idle_timeout(&self.state)),
             stall: self.state.config.limits.read_timeout(),
@@ -546,7 +547,8 @@ impl Connection {
             return Err(End::Close);
         }
         let sessions = self.state.sessions.clone();
-        match self.runtime.block_on(sessions.open(&user.name)) {
+        let cap = self.state.config.limits.max_result_bytes_for(user.role);
+        match self.runtime.block_on(sessions.open(&user.name, cap)) {
             Ok(entry) => {
                 tracing::info!(conn = %self.id, user = %user.name, session = %entry.id, "QAP1 session");
                 self.session = Some(entry);
@@ -739,6 +741,7 @@ impl Connection {
                 rookery_engine::value::Data::Raw(bytes) => self.reply_ok(&bytes),
                 _ => self.reply_err(SER_NOT_RAW),
             },
+            Err(e @ Error::ResultTooLarge { .. }) => self.r_failure(&e),
             Err(e) => {
                 self.log_failure(&e);
                 if self.state.config.qap.oob_errors {
@@ -800,7 +803,17 @@ impl Connection {
         if self.state.config.qap.oob_errors {
             self.send_oob_error(e)?;
         }
+        if let Error::ResultTooLarge { bytes, .. } = e {
+            return self.reply_too_big(*bytes);
+        }
         self.reply_err(r_status(e))
+    }
+
+    /// Rserve's answer to a result past its `maxsendbuf`: ERR_object_too_big with
+    /// the size as a raw u32 (saturated) for a payload.
+    fn reply_too_big(&mut self, bytes: u64) -> Result<(), End> {
+        let size = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.send(frame::resp_err(status::OBJECT_TOO_BIG), &size.to_le_bytes())
     }
 
     fn log_failure(&self, e: &Error) {

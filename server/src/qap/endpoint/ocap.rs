@@ -76,6 +76,7 @@ impl Connection {
         let opts = CallOptions {
             timeout: Some(self.state.config.call_timeout()),
             cancel: None,
+            max_result_bytes: None,
         };
         let result = service.pool.call_with(function, &named, &opts);
         self.state.audit.record(crate::audit::Entry {

@@ -1,0 +1,248 @@
+//! The result cap (`limits.max_result_bytes`, per role in
+//! `limits.max_result_bytes_by_role`) against a real `rookery serve`: a result over
+//! the caller's cap is refused in the worker, before it is encoded or copied, over
+//! HTTP (422 `result_too_large`, naming the size and the limit) and QAP1
+//! (ERR_object_too_big with the size, as Rserve past its `maxsendbuf`, compared
+//! live), in sessions and services; the server's memory does not see it, and the
+//! session goes on with its data.
+
+use std::net::TcpStream;
+
+use rookery_server::qap::frame::{self, cmd, resp, status};
+use serde_json::{json, Value as Json};
+
+use super::hostile::qap_request;
+use super::live::http;
+
+/// The peak resident memory of process `pid`, in kB (VmHWM).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Content-Type", "application/json")];
+    if !token.is_empty() {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    let (status, text) = http(addr, method, path, &headers, &body.to_string());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
+}
+
+fn login(addr: &str, name: &str, password: &str) -> String {
+    let body = json!({"username": name, "password": password});
+    let (status, out) = call(addr, "POST", "/api/v1/login", "", &body);
+    assert_eq!(status, 200, "{out}");
+    out["access_token"].as_str().unwrap().to_owned()
+}
+
+fn qap_login(addr: &str, name: &str, password: &str) -> TcpStream {
+    use std::io::Read;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut id = [0u8; 32];
+    s.read_exact(&mut id).unwrap();
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, format!("{name}\n{password}").as_bytes());
+    assert_eq!(qap_request(&mut s, cmd::LOGIN, &p).0, resp::OK);
+    s
+}
+
+fn qap_eval(s: &mut TcpStream, code: &str) -> (u32, Vec<u8>) {
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, code.as_bytes());
+    qap_request(s, cmd::EVAL, &p)
+}
+
+const UMA_PW: &str = "uma-password-1";
+const ADA_PW: &str = "ada-password-1";
+
+#[test]
+fn a_result_over_the_callers_cap_is_refused_in_the_worker() {
+    for direct in [true, false] {
+        let data = tempfile::tempdir().unwrap();
+        super::cli_add_user(data.path(), "uma", "user", UMA_PW);
+        super::run_ok(
+            env!("CARGO_BIN_EXE_rookery"),
+            &[
+                "user".as_ref(),
+                "grant".as_ref(),
+                "uma".as_ref(),
+                "execute".as_ref(),
+                "--data".as_ref(),
+                data.path().as_os_str(),
+            ],
+        );
+        super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+        let config = data.path().join("rookery.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[limits]\nmax_result_bytes = 1048576\n\
+                 [limits.max_result_bytes_by_role]\npublisher = 33554432\n\
+                 [qap]\nlisten = \"127.0.0.1:0\"\ndirect = {direct}\n"
+            ),
+        )
+        .unwrap();
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+        ];
+        let (child, lines) = super::spawn_serve(&args);
+        let (addr, qap) = super::http_and_qap_addrs(lines);
+        let uma = login(&addr, "uma", UMA_PW);
+        let ada = login(&addr, "ada", ADA_PW);
+
+        // An HTTP session of a plain user (cap 1 MiB): 80 MB stay in the session.
+        let (_, session) = call(&addr, "POST", "/api/v1/sessions", &uma, &json!({}));
+        let id = session["id"].as_str().unwrap().to_owned();
+        let exec = |token: &str, code: &str| {
+            let path = format!("/api/v1/sessions/{id}/execute");
+            call(&addr, "POST", &path, token, &json!({ "code": code }))
+        };
+        let (status_code, out) = exec(&uma, "x <- runif(1e7); length(x)");
+        assert_eq!((status_code, &out["result"]), (200, &json!(10_000_000)));
+        let before = peak_rss_kb(child.id());
+        let (status_code, out) = exec(&uma, "x");
+        let after = peak_rss_kb(child.id());
+        assert_eq!(status_code, 422, "{out}");
+        assert_eq!(super::code(&out), "result_too_large", "{out}");
+        assert_eq!(out["error"]["limit"], 1_048_576);
+        assert!(
+            out["error"]["bytes"].as_u64().unwrap() > 80_000_000,
+            "{out}"
+        );
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("limits.max_result_bytes") && message.contains("1048576"),
+            "{message}"
+        );
+        assert!(
+            after - before < 30 << 10,
+            "the server's peak RSS rose by {} kB for a refused 80 MB result",
+            after - before
+        );
+        let (status_code, out) = exec(&uma, "round(sum(x[1:3] >= 0))");
+        assert_eq!((status_code, &out["result"]), (200, &json!(3)), "{out}");
+
+        // A publisher's cap is 32 MiB: 16 MB come back, 40 MB do not.
+        let (_, session) = call(&addr, "POST", "/api/v1/sessions", &ada, &json!({}));
+        let ada_id = session["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/sessions/{ada_id}/execute");
+        let (status_code, out) = call(
+            &addr,
+            "POST",
+            &path,
+            &ada,
+            &json!({"code": "length(runif(2e6))"}),
+        );
+        assert_eq!(status_code, 200, "{out}");
+        let (status_code, out) = call(
+            &addr,
+            "POST",
+            &path,
+            &ada,
+            &json!({"code": "rep(0.5, 2e6)"}),
+        );
+        assert_eq!(status_code, 200, "16 MB under a publisher's 32 MiB");
+        assert_eq!(out["result"].as_array().map(Vec::len), Some(2_000_000));
+        let (status_code, out) = call(
+            &addr,
+            "POST",
+            &path,
+            &ada,
+            &json!({"code": "rep(0.5, 5e6)"}),
+        );
+        assert_eq!((status_code, super::code(&out)), (422, "result_too_large"));
+        assert_eq!(out["error"]["limit"], 33_554_432);
+
+        // A service's result counts against its caller's cap.
+        let spec = json!({
+            "name": "wide", "version": "1",
+            "code": "wide <- function(d) rep(d$x, 5e6)",
+            "function": "wide",
+            "inputs": {"columns": [{"name": "x", "type": "double"}]},
+        });
+        let (status_code, out) = call(&addr, "POST", "/api/v1/services", &ada, &spec);
+        assert_eq!(status_code, 201, "{out}");
+        let (status_code, out) = call(
+            &addr,
+            "POST",
+            "/api/v1/services/wide/1",
+            &ada,
+            &json!([{"x": 1}]),
+        );
+        assert_eq!((status_code, super::code(&out)), (422, "result_too_large"));
+
+        // QAP1: Rserve's answer past its maxsendbuf; the session goes on.
+        let mut s = qap_login(&qap, "uma", UMA_PW);
+        assert_eq!(qap_eval(&mut s, "y <- runif(1e6); 1L").0, resp::OK);
+        let (word, payload) = qap_eval(&mut s, "y");
+        assert_eq!(word, frame::resp_err(status::OBJECT_TOO_BIG), "{word:#x}");
+        let size = u32::from_le_bytes(payload[..4].try_into().unwrap());
+        assert!(size > 8_000_000, "{size}");
+        assert_eq!(qap_eval(&mut s, "length(y)").0, resp::OK);
+        drop(s);
+        super::stop_server(child);
+    }
+}
+
+/// The same refusal as Rserve with a `maxsendbuf` gives, byte for byte: the
+/// ERR_object_too_big word and the size Rserve reports (its estimate plus 4 KiB).
+#[test]
+fn an_over_cap_result_gets_rserves_own_answer() {
+    let rserve = crate::rserve::Rserve::start("maxsendbuf 64\n", false);
+    let (mut r, _) = crate::rserve::QapClient::open(rserve.port);
+    let code = "runif(375000)";
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, code.as_bytes());
+    let want = r.request(cmd::EVAL, &p);
+
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    let config = data.path().join("rookery.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_result_bytes = 65536\n[qap]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve(&args);
+    let (_, qap) = super::http_and_qap_addrs(lines);
+    let mut s = qap_login(&qap, "ada", ADA_PW);
+    let got = qap_eval(&mut s, code);
+    assert_eq!(
+        (got.0, got.1.clone()),
+        (want.cmd, want.payload.clone()),
+        "Rookery {:#x} {:?} vs Rserve {:#x} {:?}",
+        got.0,
+        got.1,
+        want.cmd,
+        want.payload
+    );
+    // 375,000 doubles: 4 + 3,000,000 bytes by Rserve's estimate, plus its margin.
+    assert_eq!(want.payload, 3_004_100u32.to_le_bytes());
+    drop(s);
+    super::stop_server(child);
+}

@@ -101,6 +101,18 @@ pub fn table_from_json(bytes: &[u8], schema: Option<&Schema>) -> Result<Value, T
 /// The JSON text of a call's result: a data frame as records or columns, a vector as an
 /// array (even of length one), a named list as an object, NA as `null`.
 pub fn value_to_json(value: &Value, layout: Layout) -> Vec<u8> {
+    let mut out = Vec::new();
+    let written = value_to_json_writer(&mut out, value, layout);
+    debug_assert!(written.is_ok(), "writing JSON to a Vec cannot fail");
+    out
+}
+
+/// [`value_to_json`], streamed to `writer` (which should be buffered).
+pub fn value_to_json_writer<W: std::io::Write>(
+    writer: W,
+    value: &Value,
+    layout: Layout,
+) -> std::io::Result<()> {
     let opts = JsonOptions {
         auto_unbox: false,
         dataframe: match layout {
@@ -110,10 +122,7 @@ pub fn value_to_json(value: &Value, layout: Layout) -> Vec<u8> {
         digits: None,
         na_as_null: true,
     };
-    let mut out = Vec::new();
-    let written = to_json_writer(&mut out, value, &opts);
-    debug_assert!(written.is_ok(), "writing JSON to a Vec cannot fail");
-    out
+    to_json_writer(writer, value, &opts)
 }
 
 fn without_schema(bytes: &[u8]) -> Result<Value, TableError> {

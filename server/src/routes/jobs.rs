@@ -49,15 +49,21 @@ pub async fn show(
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
     user: AuthUser,
-) -> Result<Json<Json_>, AppError> {
+) -> Result<Response, AppError> {
     let job = state.jobs.get(&id, &user)?;
-    let mut body = describe(&job);
-    if job.state == JobState::Succeeded && q.result.unwrap_or(true) {
-        let bytes = read_result(&state, &job).await?;
-        body["result"] = serde_json::from_slice(&bytes)
-            .map_err(|e| AppError::Internal(format!("job result is not JSON: {e}")))?;
+    let body = describe(&job);
+    if !(job.state == JobState::Succeeded && q.result.unwrap_or(true)) {
+        return Ok(Json(body).into_response());
     }
-    Ok(Json(body))
+    // The stored result goes in as the text it is, never parsed into a tree (which
+    // would take several times its size): `{...description, "result": <file>}`.
+    let result = read_result(&state, &job).await?;
+    let mut text = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
+    text.pop(); // the description's closing brace
+    text.extend_from_slice(b",\"result\":");
+    text.extend_from_slice(&result);
+    text.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 /// The result as stored (JSON records).

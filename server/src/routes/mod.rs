@@ -8,6 +8,7 @@ mod jobs;
 mod ops;
 mod services;
 mod sessions;
+mod stream;
 mod users;
 
 use axum::extract::DefaultBodyLimit;

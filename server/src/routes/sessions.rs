@@ -11,9 +11,10 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rookery_engine::value::json::{to_json, JsonOptions};
+use rookery_engine::value::codec::encoded_len;
+use rookery_engine::value::json::{to_json_writer, Json as ValueJson, JsonOptions};
 use rookery_engine::Evaluation;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
 
 use crate::audit::Entry;
@@ -120,7 +121,7 @@ pub async fn execute(
     RequestId(rid): RequestId,
     OwnedSession { user, entry }: OwnedSession,
     JsonBody(body): JsonBody<Execute>,
-) -> Result<Json<Json_>, AppError> {
+) -> Result<Response, AppError> {
     let result = state.sessions.execute(&entry, body.code.clone()).await;
     // The code ran, but its value (a function, an environment, a model with formulas
     // inside) has no JSON form: say so instead of failing the call.
@@ -146,26 +147,55 @@ pub async fn execute(
         outcome: outcome_of(&result),
     });
     match result? {
-        Ok(ev) => Ok(Json(evaluation_json(ev))),
-        Err(unsupported) => Ok(Json(unsupported)),
+        Ok(ev) => Ok(evaluation_response(ev)),
+        Err(unsupported) => Ok(Json(unsupported).into_response()),
     }
 }
 
-fn evaluation_json(ev: Evaluation) -> Json_ {
-    let opts = JsonOptions {
-        auto_unbox: true,
-        ..JsonOptions::default()
-    };
-    let value: Json_ = serde_json::from_str(&to_json(&ev.value, &opts)).unwrap_or(Json_::Null);
-    json!({
-        "result": value,
-        "visible": ev.visible,
-        "stdout": ev.output.stdout,
-        "stderr": ev.output.stderr,
-        "warnings": ev.output.warnings.iter().map(|w| json!({
-            "message": w.message, "call": w.call,
-        })).collect::<Vec<_>>(),
+/// `{"result", "visible", "stdout", "stderr", "warnings"}`; a large result is
+/// streamed as it is encoded (see [`super::stream`]).
+fn evaluation_response(ev: Evaluation) -> Response {
+    let streamed = encoded_len(&ev.value) > super::stream::STREAM_ABOVE;
+    super::stream::json(streamed, move |out| {
+        let opts = JsonOptions {
+            auto_unbox: true,
+            ..JsonOptions::default()
+        };
+        let body = EvaluationOut {
+            result: ValueJson {
+                value: &ev.value,
+                opts: &opts,
+            },
+            visible: ev.visible,
+            stdout: &ev.output.stdout,
+            stderr: &ev.output.stderr,
+            warnings: ev
+                .output
+                .warnings
+                .iter()
+                .map(|w| WarningOut {
+                    message: &w.message,
+                    call: w.call.as_deref(),
+                })
+                .collect(),
+        };
+        serde_json::to_writer(out, &body).map_err(std::io::Error::from)
     })
+}
+
+#[derive(Serialize)]
+struct EvaluationOut<'a> {
+    result: ValueJson<'a>,
+    visible: bool,
+    stdout: &'a str,
+    stderr: &'a str,
+    warnings: Vec<WarningOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct WarningOut<'a> {
+    message: &'a str,
+    call: Option<&'a str>,
 }
 
 /// The value of one variable of the session, as JSON.
@@ -175,8 +205,10 @@ pub async fn object(
     OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<Response, AppError> {
     let value = state.sessions.object(&entry, name).await?;
-    let text = to_json(&value, &JsonOptions::default());
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    let streamed = encoded_len(&value) > super::stream::STREAM_ABOVE;
+    Ok(super::stream::json(streamed, move |out| {
+        to_json_writer(out, &value, &JsonOptions::default())
+    }))
 }
 
 pub async fn list_files(OwnedSession { entry, .. }: OwnedSession) -> Result<Json<Json_>, AppError> {

@@ -246,3 +246,80 @@ fn an_over_cap_result_gets_rserves_own_answer() {
     drop(s);
     super::stop_server(child);
 }
+
+/// A large result is streamed as it is encoded: chunked, with the whole JSON text
+/// never in the server's memory, so the server's peak RSS rises by at most about
+/// twice the value (its copy off the worker's shared memory, and that memory
+/// itself), not by the JSON text's two to three times more.
+#[test]
+fn a_large_result_streams_and_costs_the_server_about_twice_its_size() {
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    let config = data.path().join("rookery.toml");
+    std::fs::write(&config, "[qap]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve(&args);
+    let (addr, _) = super::http_and_qap_addrs(lines);
+    let ada = login(&addr, "ada", ADA_PW);
+    let (_, session) = call(&addr, "POST", "/api/v1/sessions", &ada, &json!({}));
+    let id = session["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/sessions/{id}/execute");
+    let (status_code, _) = call(
+        &addr,
+        "POST",
+        &path,
+        &ada,
+        &json!({"code": "x <- runif(5e6); NULL"}),
+    );
+    assert_eq!(status_code, 200);
+    let before = peak_rss_kb(child.id());
+    let body = json!({"code": "x"}).to_string();
+    let auth = format!("Bearer {ada}");
+    let raw = raw_http(&addr, &path, &auth, &body);
+    let after = peak_rss_kb(child.id());
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let out: Json = serde_json::from_str(&super::live::dechunk(rest)).unwrap();
+    let xs = out["result"].as_array().unwrap();
+    assert_eq!(xs.len(), 5_000_000);
+    assert!(xs
+        .iter()
+        .all(|x| x.as_f64().is_some_and(|x| (0.0..1.0).contains(&x))));
+    let value_kb = 40_000;
+    let rise = after.saturating_sub(before);
+    eprintln!("server peak RSS rose by {rise} kB for a {value_kb} kB result");
+    assert!(
+        rise < 2 * value_kb + (8 << 10),
+        "the server's peak RSS rose by {rise} kB for a {value_kb} kB result"
+    );
+    super::stop_server(child);
+}
+
+/// POST with a JSON body; the whole raw answer, head and body.
+fn raw_http(addr: &str, path: &str, auth: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAuthorization: {auth}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}

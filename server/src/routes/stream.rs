@@ -1,0 +1,111 @@
+//! Streamed JSON answers: a large value's JSON text goes to the socket as it is
+//! encoded, in chunks of [`CHUNK`] bytes (chunked transfer encoding), so an answer
+//! in flight holds the value and a few chunks, never the whole text (which is two
+//! to three times the value for numbers). The encoder runs on a blocking thread and
+//! hands chunks over a bounded channel: a slow client slows the encoder instead of
+//! filling memory, and a client that goes away stops it. Small answers (the common
+//! case: a scoring call for a few rows) are built in memory and sent with a length,
+//! which costs less than a thread hop.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use tokio::sync::mpsc;
+
+/// Bytes per chunk.
+const CHUNK: usize = 64 << 10;
+/// Chunks encoded ahead of the socket.
+const AHEAD: usize = 4;
+/// Answers whose value takes more than this (as it left the worker) are streamed.
+pub(crate) const STREAM_ABOVE: usize = 1 << 20;
+
+/// A `200 application/json` answer whose body `write` produces: streamed when
+/// `streamed`, else built in memory first.
+pub(crate) fn json<F>(streamed: bool, write: F) -> Response
+where
+    F: FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'static,
+{
+    let body = if streamed {
+        let (tx, rx) = mpsc::channel(AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                buf: Vec::with_capacity(CHUNK),
+                tx,
+            };
+            let done = write(&mut out).and_then(|()| out.send());
+            if let Err(e) = done {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    tracing::warn!(error = %e, "a streamed answer failed midway");
+                    let _ = out.tx.blocking_send(Err(e));
+                }
+            }
+        });
+        Body::new(Chunks(rx))
+    } else {
+        let mut out = Vec::new();
+        // Writing to a Vec fails only if the value cannot be written at all.
+        if let Err(e) = write(&mut out) {
+            tracing::warn!(error = %e, "an answer could not be written");
+        }
+        Body::from(out)
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Collects the encoder's output into chunks and sends each when full.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The body: the chunks as they come, until the encoder is done.
+struct Chunks(mpsc::Receiver<io::Result<Bytes>>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}

@@ -292,7 +292,9 @@ pub fn take_bytes(payload: Payload, region: &mut ShmRegion) -> Result<Vec<u8>, P
         Payload::Inline(bytes) => Ok(bytes),
         Payload::Shared { offset, len } => {
             let range = shared_range(offset, len, region)?;
-            Ok(region.as_slice()[range].to_vec())
+            let bytes = region.as_slice()[range.clone()].to_vec();
+            region.release(range);
+            Ok(bytes)
         }
     }
 }
@@ -303,7 +305,10 @@ pub fn take_value(payload: &Payload, region: &mut ShmRegion) -> Result<Value, Pr
         Payload::Inline(bytes) => Ok(codec::decode(bytes)?),
         Payload::Shared { offset, len } => {
             let range = shared_range(*offset, *len, region)?;
-            Ok(codec::decode(&region.as_slice()[range])?)
+            let value = codec::decode(&region.as_slice()[range.clone()]);
+            // A large payload's pages leave this process's RSS once it is decoded.
+            region.release(range);
+            Ok(value?)
         }
     }
 }

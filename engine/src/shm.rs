@@ -59,6 +59,10 @@ pub enum ShmError {
     NotSealed,
 }
 
+/// Payloads smaller than this keep their pages mapped after they are read (the
+/// next call reuses them at no cost); larger ones are released ([`ShmRegion::release`]).
+pub const RELEASE_ABOVE: usize = 1 << 20;
+
 /// A `MAP_SHARED` read-write mapping of a memfd, unmapped on drop.
 pub struct ShmRegion {
     fd: OwnedFd,
@@ -175,6 +179,31 @@ impl ShmRegion {
         // SAFETY: as in `as_slice`; `&mut self` makes this the only reference into the
         // mapping from this process's side of the turn-taking contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.mapped) }
+    }
+
+    /// Drops this process's page mappings of the whole pages inside `range` (a
+    /// payload already read): they no longer count in this process's RSS. The bytes
+    /// stay in the file, so a later read faults them back in unchanged; the peer's
+    /// mapping is untouched. Ranges under [`RELEASE_ABOVE`] are left alone.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let page = rustix::param::page_size();
+        let start = range.start.div_ceil(page) * page;
+        let end = range.end.min(self.mapped) / page * page;
+        if end <= start || end - start < RELEASE_ABOVE {
+            return;
+        }
+        // SAFETY: `[start, end)` lies inside this live mapping (`end <= mapped`) and
+        // is page-aligned. MADV_DONTNEED on a MAP_SHARED file mapping only drops page
+        // table entries: the file keeps the data, no memory becomes invalid, and no
+        // reference into the mapping can observe a change (a later read sees the same
+        // bytes from the file).
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                rustix::mm::Advice::LinuxDontNeed,
+            )
+        };
     }
 
     /// Grows the file and the mapping to `new_capacity` (no-op if already that big).
@@ -319,6 +348,34 @@ fn null_mapping(op: &'static str) -> ShmError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Released pages leave this side's RSS, and their bytes are still there for
+    /// both sides.
+    #[test]
+    fn released_pages_keep_their_bytes() {
+        let len = 8 << 20;
+        let mut region = ShmRegion::create(len).unwrap();
+        for (i, b) in region.as_mut_slice()[..len].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let peer = peer_of(&region);
+        let rss = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssShmem:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap()
+        };
+        let before = rss();
+        region.release(0..len);
+        assert!(rss() + 4096 <= before, "{} kB -> {} kB", before, rss());
+        assert!(region.as_slice()[..len]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8));
+        assert_eq!(peer.as_slice()[12_345], (12_345 % 251) as u8);
+    }
 
     fn peer_of(region: &ShmRegion) -> ShmRegion {
         let fd = region.fd().try_clone_to_owned().unwrap();

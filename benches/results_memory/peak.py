@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Server memory and time to first byte for one large session result.
+
+Starts `ROOKERY serve` on a fresh data folder (a publisher `bench`), opens a
+session, stores `x <- runif(N)`, then asks for `x` over HTTP and prints, as one
+JSON line: the server's peak RSS (VmHWM) before and after, its RSS after, the time
+to the first byte of the answer and to its last, and the answer's size. Every
+figure is the server's own (/proc); the answer is checked to hold N numbers.
+
+usage: peak.py ROOKERY N [--max-result-bytes B]
+"""
+import json, os, socket, subprocess, sys, tempfile, time
+
+def status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+
+def request(addr, method, path, body, token=None, stream=False):
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    data = json.dumps(body).encode()
+    head = f"{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n" \
+           f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    t0 = time.monotonic()
+    s.sendall(head.encode() + b"\r\n" + data)
+    chunks, first = [], None
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        if first is None:
+            first = time.monotonic() - t0
+        chunks.append(b)
+    total = time.monotonic() - t0
+    raw = b"".join(chunks)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    if b"chunked" in head.lower():
+        out, i = bytearray(), 0
+        while True:
+            j = rest.index(b"\r\n", i)
+            n = int(rest[i:j], 16)
+            if n == 0:
+                break
+            out += rest[j + 2:j + 2 + n]
+            i = j + 2 + n + 2
+        rest = bytes(out)
+    return int(head[9:12]), rest, first, total
+
+def main():
+    rookery, n = sys.argv[1], int(float(sys.argv[2]))
+    extra = sys.argv[3:]
+    data = tempfile.mkdtemp(prefix="rookery-peak-")
+    subprocess.run([rookery, "user", "add", "bench", "--role", "publisher", "--data", data],
+                   input=b"bench-password-1\n", check=True, stdout=subprocess.DEVNULL)
+    srv = subprocess.Popen([rookery, "serve", "--listen", "127.0.0.1:0", "--data", data] + extra,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        addr = srv.stdout.readline().decode().strip().split("http://")[1]
+        _, body, _, _ = request(addr, "POST", "/api/v1/login",
+                                {"username": "bench", "password": "bench-password-1"})
+        token = json.loads(body)["access_token"]
+        _, body, _, _ = request(addr, "POST", "/api/v1/sessions", {}, token)
+        sid = json.loads(body)["id"]
+        path = f"/api/v1/sessions/{sid}/execute"
+        request(addr, "POST", path, {"code": f"x <- runif({n}); NULL"}, token)
+        before = status_kb(srv.pid, "VmHWM")
+        code, body, first, total = request(addr, "POST", path, {"code": "x"}, token)
+        after = status_kb(srv.pid, "VmHWM")
+        time.sleep(1)
+        rss = status_kb(srv.pid, "VmRSS")
+        shmem = status_kb(srv.pid, "RssShmem")
+        if code == 200:
+            assert len(json.loads(body)["result"]) == n
+        print(json.dumps({"n": n, "status": code, "value_mb": n * 8 / 1e6,
+                          "peak_before_mb": before / 1e3, "peak_after_mb": after / 1e3,
+                          "peak_rise_mb": (after - before) / 1e3, "rss_after_mb": rss / 1e3, "rss_shmem_after_mb": shmem / 1e3,
+                          "first_byte_s": round(first, 3), "last_byte_s": round(total, 3),
+                          "answer_mb": len(body) / 1e6}))
+    finally:
+        srv.terminate()
+        srv.wait()
+        subprocess.run(["rm", "-rf", data])
+
+main()

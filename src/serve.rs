@@ -118,6 +118,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     rookery_server::serve::init_logging();
     let config = args.config()?;
     let tls = config.tls.is_some();
+    rookery_server::serve::last_for_the_oom_killer();
     // The pools start (and re-execute this program as their zygotes) before any
     // runtime thread exists.
     let server = Server::open(config).context("starting the server")?;

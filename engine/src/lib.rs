@@ -22,6 +22,7 @@ pub mod confine;
 mod error;
 mod local;
 mod mailbox;
+pub mod oom;
 mod packet;
 mod pool;
 mod protocol;

@@ -206,6 +206,23 @@ pub struct Listening {
     pub qap_anonymous: Option<String>,
 }
 
+/// Puts this process (the server) last in line for the kernel's OOM killer: its
+/// workers and zygotes raise their own scores and go first (`rookery_engine::oom`).
+/// Lowering needs CAP_SYS_RESOURCE; without it the server's score stays, logged.
+pub fn last_for_the_oom_killer() {
+    use rookery_engine::oom;
+    match oom::set_own(oom::SERVER) {
+        Ok(()) => tracing::info!(
+            oom_score_adj = oom::SERVER,
+            "OOM killer: workers first, the server last"
+        ),
+        Err(e) => tracing::info!(
+            error = %e,
+            "OOM killer: workers first; the server's own score stays (lowering it needs CAP_SYS_RESOURCE)"
+        ),
+    }
+}
+
 /// Serves until SIGINT or SIGTERM. `on_listening` is told where.
 pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Result<(), ServeError> {
     let config = server.state.config.clone();

@@ -113,6 +113,9 @@ fn set_up<'r>(
     // terminal.
     rustix::process::setsid()?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    // First in line for the OOM killer (raising needs no privilege). A confined
+    // zygote's worker cannot open /proc: the pool sets it from outside instead.
+    let _ = crate::oom::set_own(crate::oom::WORKER);
     let keep = [
         link.socket.as_raw_fd(),
         link.mailbox.as_raw_fd(),

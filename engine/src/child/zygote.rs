@@ -124,6 +124,9 @@ struct Child {
 }
 
 fn zygote_main(control: OwnedFd) -> i32 {
+    // Before its workers, after the server, for the OOM killer (see `crate::oom`).
+    // Raising is always allowed; a failure only leaves the server's value.
+    let _ = crate::oom::set_own(crate::oom::ZYGOTE);
     let config = match recv_packet::<ToZygote>(control.as_fd()) {
         Ok(Some((ToZygote::Start(config), _))) => config,
         _ => return 2,

@@ -80,7 +80,12 @@ impl WorkerConn {
         let deadline = Some(Instant::now() + timeout);
         let watch = Watch::exit(conn.pidfd.as_fd());
         match conn.channel.recv::<Response>(watch, deadline) {
-            Ok(Received::Message(Response::Ready { .. })) => Ok(conn),
+            Ok(Received::Message(Response::Ready { .. })) => {
+                // First in line for the OOM killer, whether or not the worker could
+                // say so itself (a confined one cannot reach /proc).
+                let _ = crate::oom::set_for(conn.pid, crate::oom::WORKER);
+                Ok(conn)
+            }
             Ok(Received::Hangup | Received::PeerExited) => Err(conn.death(zygote, "starting")),
             Ok(other) => {
                 conn.kill();

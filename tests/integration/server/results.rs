@@ -323,3 +323,81 @@ fn raw_http(addr: &str, path: &str, auth: &str, body: &str) -> String {
     s.read_to_string(&mut text).unwrap();
     text
 }
+
+/// When memory runs out anyway, the kernel's OOM killer takes a worker first, then
+/// a zygote, and the server last: their `oom_score_adj` say so (the server lowers
+/// its own only with the privilege to, which root has).
+#[test]
+fn the_oom_killer_takes_workers_first_and_the_server_last() {
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    let config = data.path().join("rookery.toml");
+    std::fs::write(&config, "[qap]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve(&args);
+    let (addr, _) = super::http_and_qap_addrs(lines);
+    let adj = |pid: u32| -> i32 {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let ppid = |pid: u32| -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let ada = login(&addr, "ada", ADA_PW);
+    let (_, session) = call(&addr, "POST", "/api/v1/sessions", &ada, &json!({}));
+    let id = session["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/sessions/{id}/execute");
+    let (_, out) = call(&addr, "POST", &path, &ada, &json!({"code": "Sys.getpid()"}));
+    let worker = out["result"].as_f64().unwrap() as u32;
+    let zygote = ppid(worker);
+    assert_ne!(zygote, child.id(), "workers are forked by their zygote");
+    // CAP_SYS_RESOURCE (bit 24) lets the server lower its score; without it (an
+    // unprivileged run, or root in a container without it) it keeps what it
+    // inherited from this test.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let server = if caps & (1 << 24) != 0 {
+        -900
+    } else {
+        adj(std::process::id())
+    };
+    assert_eq!(
+        (adj(worker), adj(zygote), adj(child.id())),
+        (1000, 500, server)
+    );
+    // A published service's workers, forked by a confined zygote, too.
+    let spec = json!({
+        "name": "pid", "version": "1",
+        "code": "pid <- function(d) rep(Sys.getpid(), nrow(d))",
+        "function": "pid",
+        "inputs": {"columns": [{"name": "x", "type": "double"}]},
+    });
+    let (status_code, out) = call(&addr, "POST", "/api/v1/services", &ada, &spec);
+    assert_eq!(status_code, 201, "{out}");
+    let (_, out) = call(
+        &addr,
+        "POST",
+        "/api/v1/services/pid/1",
+        &ada,
+        &json!([{"x": 1}]),
+    );
+    let worker = out["result"][0].as_f64().unwrap() as u32;
+    assert_eq!((adj(worker), adj(ppid(worker))), (1000, 500));
+    super::stop_server(child);
+}

@@ -264,6 +264,11 @@ pub struct Limits {
     /// connections (HTTP bodies, QAP1 messages); 0 is no limit. Past it: HTTP 429
     /// `too_many_bytes_in_flight`, QAP1 ERR_data_overflow and close.
     pub max_inflight_bytes_per_user: u64,
+    /// Bytes in flight over the whole server (requests still arriving, large
+    /// answers still being sent, every user's); 0 is no limit. Past it a request
+    /// waits up to a second, then gets HTTP 503 `memory_busy` with Retry-After
+    /// (QAP1: ERR_data_overflow). Default 2 GiB.
+    pub max_inflight_bytes: u64,
     /// How long a request may take to arrive once it has begun, in seconds: an HTTP
     /// request's headers, its body, one QAP1 message (header and payload), and a QAP1
     /// login after connecting. Past it the request is refused (HTTP 408) or the
@@ -354,6 +359,7 @@ impl Default for Limits {
             queue_timeout_ms: 5_000,
             qap_max_message_bytes: 256 << 20,
             max_inflight_bytes_per_user: 512 << 20,
+            max_inflight_bytes: 2 << 30,
             read_timeout_secs: 30,
             max_result_bytes: 256 << 20,
             max_result_bytes_by_role: std::collections::BTreeMap::new(),
@@ -449,6 +455,13 @@ impl Config {
                 "limits.max_inflight_bytes_per_user ({}) is below one request's limit ({largest}: \
                  limits.max_body_bytes, limits.qap_max_message_bytes); raise it or set 0 for none",
                 l.max_inflight_bytes_per_user
+            )));
+        }
+        if l.max_inflight_bytes != 0 && l.max_inflight_bytes < l.max_inflight_bytes_per_user {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_inflight_bytes ({}) is below limits.max_inflight_bytes_per_user \
+                 ({}); raise it or set 0 for none",
+                l.max_inflight_bytes, l.max_inflight_bytes_per_user
             )));
         }
         if let Some(role) = l

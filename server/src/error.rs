@@ -49,6 +49,11 @@ pub enum AppError {
          them to finish, or send large data in smaller parts (the files API, batch jobs)"
     )]
     TooManyBytesInFlight { held: u64, limit: u64 },
+    #[error(
+        "the server's memory for requests and answers in flight is taken ({held} of \
+         {limit} bytes, limits.max_inflight_bytes); retry shortly"
+    )]
+    MemoryBusy { held: u64, limit: u64 },
     /// The R code failed: parse error or R error.
     #[error("{}", .0.message)]
     R(Box<RFailure>),
@@ -92,6 +97,7 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            AppError::MemoryBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
             AppError::Cancelled => StatusCode::CONFLICT,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,6 +118,7 @@ impl AppError {
             AppError::UnsupportedMedia(_) => "unsupported_media_type",
             AppError::RateLimited(_) => "rate_limited",
             AppError::TooManyBytesInFlight { .. } => "too_many_bytes_in_flight",
+            AppError::MemoryBusy { .. } => "memory_busy",
             AppError::R(f) => f.kind.code(),
             AppError::ResultTooLarge { .. } => "result_too_large",
             AppError::Busy => "busy",
@@ -162,7 +169,9 @@ impl IntoResponse for AppError {
             AppError::RateLimited(after) => {
                 headers.insert(header::RETRY_AFTER, retry_after(*after));
             }
-            AppError::Busy | AppError::TooManyBytesInFlight { .. } => {
+            AppError::Busy
+            | AppError::TooManyBytesInFlight { .. }
+            | AppError::MemoryBusy { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -178,6 +187,22 @@ pub struct ErrorCode(pub &'static str);
 
 fn retry_after(after: Duration) -> HeaderValue {
     HeaderValue::from(after.as_secs().max(1))
+}
+
+impl From<crate::inflight::OverBudget> for AppError {
+    fn from(o: crate::inflight::OverBudget) -> Self {
+        if o.server {
+            AppError::MemoryBusy {
+                held: o.held,
+                limit: o.limit,
+            }
+        } else {
+            AppError::TooManyBytesInFlight {
+                held: o.held,
+                limit: o.limit,
+            }
+        }
+    }
 }
 
 impl From<DomainError> for AppError {

@@ -54,6 +54,8 @@ pub struct Metrics {
     waiting: Family<PoolLabels, Gauge>,
     respawned: Family<PoolLabels, Gauge>,
     sessions: Gauge,
+    inflight: Gauge,
+    inflight_limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +83,8 @@ impl Metrics {
             waiting: Family::default(),
             respawned: Family::default(),
             sessions: Gauge::default(),
+            inflight: Gauge::default(),
+            inflight_limit: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -119,6 +123,16 @@ impl Metrics {
             "Open interactive sessions",
             m.sessions.clone(),
         );
+        r.register(
+            "inflight_bytes",
+            "Bytes held by requests still arriving and large answers still being sent, all users",
+            m.inflight.clone(),
+        );
+        r.register(
+            "inflight_limit_bytes",
+            "The server's budget of bytes in flight (limits.max_inflight_bytes; 0: none)",
+            m.inflight_limit.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -145,8 +159,14 @@ impl Metrics {
     }
 
     /// The text exposition, with the pool gauges set from `pools` (each pool's name
-    /// and its stats, read now) and the open-session gauge from `sessions`.
-    pub fn render(&self, pools: Vec<(String, PoolStats)>, sessions: usize) -> String {
+    /// and its stats, read now), the open-session gauge from `sessions`, and the
+    /// bytes in flight with their budget from `inflight`.
+    pub fn render(
+        &self,
+        pools: Vec<(String, PoolStats)>,
+        sessions: usize,
+        inflight: (u64, u64),
+    ) -> String {
         for (name, stats) in pools {
             let l = PoolLabels { pool: name };
             self.busy.get_or_create(&l).set(stats.busy as i64);
@@ -155,6 +175,8 @@ impl Metrics {
             self.respawned.get_or_create(&l).set(stats.respawned as i64);
         }
         self.sessions.set(sessions as i64);
+        self.inflight.set(inflight.0 as i64);
+        self.inflight_limit.set(inflight.1 as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

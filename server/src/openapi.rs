@@ -196,7 +196,7 @@ pub fn document(services: &[Arc<LiveService>]) -> Json_ {
                 limits.max_result_bytes: `bytes` and `limit` say by how much; keep the data \
                 in the session and return a part, or write a file and download it with the \
                 files API); 429 `too_many_bytes_in_flight`, `rate_limited`; 503 `busy`, \
-                `unavailable`; 504 `timeout`; 502 `worker_died`",
+                `memory_busy` (limits.max_inflight_bytes, with Retry-After), `unavailable`; 504 `timeout`; 502 `worker_died`",
                 "content": {"application/json": {"schema": {
                 "type": "object",
                 "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {

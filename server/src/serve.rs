@@ -112,7 +112,10 @@ impl Server {
             jobs,
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(LoginLimiter::default()),
-            inflight: crate::inflight::InFlight::new(config.limits.max_inflight_bytes_per_user),
+            inflight: crate::inflight::InFlight::new(
+                config.limits.max_inflight_bytes_per_user,
+                config.limits.max_inflight_bytes,
+            ),
             verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
                 300,
             ))),

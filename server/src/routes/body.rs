@@ -65,11 +65,7 @@ async fn collect(
             return Err(AppError::TooLarge(limit));
         }
         if let Some(r) = reservation.as_mut() {
-            r.grow(chunk.len() as u64)
-                .map_err(|o| AppError::TooManyBytesInFlight {
-                    held: o.held,
-                    limit: o.limit,
-                })?;
+            r.grow(chunk.len() as u64).map_err(AppError::from)?;
         }
         len += chunk.len();
         match first.take() {

@@ -53,7 +53,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         let name = format!("{}/{}", s.record.name, s.record.version);
         pools.push((name, s.pool.stats()));
     }
-    let text = state.metrics.render(pools, state.sessions.count());
+    let text = state
+        .metrics
+        .render(pools, state.sessions.count(), state.inflight.total());
     (
         [(
             header::CONTENT_TYPE,

@@ -186,7 +186,7 @@ pub async fn call(
         code: None,
         outcome: outcome_of(&result),
     });
-    write_answer(result?, &headers, layout)
+    write_answer(&state, &user.name, result?, &headers, layout).await
 }
 
 /// Starts a batch job over the table; answers 202 with the job.
@@ -263,16 +263,23 @@ fn wants_arrow(headers: &HeaderMap) -> bool {
 }
 
 /// The answer in JSON (streamed when large) or Arrow IPC.
-fn write_answer(value: Value, headers: &HeaderMap, layout: Layout) -> Result<Response, AppError> {
+async fn write_answer(
+    state: &AppState,
+    user: &str,
+    value: Value,
+    headers: &HeaderMap,
+    layout: Layout,
+) -> Result<Response, AppError> {
     if wants_arrow(headers) {
         let bytes = arrow::value_to_ipc(&value)
             .map_err(|e| AppError::Invalid(format!("the result cannot be sent as Arrow: {e}")))?;
         return Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], bytes).into_response());
     }
-    let streamed = rookery_engine::value::codec::encoded_len(&value) > super::stream::STREAM_ABOVE;
-    Ok(super::stream::json(streamed, move |out| {
+    let size = rookery_engine::value::codec::encoded_len(&value);
+    super::stream::json(&state.inflight, user, size, move |out| {
         out.write_all(b"{\"result\":")?;
         tabular::value_to_json_writer(&mut *out, &value, layout)?;
         out.write_all(b"}")
-    }))
+    })
+    .await
 }

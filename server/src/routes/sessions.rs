@@ -147,16 +147,20 @@ pub async fn execute(
         outcome: outcome_of(&result),
     });
     match result? {
-        Ok(ev) => Ok(evaluation_response(ev)),
+        Ok(ev) => evaluation_response(&state, &user.name, ev).await,
         Err(unsupported) => Ok(Json(unsupported).into_response()),
     }
 }
 
 /// `{"result", "visible", "stdout", "stderr", "warnings"}`; a large result is
 /// streamed as it is encoded (see [`super::stream`]).
-fn evaluation_response(ev: Evaluation) -> Response {
-    let streamed = encoded_len(&ev.value) > super::stream::STREAM_ABOVE;
-    super::stream::json(streamed, move |out| {
+async fn evaluation_response(
+    state: &AppState,
+    user: &str,
+    ev: Evaluation,
+) -> Result<Response, AppError> {
+    let size = encoded_len(&ev.value);
+    super::stream::json(&state.inflight, user, size, move |out| {
         let opts = JsonOptions {
             auto_unbox: true,
             ..JsonOptions::default()
@@ -181,6 +185,7 @@ fn evaluation_response(ev: Evaluation) -> Response {
         };
         serde_json::to_writer(out, &body).map_err(std::io::Error::from)
     })
+    .await
 }
 
 #[derive(Serialize)]
@@ -202,13 +207,14 @@ struct WarningOut<'a> {
 pub async fn object(
     State(state): State<AppState>,
     Path((_, name)): Path<(String, String)>,
-    OwnedSession { entry, .. }: OwnedSession,
+    OwnedSession { user, entry }: OwnedSession,
 ) -> Result<Response, AppError> {
     let value = state.sessions.object(&entry, name).await?;
-    let streamed = encoded_len(&value) > super::stream::STREAM_ABOVE;
-    Ok(super::stream::json(streamed, move |out| {
+    let size = encoded_len(&value);
+    super::stream::json(&state.inflight, &user.name, size, move |out| {
         to_json_writer(out, &value, &JsonOptions::default())
-    }))
+    })
+    .await
 }
 
 pub async fn list_files(OwnedSession { entry, .. }: OwnedSession) -> Result<Json<Json_>, AppError> {

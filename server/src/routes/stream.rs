@@ -21,17 +21,33 @@ const CHUNK: usize = 64 << 10;
 /// Chunks encoded ahead of the socket.
 const AHEAD: usize = 4;
 /// Answers whose value takes more than this (as it left the worker) are streamed.
-pub(crate) const STREAM_ABOVE: usize = 1 << 20;
+const STREAM_ABOVE: usize = 1 << 20;
 
-/// A `200 application/json` answer whose body `write` produces: streamed when
-/// `streamed`, else built in memory first.
-pub(crate) fn json<F>(streamed: bool, write: F) -> Response
+/// How long a large answer waits for room in the server's budget of bytes in
+/// flight before it is refused (503 `memory_busy`).
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A `200 application/json` answer whose body `write` produces from a value of
+/// `size` bytes (as it left the worker). A large one is streamed, and holds `size`
+/// of the caller's and the server's budget of bytes in flight until it is sent
+/// (waiting up to a second for room, then refused); a small one is built in memory.
+pub(crate) async fn json<F>(
+    inflight: &std::sync::Arc<crate::inflight::InFlight>,
+    user: &str,
+    size: usize,
+    write: F,
+) -> Result<Response, crate::error::AppError>
 where
     F: FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'static,
 {
+    let streamed = size > STREAM_ABOVE;
     let body = if streamed {
+        let mut held = inflight.reservation(user);
+        held.grow_within(size as u64, BUDGET_WAIT).await?;
         let (tx, rx) = mpsc::channel(AHEAD);
         tokio::task::spawn_blocking(move || {
+            // Given back once the last chunk is handed to the socket's side.
+            let _held = held;
             let mut out = ChunkWriter {
                 buf: Vec::with_capacity(CHUNK),
                 tx,
@@ -58,7 +74,7 @@ where
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    response
+    Ok(response)
 }
 
 /// Collects the encoder's output into chunks and sends each when full.

@@ -401,3 +401,115 @@ fn the_oom_killer_takes_workers_first_and_the_server_last() {
     assert_eq!((adj(worker), adj(ppid(worker))), (1000, 500));
     super::stop_server(child);
 }
+
+/// The server's budget of bytes in flight (`limits.max_inflight_bytes`) bounds
+/// large answers still being sent, over all users: while a slow client holds one,
+/// another user's large answer waits a second and then gets 503 `memory_busy` with
+/// Retry-After; `/metrics` shows the bytes held; once the slow client has read its
+/// answer, the other succeeds.
+#[test]
+fn large_answers_in_flight_share_the_servers_budget() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    super::cli_add_user(data.path(), "bob", "publisher", "bob-password-1");
+    let config = data.path().join("rookery.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_body_bytes = 1048576\nqap_max_message_bytes = 1048576\n\
+         max_inflight_bytes_per_user = 25165824\nmax_inflight_bytes = 31457280\n\
+         [qap]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+    ];
+    let (child, lines) = super::spawn_serve(&args);
+    let (addr, _) = super::http_and_qap_addrs(lines);
+    let open = |name: &str, pw: &str| {
+        let token = login(&addr, name, pw);
+        let (_, session) = call(&addr, "POST", "/api/v1/sessions", &token, &json!({}));
+        let path = format!(
+            "/api/v1/sessions/{}/execute",
+            session["id"].as_str().unwrap()
+        );
+        let (status_code, out) = call(
+            &addr,
+            "POST",
+            &path,
+            &token,
+            &json!({"code": "x <- runif(2e6); NULL"}),
+        );
+        assert_eq!(status_code, 200, "{out}");
+        (token, path)
+    };
+    let (ada, ada_path) = open("ada", ADA_PW);
+    let (bob, bob_path) = open("bob", "bob-password-1");
+
+    // Ada asks for her 16 MB and does not read the answer yet.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    let body = json!({"code": "x"}).to_string();
+    write!(
+        slow,
+        "POST {ada_path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAuthorization: Bearer {ada}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let metric = |name: &str| -> u64 {
+        let (_, text) = http(&addr, "GET", "/metrics", &[], "");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("rookery_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rookery_{name} in {text}"))
+    };
+    let held = (0..600).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let held = metric("inflight_bytes");
+        (held >= 16_000_000).then_some(held)
+    });
+    assert!(
+        held.is_some(),
+        "ada's answer holds its bytes while she does not read"
+    );
+    assert_eq!(metric("inflight_limit_bytes"), 31_457_280);
+
+    let refused = raw_http(&addr, &bob_path, &format!("Bearer {bob}"), &body);
+    let (head, rest) = refused.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    let out: Json = serde_json::from_str(rest).unwrap();
+    assert_eq!(super::code(&out), "memory_busy", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_inflight_bytes"),
+        "{out}"
+    );
+
+    // Ada reads hers; then Bob's goes through.
+    let mut raw = String::new();
+    slow.read_to_string(&mut raw).unwrap();
+    let (_, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let ada_out: Json = serde_json::from_str(&super::live::dechunk(rest)).unwrap();
+    assert_eq!(ada_out["result"].as_array().map(Vec::len), Some(2_000_000));
+    let freed = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        metric("inflight_bytes") == 0
+    });
+    assert!(freed, "the bytes are given back once the answer is sent");
+    let (status_code, out) = call(&addr, "POST", &bob_path, &bob, &json!({"code": "x"}));
+    assert_eq!(status_code, 200);
+    assert_eq!(out["result"].as_array().map(Vec::len), Some(2_000_000));
+    super::stop_server(child);
+}

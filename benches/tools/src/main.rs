@@ -15,6 +15,7 @@ mod confine;
 mod http;
 mod pool;
 mod qap;
+mod soak;
 mod suite;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum BenchCommand {
     Http(http::HttpArgs),
     /// Drive any QAP1 server (Rserve, or Rookery's QAP1 endpoint) and print latency and throughput.
     Qap(qap::QapArgs),
+    /// A long mixed load against a `rookery serve` it starts, workers SIGKILLed as it
+    /// goes, every answer checked; prints the server's RSS over time and its growth.
+    Soak(soak::SoakArgs),
     /// What confining a worker costs, and request-to-first-result with and without it.
     Confine {
         /// Print one JSON object instead of a table.
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Some(BenchCommand::Http(args)) => http::command(&args),
         Some(BenchCommand::Qap(args)) => qap::command(&args),
         Some(BenchCommand::Confine { json, runs }) => confine::confine(json, runs),
+        Some(BenchCommand::Soak(args)) => soak::command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,8 @@ const PASSWORD: &str = "soak-password-1";
 
 #[derive(Debug, Default)]
 struct Counts {
+    /// Answers other than the right one, by HTTP status (0: a wrong 200).
+    statuses: parking_lot::Mutex<std::collections::BTreeMap<u16, u64>>,
     requests: AtomicU64,
     wrong: AtomicU64,
     lost: AtomicU64,
@@ -87,6 +89,8 @@ struct Report {
     rss_kb_first: u64,
     rss_kb_last: u64,
     growth_kb_per_100k_requests: Option<f64>,
+    /// Wrong answers by HTTP status (0: a 200 with the wrong content).
+    wrong_by_status: std::collections::BTreeMap<u16, u64>,
     samples: Vec<Sample>,
 }
 
@@ -107,8 +111,19 @@ pub fn command(args: &SoakArgs) -> anyhow::Result<()> {
             c.wait()
         })?;
     anyhow::ensure!(add.success(), "rookery user add failed");
+    // One session per client: the per-user limit must allow them all.
+    let config = data.path().join("soak.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nsessions_per_user = {n}\nsessions_total = {n}\n",
+            n = args.clients.max(4) + 2
+        ),
+    )?;
     let mut server = Command::new(&rookery)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data")
         .arg(data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -234,6 +249,7 @@ fn run(args: &SoakArgs, server: &mut Child) -> anyhow::Result<Report> {
     let seconds = started.elapsed().as_secs_f64();
     let requests = counts.requests.load(Ordering::Relaxed);
     let growth = growth_per_100k(&samples, args.warmup_requests);
+    let wrong_by_status = counts.statuses.lock().clone();
     Ok(Report {
         requests,
         wrong: counts.wrong.load(Ordering::Relaxed),
@@ -247,6 +263,7 @@ fn run(args: &SoakArgs, server: &mut Child) -> anyhow::Result<Report> {
         rss_kb_first: samples.first().map_or(0, |s| s.rss_kb),
         rss_kb_last: samples.last().map_or(0, |s| s.rss_kb),
         growth_kb_per_100k_requests: growth,
+        wrong_by_status,
         samples,
     })
 }
@@ -372,6 +389,7 @@ fn client_loop(n: usize, addr: &str, token: &str, counts: &Counts, stop: &Atomic
             Ok(Check::Right) => {}
             Ok(Check::Wrong) => {
                 counts.wrong.fetch_add(1, Ordering::Relaxed);
+                *counts.statuses.lock().entry(0).or_default() += 1;
             }
             Ok(Check::Status(502)) => {
                 counts.worker_died.fetch_add(1, Ordering::Relaxed);
@@ -381,8 +399,9 @@ fn client_loop(n: usize, addr: &str, token: &str, counts: &Counts, stop: &Atomic
                 // replaced): open another.
                 session = None;
             }
-            Ok(Check::Status(_)) => {
+            Ok(Check::Status(s)) => {
                 counts.wrong.fetch_add(1, Ordering::Relaxed);
+                *counts.statuses.lock().entry(s).or_default() += 1;
             }
             Err(_) => {
                 counts.lost.fetch_add(1, Ordering::Relaxed);

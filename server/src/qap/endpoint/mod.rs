@@ -392,8 +392,13 @@ impl Connection {
         };
         let mut held = self.state.inflight.reservation(&owner);
         if let Err(over) = held.grow(header.len) {
+            let whose = if over.server {
+                "the server"
+            } else {
+                "the user"
+            };
             tracing::warn!(conn = %self.id, user = %owner, declared = header.len, held = over.held,
-                limit = over.limit, "QAP1 message refused: too many bytes in flight for the user");
+                limit = over.limit, "QAP1 message refused: too many bytes in flight for {whose}");
             self.reply_err(status::DATA_OVERFLOW)?;
             return Err(End::Close);
         }

@@ -298,18 +298,7 @@ impl Sessions {
     /// [`Sessions::execute`] for a caller that is already on a blocking thread (a
     /// QAP1 connection): no hop to another thread. Never call it from async code.
     pub fn execute_blocking(&self, entry: &SessionEntry, code: &str) -> Result<Evaluation, Error> {
-        let opts = CallOptions {
-            timeout: Some(self.timeout),
-            cancel: None,
-            max_result_bytes: Some(entry.max_result_bytes),
-        };
-        let mut guard = entry.worker.blocking_lock();
-        let spec = entry.spec.as_deref();
-        let result = on_worker(&self.pool, &entry.dir.path(), spec, &mut guard, |s| {
-            s.eval_with(code, &opts)
-        });
-        entry.touch();
-        result
+        self.execute_bound_blocking(entry, &[], code, None)
     }
 
     /// [`Sessions::execute_blocking`] with `bindings` bound first, in the same trip

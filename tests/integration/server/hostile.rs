@@ -31,7 +31,10 @@ fn serve(data: &std::path::Path, direct: bool) -> (std::process::Child, String, 
 
 /// `rookery serve` on `data` with `toml` as its config file (which must open a QAP1
 /// listener). Returns the child and its HTTP and QAP1 addresses.
-fn serve_with(data: &std::path::Path, toml: &str) -> (std::process::Child, String, String) {
+pub(super) fn serve_with(
+    data: &std::path::Path,
+    toml: &str,
+) -> (std::process::Child, String, String) {
     let config = data.join("rookery.toml");
     std::fs::write(&config, toml).unwrap();
     let args: Vec<&std::ffi::OsStr> = vec![
@@ -107,7 +110,7 @@ fn lie_about_length(s: &mut TcpStream, len: u64, sent: usize) {
 }
 
 /// The peak resident memory of process `pid`, in kB (VmHWM).
-fn peak_rss_kb(pid: u32) -> u64 {
+pub(super) fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

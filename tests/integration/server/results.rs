@@ -11,19 +11,8 @@ use std::net::TcpStream;
 use rookery_server::qap::frame::{self, cmd, resp, status};
 use serde_json::{json, Value as Json};
 
-use super::hostile::qap_request;
+use super::hostile::{peak_rss_kb, qap_request, serve_with};
 use super::live::http;
-
-/// The peak resident memory of process `pid`, in kB (VmHWM).
-fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
 
 fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
     let auth = format!("Bearer {token}");
@@ -84,26 +73,14 @@ fn a_result_over_the_callers_cap_is_refused_in_the_worker() {
             ],
         );
         super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
-        let config = data.path().join("rookery.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let (child, addr, qap) = serve_with(
+            data.path(),
+            &format!(
                 "[limits]\nmax_result_bytes = 1048576\n\
                  [limits.max_result_bytes_by_role]\npublisher = 33554432\n\
                  [qap]\nlisten = \"127.0.0.1:0\"\ndirect = {direct}\n"
             ),
-        )
-        .unwrap();
-        let args: Vec<&std::ffi::OsStr> = vec![
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-        ];
-        let (child, lines) = super::spawn_serve(&args);
-        let (addr, qap) = super::http_and_qap_addrs(lines);
+        );
         let uma = login(&addr, "uma", UMA_PW);
         let ada = login(&addr, "ada", ADA_PW);
 
@@ -214,22 +191,10 @@ fn an_over_cap_result_gets_rserves_own_answer() {
 
     let data = tempfile::tempdir().unwrap();
     super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
-    let config = data.path().join("rookery.toml");
-    std::fs::write(
-        &config,
+    let (child, _, qap) = serve_with(
+        data.path(),
         "[limits]\nmax_result_bytes = 65536\n[qap]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-    ];
-    let (child, lines) = super::spawn_serve(&args);
-    let (_, qap) = super::http_and_qap_addrs(lines);
+    );
     let mut s = qap_login(&qap, "ada", ADA_PW);
     let got = qap_eval(&mut s, code);
     assert_eq!(
@@ -255,18 +220,7 @@ fn an_over_cap_result_gets_rserves_own_answer() {
 fn a_large_result_streams_and_costs_the_server_about_twice_its_size() {
     let data = tempfile::tempdir().unwrap();
     super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
-    let config = data.path().join("rookery.toml");
-    std::fs::write(&config, "[qap]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-    ];
-    let (child, lines) = super::spawn_serve(&args);
-    let (addr, _) = super::http_and_qap_addrs(lines);
+    let (child, addr, _) = serve_with(data.path(), "[qap]\nlisten = \"127.0.0.1:0\"\n");
     let ada = login(&addr, "ada", ADA_PW);
     let (_, session) = call(&addr, "POST", "/api/v1/sessions", &ada, &json!({}));
     let id = session["id"].as_str().unwrap().to_owned();
@@ -331,18 +285,7 @@ fn raw_http(addr: &str, path: &str, auth: &str, body: &str) -> String {
 fn the_oom_killer_takes_workers_first_and_the_server_last() {
     let data = tempfile::tempdir().unwrap();
     super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
-    let config = data.path().join("rookery.toml");
-    std::fs::write(&config, "[qap]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-    ];
-    let (child, lines) = super::spawn_serve(&args);
-    let (addr, _) = super::http_and_qap_addrs(lines);
+    let (child, addr, _) = serve_with(data.path(), "[qap]\nlisten = \"127.0.0.1:0\"\n");
     let adj = |pid: u32| -> i32 {
         std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
             .unwrap()
@@ -413,24 +356,12 @@ fn large_answers_in_flight_share_the_servers_budget() {
     let data = tempfile::tempdir().unwrap();
     super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
     super::cli_add_user(data.path(), "bob", "publisher", "bob-password-1");
-    let config = data.path().join("rookery.toml");
-    std::fs::write(
-        &config,
+    let (child, addr, _) = serve_with(
+        data.path(),
         "[limits]\nmax_body_bytes = 1048576\nqap_max_message_bytes = 1048576\n\
          max_inflight_bytes_per_user = 25165824\nmax_inflight_bytes = 31457280\n\
          [qap]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
-    let args: Vec<&std::ffi::OsStr> = vec![
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-    ];
-    let (child, lines) = super::spawn_serve(&args);
-    let (addr, _) = super::http_and_qap_addrs(lines);
+    );
     let open = |name: &str, pw: &str| {
         let token = login(&addr, name, pw);
         let (_, session) = call(&addr, "POST", "/api/v1/sessions", &token, &json!({}));

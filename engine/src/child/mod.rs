@@ -250,19 +250,23 @@ impl<'r> ParseCache<'r> {
         }
     }
 
-    /// Takes the parse of `code` out of the cache, if it is there.
-    fn take(&mut self, code: &str) -> Option<Protected<'r>> {
-        self.entries.remove(code)
+    /// Takes the parse of `code` out of the cache, if it is there, with the key to
+    /// put it back under (no new string for a code seen before).
+    fn take(&mut self, code: &str) -> (String, Option<Protected<'r>>) {
+        match self.entries.remove_entry(code) {
+            Some((key, exprs)) => (key, Some(exprs)),
+            None => (code.to_owned(), None),
+        }
     }
 
-    fn put(&mut self, code: &str, exprs: Protected<'r>) {
+    fn put(&mut self, code: String, exprs: Protected<'r>) {
         if code.len() > Self::MAX_CODE {
             return;
         }
         if self.entries.len() >= Self::MAX_ENTRIES {
             self.entries.clear();
         }
-        self.entries.insert(code.to_owned(), exprs);
+        self.entries.insert(code, exprs);
     }
 }
 
@@ -381,7 +385,7 @@ impl<'r> Worker<'r> {
     /// Binds `bindings`, then evaluates `code` (parsed once: the parse of a code
     /// string seen before is reused, see [`ParseCache`]).
     fn eval_code(&mut self, code: &str, bindings: &[(String, Value)]) -> Outcome {
-        let mut parsed = self.parsed.take(code);
+        let (key, mut parsed) = self.parsed.take(code);
         let outcome = self.evaluate(|r, env| {
             for (name, value) in bindings {
                 r.assign(Some(env), name, &r.from_value(value)?)?;
@@ -395,7 +399,7 @@ impl<'r> Worker<'r> {
             result
         });
         if let Some(exprs) = parsed {
-            self.parsed.put(code, exprs);
+            self.parsed.put(key, exprs);
         }
         outcome
     }

@@ -217,7 +217,7 @@ impl Worker<'_> {
         // anything else becomes a Value first.
         let mut buf = std::mem::take(&mut self.qap_out);
         let answer = command == cmd::EVAL;
-        let mut parsed = self.parsed.take(&code);
+        let (key, mut parsed) = self.parsed.take(&code);
         let outcome = self.evaluate_with(
             |r, env| {
                 let exprs = match parsed.take() {
@@ -242,9 +242,11 @@ impl Worker<'_> {
                 }
                 if !plain {
                     let value = r.to_value(object)?;
-                    let size = sexp::estimate(&value);
-                    if limit > 0 && size > limit {
-                        return Ok(Answer::TooBig(size));
+                    if limit > 0 {
+                        let size = sexp::estimate(&value);
+                        if size > limit {
+                            return Ok(Answer::TooBig(size));
+                        }
                     }
                     return Ok(Answer::Value(value));
                 }
@@ -259,7 +261,7 @@ impl Worker<'_> {
         );
         self.channel.set_busy(false);
         if let Some(exprs) = parsed {
-            self.parsed.put(&code, exprs);
+            self.parsed.put(key, exprs);
         }
         let mut note = QapNote {
             request: 0,

@@ -347,30 +347,55 @@ pub struct ConfinedDir {
 impl ConfinedDir {
     /// The bytes of the regular file at `rel`.
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, FileError> {
-        check_relative(rel)?;
-        let (parent, name) = self.open_parent(rel, false)?;
-        let mut file = open_regular(&parent, name, rel)?;
-        let mut bytes = Vec::new();
+        let (mut file, len) = self.open(rel)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|e| io_error(rel, &e))?;
         Ok(bytes)
+    }
+
+    /// The regular file at `rel`, opened for reading, and its size: for sending it
+    /// a piece at a time.
+    pub fn open(&self, rel: &str) -> Result<(std::fs::File, u64), FileError> {
+        check_relative(rel)?;
+        let (parent, name) = self.open_parent(rel, false)?;
+        let file = open_regular(&parent, name, rel)?;
+        let len = file.metadata().map_err(|e| io_error(rel, &e))?.len();
+        Ok((file.into_std(), len))
     }
 
     /// Writes `bytes` to `rel` whole: into a temporary name, then renamed over the
     /// target, so a reader sees the old file or the new one. Missing parent folders
     /// are created (0700); an existing link or folder at `rel` is refused.
     pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), FileError> {
+        let mut file = self.create(rel)?;
+        file.write_all(bytes)?;
+        file.commit()
+    }
+
+    /// A file for `rel` written a piece at a time, as [`ConfinedDir::write`] writes
+    /// one whole: the pieces go to a temporary name, and only
+    /// [`NewFile::commit`] puts the file at `rel`. Dropped uncommitted, it leaves
+    /// nothing behind and the old file, if any, untouched.
+    pub fn create(&self, rel: &str) -> Result<NewFile, FileError> {
         check_relative(rel)?;
         let (parent, name) = self.open_parent(rel, true)?;
         refuse_non_file(&parent, name, rel)?;
         let temp = format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let written =
-            write_new(&parent, &temp, bytes).and_then(|()| parent.rename(&temp, &parent, name));
-        written.map_err(|e| {
-            let _ = parent.remove_file(&temp);
-            io_error(rel, &e)
-        })?;
-        self.give_to_owner(rel).map_err(|e| io_error(rel, &e))
+        let file = create_new(&parent, &temp).map_err(|e| io_error(rel, &e))?;
+        let root = self.dir.try_clone().map_err(|e| io_error(rel, &e))?;
+        Ok(NewFile {
+            file: Some(file),
+            parent,
+            temp,
+            name: name.to_owned(),
+            rel: rel.to_owned(),
+            root: ConfinedDir {
+                dir: root,
+                path: self.path.clone(),
+                owner: self.owner,
+            },
+        })
     }
 
     /// Hands `rel` and the folders leading to it to [`ConfinedDir::owned_by`]'s
@@ -520,15 +545,63 @@ fn refuse_non_file(dir: &Dir, name: &str, rel: &str) -> Result<(), FileError> {
     }
 }
 
-fn write_new(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+fn create_new(dir: &Dir, name: &str) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true)
         .create_new(true)
         .mode(PRIVATE_FILE_MODE)
         .follow(FollowSymlinks::No);
-    let mut file = dir.open_with(name, &opts)?;
-    file.write_all(bytes)?;
-    file.flush()
+    dir.open_with(name, &opts)
+}
+
+/// A file being written (see [`ConfinedDir::create`]).
+#[derive(Debug)]
+pub struct NewFile {
+    /// `None` once committed.
+    file: Option<File>,
+    parent: Dir,
+    temp: String,
+    name: String,
+    rel: String,
+    root: ConfinedDir,
+}
+
+impl NewFile {
+    /// Appends `bytes`.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), FileError> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("a NewFile is written before it is committed");
+        file.write_all(bytes).map_err(|e| io_error(&self.rel, &e))
+    }
+
+    /// Puts the file at its path, over the old one if any, and hands it to the
+    /// folder's owner account.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let file = self.file.take().expect("a NewFile is committed once");
+        let rel = self.rel.clone();
+        drop(file);
+        let placed = self
+            .parent
+            .rename(&self.temp, &self.parent, &self.name)
+            .map_err(|e| io_error(&rel, &e));
+        if placed.is_err() {
+            let _ = self.parent.remove_file(&self.temp);
+        }
+        placed?;
+        self.root
+            .give_to_owner(&rel)
+            .map_err(|e| io_error(&rel, &e))
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = self.parent.remove_file(&self.temp);
+        }
+    }
 }
 
 fn is_empty_dir(dir: &Dir, name: &str) -> io::Result<bool> {

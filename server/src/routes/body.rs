@@ -1,5 +1,6 @@
 //! Request bodies and request context: JSON with the parser's message on error, raw
-//! bytes with the size limit reported as 413, the request id, the client address.
+//! bytes with the size limit reported as 413, bodies written to a file as they arrive
+//! ([`into_file`]), the request id, the client address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -78,6 +79,76 @@ async fn collect(
         }
     }
     Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+/// Bytes of a body kept in memory before they are written to its file.
+const FILE_PIECE: usize = 1 << 20;
+
+/// Writes a body to the file `create` opens, a piece of at most about [`FILE_PIECE`]
+/// bytes at a time as it arrives, so an upload holds a piece of memory, not the
+/// whole file. The limits are those of [`RawBody`]: `limit` bytes (413), all of it
+/// within `limits.read_timeout_secs` (408), and the piece in memory counted in the
+/// caller's bytes in flight (429). The file takes its place only when the whole body
+/// has arrived; a refused or broken upload leaves the old file, if any, untouched.
+pub async fn into_file<F>(
+    state: &AppState,
+    user: &str,
+    body: axum::body::Body,
+    create: F,
+) -> Result<(), AppError>
+where
+    F: FnOnce() -> Result<crate::files::NewFile, crate::files::FileError> + Send + 'static,
+{
+    let limits = &state.config.limits;
+    let deadline = limits.read_timeout();
+    let write = write_pieces(state, user, body, limits.max_body_bytes, create);
+    match tokio::time::timeout(deadline, write).await {
+        Err(_) => Err(AppError::RequestTimeout(deadline)),
+        Ok(written) => written,
+    }
+}
+
+async fn write_pieces<F>(
+    state: &AppState,
+    user: &str,
+    mut body: axum::body::Body,
+    limit: usize,
+    create: F,
+) -> Result<(), AppError>
+where
+    F: FnOnce() -> Result<crate::files::NewFile, crate::files::FileError> + Send + 'static,
+{
+    use crate::engine::blocking;
+    use http_body_util::BodyExt;
+    let mut file = blocking(create).await??;
+    let mut piece = BytesMut::new();
+    let mut held = state.inflight.reservation(user);
+    let mut len = 0usize;
+    loop {
+        let frame = body
+            .frame()
+            .await
+            .transpose()
+            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let done = frame.is_none();
+        if let Some(chunk) = frame.and_then(|f| f.into_data().ok()) {
+            if chunk.len() > limit - len {
+                return Err(AppError::TooLarge(limit));
+            }
+            held.grow(chunk.len() as u64).map_err(AppError::from)?;
+            len += chunk.len();
+            piece.extend_from_slice(&chunk);
+        }
+        if piece.len() >= FILE_PIECE || (done && !piece.is_empty()) {
+            let out = piece.split().freeze();
+            file = blocking(move || file.write_all(&out).map(|()| file)).await??;
+            // The piece is on disk: its bytes are no longer in flight.
+            held = state.inflight.reservation(user);
+        }
+        if done {
+            return Ok(blocking(move || file.commit()).await??);
+        }
+    }
 }
 
 /// Middleware: a request whose `Content-Length` is beyond `limits.max_body_bytes`

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rookery_engine::value::codec::encoded_len;
@@ -23,7 +23,7 @@ use crate::engine::{blocking, RFailureKind, SessionEntry};
 use crate::error::AppError;
 use crate::state::AppState;
 
-use super::body::{JsonBody, RawBody, RequestId};
+use super::body::{JsonBody, RequestId};
 
 fn describe(s: &SessionEntry) -> Json_ {
     json!({
@@ -222,24 +222,23 @@ pub async fn list_files(OwnedSession { entry, .. }: OwnedSession) -> Result<Json
     Ok(Json(json!({ "files": files })))
 }
 
+/// The file, sent a piece at a time as it is read (with its length).
 pub async fn get_file(
     Path((_, path)): Path<(String, String)>,
     OwnedSession { entry, .. }: OwnedSession,
 ) -> Result<Response, AppError> {
-    let bytes = blocking(move || entry.dir.read(&path)).await??;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from(bytes),
-    )
-        .into_response())
+    let (file, len) = blocking(move || entry.dir.open(&path)).await??;
+    Ok(super::stream::file(file, len))
 }
 
+/// Writes the body to the file as it arrives; the file appears whole, or not at all.
 pub async fn put_file(
+    State(state): State<AppState>,
     Path((_, path)): Path<(String, String)>,
-    OwnedSession { entry, .. }: OwnedSession,
-    RawBody(bytes): RawBody,
+    OwnedSession { user, entry }: OwnedSession,
+    body: Body,
 ) -> Result<StatusCode, AppError> {
-    blocking(move || entry.dir.write(&path, &bytes)).await??;
+    super::body::into_file(&state, &user.name, body, move || entry.dir.create(&path)).await?;
     Ok(StatusCode::CREATED)
 }
 

@@ -5,7 +5,8 @@
 //! hands chunks over a bounded channel: a slow client slows the encoder instead of
 //! filling memory, and a client that goes away stops it. Small answers (the common
 //! case: a scoring call for a few rows) are built in memory and sent with a length,
-//! which costs less than a thread hop.
+//! which costs less than a thread hop. Files ([`file`]) go out the same way, read a
+//! chunk at a time.
 
 use std::io;
 use std::pin::Pin;
@@ -60,7 +61,7 @@ where
                 }
             }
         });
-        Body::new(Chunks(rx))
+        Body::new(Chunks { rx, len: None })
     } else {
         let mut out = Vec::new();
         // Writing to a Vec fails only if the value cannot be written at all.
@@ -75,6 +76,43 @@ where
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// A `200 application/octet-stream` answer with the file's `len` bytes, read on a
+/// blocking thread a chunk at a time, at most [`AHEAD`] chunks ahead of the socket.
+/// A file that changes length while it is sent ends the answer early (the client
+/// sees a short body, not a wrong one).
+pub(crate) fn file(mut file: std::fs::File, len: u64) -> Response {
+    use std::io::Read;
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+            let chunk = match file.read(&mut buf) {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file got shorter while it was sent",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Body::new(Chunks { rx, len: Some(len) }));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 /// Collects the encoder's output into chunks and sends each when full.
@@ -109,8 +147,13 @@ impl io::Write for ChunkWriter {
     }
 }
 
-/// The body: the chunks as they come, until the encoder is done.
-struct Chunks(mpsc::Receiver<io::Result<Bytes>>);
+/// The body: the chunks as they come, until the encoder is done; `len` when the
+/// whole length is known before the first chunk (then it is sent as
+/// `Content-Length`, not chunked).
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    len: Option<u64>,
+}
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
@@ -120,8 +163,15 @@ impl http_body::Body for Chunks {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
-        self.0
+        self.rx
             .poll_recv(cx)
             .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.len.map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
     }
 }

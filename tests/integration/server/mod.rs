@@ -11,6 +11,7 @@ mod qap;
 mod results;
 mod services;
 mod sessions;
+mod uploads;
 mod users;
 mod worker_env;
 

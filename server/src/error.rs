@@ -54,6 +54,9 @@ pub enum AppError {
          {limit} bytes, limits.max_inflight_bytes); retry shortly"
     )]
     MemoryBusy { held: u64, limit: u64 },
+    /// Every password hasher stayed taken (see `auth::cache`).
+    #[error("{0}")]
+    LoginBusy(String),
     /// The R code failed: parse error or R error.
     #[error("{}", .0.message)]
     R(Box<RFailure>),
@@ -97,7 +100,7 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            AppError::MemoryBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::MemoryBusy { .. } | AppError::LoginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
             AppError::Cancelled => StatusCode::CONFLICT,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,6 +122,7 @@ impl AppError {
             AppError::RateLimited(_) => "rate_limited",
             AppError::TooManyBytesInFlight { .. } => "too_many_bytes_in_flight",
             AppError::MemoryBusy { .. } => "memory_busy",
+            AppError::LoginBusy(_) => "login_busy",
             AppError::R(f) => f.kind.code(),
             AppError::ResultTooLarge { .. } => "result_too_large",
             AppError::Busy => "busy",
@@ -171,7 +175,8 @@ impl IntoResponse for AppError {
             }
             AppError::Busy
             | AppError::TooManyBytesInFlight { .. }
-            | AppError::MemoryBusy { .. } => {
+            | AppError::MemoryBusy { .. }
+            | AppError::LoginBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json_};
 
 use crate::admin;
 use crate::audit::Entry;
-use crate::auth::{password, AuthUser, Credential};
+use crate::auth::{AuthUser, Credential};
 use crate::engine::blocking;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -42,12 +42,13 @@ pub async fn login(
     let (verified, name) = (state.verified.clone(), body.username.clone());
     let ok = blocking(move || match hash {
         Some(h) => verified.verify(&name, &password, &h),
-        None => {
-            password::verify_dummy(&password);
-            false
-        }
+        None => verified.verify_unknown(&password).map(|()| false),
     })
     .await?;
+    let ok = ok.map_err(|busy| {
+        audit(&state, &rid, &body.username, "503 login_busy");
+        AppError::LoginBusy(busy.to_string())
+    })?;
     if !ok {
         state.limiter.record_failure(&body.username, addr);
         audit(&state, &rid, &body.username, "401 bad_credentials");

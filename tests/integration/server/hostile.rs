@@ -398,3 +398,45 @@ fn one_user_cannot_hold_more_than_their_bytes_in_flight_over_many_connections() 
     assert!(closed_by_server(&mut s));
     super::stop_server(child);
 }
+
+/// A burst of logins at once costs the server a password hasher per core, not one
+/// per login: each argon2id check takes 19 MiB, and the checks past the bound wait
+/// their turn. 24 logins at once would raise the peak RSS by about 460 MB
+/// otherwise; every one of them is answered, and rightly.
+#[test]
+fn a_burst_of_logins_costs_a_hasher_per_core_and_each_is_answered() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, addr, _) = serve(&data.path(), false);
+    let before = peak_rss_kb(child.id());
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let logins: Vec<_> = (0..24)
+            .map(|i| {
+                let addr = &addr;
+                s.spawn(move || {
+                    // Half right (distinct cache entries cannot help: nothing is
+                    // remembered before the first check ends), half unknown names.
+                    let (name, pw) = if i % 2 == 0 {
+                        (USER.to_owned(), USER_PASSWORD)
+                    } else {
+                        (format!("nobody-{i}"), "some-password-1")
+                    };
+                    let body = format!(r#"{{"username":"{name}","password":"{pw}"}}"#);
+                    let headers = [("Content-Type", "application/json")];
+                    http(addr, "POST", "/api/v1/login", &headers, &body).0
+                })
+            })
+            .collect();
+        logins.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let rise = peak_rss_kb(child.id()) - before;
+    let right = answers.iter().step_by(2).all(|&s| s == 200);
+    let unknown = answers.iter().skip(1).step_by(2).all(|&s| s == 401);
+    assert!(right && unknown, "{answers:?}");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let bound = (cores + 2) * 20 * 1024;
+    assert!(
+        rise < bound,
+        "24 logins at once raised the peak RSS by {rise} kB (bound {bound} kB)"
+    );
+    super::stop_server(child);
+}

@@ -73,7 +73,8 @@ use super::frame::{self, cmd, dt, resp, status, Header, Param, HEADER_LEN};
 use super::seclogin::AUTHKEY_LEN;
 use super::sexp;
 use super::stream::Stream;
-use crate::auth::{password, AuthUser, Credential};
+use crate::auth::cache::HashersBusy;
+use crate::auth::{AuthUser, Credential};
 use crate::engine::SessionEntry;
 use crate::engine::{Error, RFailureKind};
 use crate::state::AppState;
@@ -534,7 +535,15 @@ impl Connection {
             self.reply_err(status::AUTH_FAILED)?;
             return Err(End::Close);
         }
-        let Some(user) = self.verify(name, pw) else {
+        let verified = match self.verify(name, pw) {
+            Ok(user) => user,
+            Err(busy) => {
+                tracing::warn!(conn = %self.id, user = %name, error = %busy, "QAP1 login not checked");
+                self.reply_err(status::SESSION_BUSY)?;
+                return Err(End::Close);
+            }
+        };
+        let Some(user) = verified else {
             limiter.record_failure(name, self.peer);
             tracing::warn!(conn = %self.id, user = %name, peer = %self.peer, "failed QAP1 login");
             self.reply_err(status::AUTH_FAILED)?;
@@ -568,16 +577,17 @@ impl Connection {
         }
     }
 
-    fn verify(&self, name: &str, pw: &str) -> Option<AuthUser> {
+    /// The user, if `pw` is theirs; `Err` when no hasher was free to check it.
+    fn verify(&self, name: &str, pw: &str) -> Result<Option<AuthUser>, HashersBusy> {
         let record = self.state.store.user(name).ok().flatten();
         let ok = match &record {
-            Some(u) => self.state.verified.verify(name, pw, &u.password_hash),
+            Some(u) => self.state.verified.verify(name, pw, &u.password_hash)?,
             None => {
-                password::verify_dummy(pw);
+                self.state.verified.verify_unknown(pw)?;
                 false
             }
         };
-        record.filter(|_| ok).map(auth_user)
+        Ok(record.filter(|_| ok).map(auth_user))
     }
 
     fn session(&self) -> Arc<SessionEntry> {

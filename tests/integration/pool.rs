@@ -227,6 +227,32 @@ fn a_worker_killed_while_idle_costs_its_next_caller_nothing() {
 }
 
 #[test]
+fn a_zygote_that_ends_is_replaced_with_its_init_and_the_pool_serves_on() {
+    let pool = one_worker()
+        .init("score <- function(d) d$x * 2")
+        .build()
+        .unwrap();
+    let first = pool.stats().zygote_pid;
+    let zygote = rustix::process::Pid::from_raw(first as i32).unwrap();
+    rustix::process::kill_process(zygote, rustix::process::Signal::KILL).unwrap();
+    // What the worker forked before does (or does not) survive its zygote; either
+    // way, the next worker comes from a new zygote, started as the first was.
+    let _ = pool.eval("q(status = 3)");
+    let scored = pool.eval("score(data.frame(x = 21))").unwrap().value;
+    assert_eq!(scored, Value::scalar_double(42.0));
+    let stats = pool.stats();
+    assert_eq!(stats.zygote_restarts, 1, "{stats:?}");
+    assert_ne!(stats.zygote_pid, first);
+    // The new zygote forks on: another worker death is a plain respawn.
+    assert!(matches!(
+        pool.eval("q(status = 4)"),
+        Err(Error::WorkerDied { .. })
+    ));
+    assert_eq!(pool.eval("1 + 1").unwrap().value, Value::scalar_double(2.0));
+    assert_eq!(pool.stats().zygote_restarts, 1);
+}
+
+#[test]
 fn other_callers_do_not_notice_a_crash() {
     let pool = builder().workers(2).build().unwrap();
     let steady = {

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
 use rookery_ffi::Value;
 
 pub use session::Session;
@@ -38,7 +37,7 @@ use crate::child::zygote::{InitStep, ZygoteConfig};
 use crate::child::WorkerConfig;
 use crate::protocol::{self, Request};
 use crate::{Error, Evaluation};
-use slots::{Shared, State};
+use slots::Shared;
 use worker_conn::{Answer, Limits, WorkerConn};
 
 /// Per-call options.
@@ -323,26 +322,27 @@ impl PoolBuilder {
         let zygote =
             zygote_handle::Zygote::start(&program, &self.zygote, &env, self.start_timeout)?;
         let (respawn, wake) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            zygote,
-            config: PoolConfig {
-                workers: self.workers,
-                spares: self.spares,
-                call_timeout: self.call_timeout,
-                max_result_bytes: self.max_result_bytes,
-                grace: self.grace,
-                max_queue: self.max_queue,
-                queue_timeout: self.queue_timeout,
-                max_calls: self.max_calls,
-                start_timeout: self.start_timeout,
-                cpu_affinity: self.cpu_affinity,
-                worker_cgroups: self.worker_cgroups,
-                next_cpu: AtomicUsize::new(0),
-            },
-            state: Mutex::new(State::default()),
-            available: Condvar::new(),
-            respawn,
-        });
+        let start = slots::ZygoteStart {
+            program,
+            config: self.zygote.clone(),
+            env,
+            timeout: self.start_timeout,
+        };
+        let config = PoolConfig {
+            workers: self.workers,
+            spares: self.spares,
+            call_timeout: self.call_timeout,
+            max_result_bytes: self.max_result_bytes,
+            grace: self.grace,
+            max_queue: self.max_queue,
+            queue_timeout: self.queue_timeout,
+            max_calls: self.max_calls,
+            start_timeout: self.start_timeout,
+            cpu_affinity: self.cpu_affinity,
+            worker_cgroups: self.worker_cgroups,
+            next_cpu: AtomicUsize::new(0),
+        };
+        let shared = Arc::new(Shared::new(zygote, start, config, respawn));
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("rookery-spawner".into())
@@ -366,7 +366,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("zygote", &self.shared.zygote.pid())
+            .field("zygote", &self.shared.zygote().pid())
             .field("workers", &self.shared.config.workers)
             .finish()
     }
@@ -385,6 +385,8 @@ pub struct PoolStats {
     /// Workers forked after the initial fill.
     pub respawned: u64,
     pub retired: u64,
+    /// Zygotes started after the first, each because the one before had ended.
+    pub zygote_restarts: u64,
 }
 
 fn _ensure_send_sync() {
@@ -524,13 +526,14 @@ impl Pool {
         let mut stats = {
             let st = self.shared.state.lock();
             PoolStats {
-                zygote_pid: self.shared.zygote.pid(),
+                zygote_pid: self.shared.zygote().pid(),
                 idle: st.idle.iter().map(|w| (w.pid, w.calls, 0)).collect(),
                 busy: st.out,
                 waiting: st.waiting,
                 spares: st.spares.len(),
                 respawned: st.spawned,
                 retired: st.retired,
+                zygote_restarts: self.shared.zygote_restarts(),
             }
         };
         // Reading smaps_rollup takes about 0.2 ms per worker: never under the lock
@@ -589,8 +592,8 @@ impl Drop for Shared {
         st.closed = true;
         let mut idle = std::mem::take(&mut st.idle);
         idle.append(&mut st.spares);
-        stop_workers(&self.zygote, &mut idle);
-        self.zygote.shut_down(Duration::from_secs(5));
+        stop_workers(&mut idle);
+        self.zygote().shut_down(Duration::from_secs(5));
     }
 }
 
@@ -608,16 +611,16 @@ fn shutdown(shared: &Shared, drain: Duration) {
     st.live -= idle.len();
     idle.append(&mut st.spares);
     drop(st);
-    stop_workers(&shared.zygote, &mut idle);
+    stop_workers(&mut idle);
     // The zygote kills and reaps whatever is left (a spare forked meanwhile, a
     // worker still held past the drain) before it exits.
-    shared.zygote.shut_down(Duration::from_secs(5));
+    shared.zygote().shut_down(Duration::from_secs(5));
 }
 
 /// Asks each worker to exit, waits briefly, and kills those still running.
-fn stop_workers(zygote: &zygote_handle::Zygote, workers: &mut Vec<WorkerConn>) {
+fn stop_workers(workers: &mut Vec<WorkerConn>) {
     for w in workers.iter_mut() {
-        w.retire(zygote);
+        w.retire();
     }
     for w in workers.drain(..) {
         if !w.wait_exit(Duration::from_millis(500)) {
@@ -635,7 +638,7 @@ pub(crate) fn eval_on(
     oob: Option<&mut crate::OobSink<'_>>,
 ) -> Result<Evaluation, Error> {
     let limits = pool.limits(opts);
-    let answer = w.request_with_oob(&pool.shared.zygote, limits, oob, |id, region| {
+    let answer = w.request_with_oob(limits, oob, |id, region| {
         let bindings = bindings
             .iter()
             .map(|(name, v)| {
@@ -660,7 +663,7 @@ pub(crate) fn call_on(
     args: &[(&str, &Value)],
     opts: &CallOptions,
 ) -> Result<Evaluation, Error> {
-    let answer = w.request(&pool.shared.zygote, pool.limits(opts), |id, region| {
+    let answer = w.request(pool.limits(opts), |id, region| {
         let args = args
             .iter()
             .map(|(name, v)| {

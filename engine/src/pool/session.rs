@@ -193,12 +193,11 @@ impl Session {
             grace: self.pool.shared().config.grace,
             cancel: None,
         };
-        let zygote = &self.pool.shared().zygote;
         let w = self.worker.as_mut().ok_or(crate::qap::direct::QapFailed {
             error: Error::Closed,
             in_flight: false,
         })?;
-        let result = w.serve_qap(zygote, limits, socket, options);
+        let result = w.serve_qap(limits, socket, options);
         if w.broken {
             self.release();
         }
@@ -215,9 +214,8 @@ impl Session {
     ) -> Result<Evaluation, Error> {
         let defaults = CallOptions::default();
         let limits = self.pool.limits(&defaults);
-        let zygote = &self.pool.shared().zygote;
         let w = self.worker.as_mut().ok_or(Error::Closed)?;
-        let answer = w.request(zygote, limits, build);
+        let answer = w.request(limits, build);
         let broken = w.broken;
         if broken {
             self.release();
@@ -248,7 +246,7 @@ impl Session {
             // started (its process group, which confined code cannot leave), at once.
             w.kill();
             let _ = w.wait_exit(Duration::from_millis(500));
-            shared.zygote.forget(w.pid);
+            w.zygote.forget(w.pid);
             return;
         }
         if !w.broken {
@@ -257,7 +255,7 @@ impl Session {
                 grace: shared.config.grace,
                 cancel: None,
             };
-            let _ = w.request(&shared.zygote, limits, |id, _| Ok(Request::Reset { id }));
+            let _ = w.request(limits, |id, _| Ok(Request::Reset { id }));
         }
         shared.checkin(w);
     }

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! Owns the counts (`live` = idle + checked out + being spawned) and the invariants
-//! between them. It must not talk to R: calls go through [`super::worker_conn`].
+//! between them, and the zygote the pool forks from: a zygote that has ended (the
+//! OOM killer, a crash, a stray signal) is replaced by a new one, started as the
+//! first was, before the next fork ([`Shared::live_zygote`]). It must not talk to
+//! R: calls go through [`super::worker_conn`].
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,14 +47,81 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Shared {
-    pub zygote: Zygote,
+    /// The zygote new workers are forked from.
+    zygote: Mutex<Arc<Zygote>>,
+    /// How to start another one when it is gone; held while one starts.
+    restart: Mutex<ZygoteStart>,
+    /// Zygotes started after the first.
+    restarts: std::sync::atomic::AtomicU64,
     pub config: PoolConfig,
     pub state: Mutex<State>,
     pub available: Condvar,
     pub respawn: Sender<()>,
 }
 
+/// What a zygote is started from (see [`Zygote::start`]).
+pub(crate) struct ZygoteStart {
+    pub program: std::path::PathBuf,
+    pub config: crate::child::zygote::ZygoteConfig,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    pub timeout: Duration,
+}
+
 impl Shared {
+    pub fn new(
+        zygote: Zygote,
+        start: ZygoteStart,
+        config: PoolConfig,
+        respawn: Sender<()>,
+    ) -> Shared {
+        Shared {
+            zygote: Mutex::new(Arc::new(zygote)),
+            restart: Mutex::new(start),
+            restarts: Default::default(),
+            config,
+            state: Mutex::new(State::default()),
+            available: Condvar::new(),
+            respawn,
+        }
+    }
+
+    /// The current zygote.
+    pub fn zygote(&self) -> Arc<Zygote> {
+        Arc::clone(&self.zygote.lock())
+    }
+
+    /// Zygotes started after the first, each because the one before had ended.
+    pub fn zygote_restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The zygote to fork from: the current one, or, when it has ended, a new one
+    /// started in its place (R, preloads and init again). Workers of the old one
+    /// serve on; each keeps the zygote that reaps it.
+    pub fn live_zygote(&self) -> Result<Arc<Zygote>, Error> {
+        let current = self.zygote();
+        if !current.is_gone() {
+            return Ok(current);
+        }
+        let start = self.restart.lock();
+        let current = self.zygote();
+        if !current.is_gone() {
+            // Another thread replaced it while this one waited.
+            return Ok(current);
+        }
+        tracing::warn!(
+            pid = current.pid(),
+            "the zygote has ended; starting another"
+        );
+        let fresh = Zygote::start(&start.program, &start.config, &start.env, start.timeout)?;
+        tracing::info!(old = current.pid(), new = fresh.pid(), "zygote replaced");
+        self.restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fresh = Arc::new(fresh);
+        *self.zygote.lock() = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+
     /// Takes an idle worker, waiting in the bounded queue if none is idle.
     pub fn checkout(&self) -> Result<WorkerConn, Error> {
         let mut st = self.state.lock();
@@ -116,7 +186,7 @@ impl Shared {
             if let Some(reason) = &w.retire {
                 tracing::debug!(pid = w.pid, reason, "retiring worker");
             }
-            w.retire(&self.zygote);
+            w.retire();
             if replace {
                 let _ = self.respawn.send(());
             }
@@ -129,12 +199,20 @@ impl Shared {
 
     /// Spawns one worker and waits until it is ready.
     pub fn spawn_one(&self) -> Result<WorkerConn, Error> {
-        let spawned = self.zygote.spawn(self.config.cpu_for_next())?;
-        let mut w = WorkerConn::await_ready(spawned, &self.zygote, self.config.start_timeout)?;
+        let mut zygote = self.live_zygote()?;
+        let spawned = match zygote.spawn(self.config.cpu_for_next()) {
+            // It ended between the check and the fork.
+            Err(_) if zygote.is_gone() => {
+                zygote = self.live_zygote()?;
+                zygote.spawn(self.config.cpu_for_next())?
+            }
+            other => other?,
+        };
+        let mut w = WorkerConn::await_ready(spawned, &zygote, self.config.start_timeout)?;
         if self.config.worker_cgroups {
             // Moving a process between cgroups (v1) waits for an RCU grace period,
             // about 10 ms: done here, off the path of the call that will use it.
-            let name = format!("w{}-{}", self.zygote.pid(), w.pid);
+            let name = format!("w{}-{}", zygote.pid(), w.pid);
             let placed = crate::confine::Cgroup::create(&name, u64::MAX, u64::MAX).and_then(|c| {
                 let c = c.ok_or_else(|| std::io::Error::other("no usable cgroup hierarchy"))?;
                 c.join(w.pid)?;
@@ -168,7 +246,7 @@ pub(crate) fn spawner(shared: Weak<Shared>, wake: Receiver<()>) {
                         (true, _) => {
                             st.live -= usize::from(slot == Slot::Live);
                             drop(st);
-                            w.retire(&shared.zygote);
+                            w.retire();
                         }
                         (false, Slot::Live) => st.idle.push(w),
                         (false, Slot::Spare) => st.spares.push(w),

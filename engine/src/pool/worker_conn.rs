@@ -8,6 +8,7 @@
 //! reason, and the pool replaces it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rookery_ffi::{OobFailure, OobKind, OobRequest, Output, Value};
@@ -57,13 +58,16 @@ pub(crate) struct WorkerConn {
     /// The worker's own memory + pids cgroup (pools built with
     /// `PoolBuilder::worker_cgroups`); emptied and removed when this drops.
     pub cgroup: Option<crate::confine::Cgroup>,
+    /// The zygote that forked it, which reaps it and reports how it ended (not
+    /// necessarily the pool's current one: see `Shared::live_zygote`).
+    pub zygote: Arc<Zygote>,
 }
 
 impl WorkerConn {
     /// Waits for a freshly forked worker's `Ready`.
     pub fn await_ready(
         spawned: Spawned,
-        zygote: &Zygote,
+        zygote: &Arc<Zygote>,
         timeout: Duration,
     ) -> Result<Self, Error> {
         let mut conn = WorkerConn {
@@ -76,6 +80,7 @@ impl WorkerConn {
             broken: false,
             undelivered: false,
             cgroup: None,
+            zygote: Arc::clone(zygote),
         };
         let deadline = Some(Instant::now() + timeout);
         let watch = Watch::exit(conn.pidfd.as_fd());
@@ -86,7 +91,7 @@ impl WorkerConn {
                 let _ = crate::oom::set_for(conn.pid, crate::oom::WORKER);
                 Ok(conn)
             }
-            Ok(Received::Hangup | Received::PeerExited) => Err(conn.death(zygote, "starting")),
+            Ok(Received::Hangup | Received::PeerExited) => Err(conn.death("starting")),
             Ok(other) => {
                 conn.kill();
                 Err(Error::Spawn(format!(
@@ -104,11 +109,10 @@ impl WorkerConn {
     /// Sends the request `build` makes and waits for its answer within `limits`.
     pub fn request(
         &mut self,
-        zygote: &Zygote,
         limits: Limits<'_>,
         build: impl FnOnce(u64, &mut ShmRegion) -> Result<Request, ProtocolError>,
     ) -> Result<Answer, Error> {
-        self.request_with_oob(zygote, limits, None, build)
+        self.request_with_oob(limits, None, build)
     }
 
     /// [`WorkerConn::request`], with the OOB messages the call's R code sends
@@ -116,7 +120,6 @@ impl WorkerConn {
     /// each is refused with an R error in the call.
     pub fn request_with_oob(
         &mut self,
-        zygote: &Zygote,
         limits: Limits<'_>,
         mut oob: Option<&mut OobSink<'_>>,
         build: impl FnOnce(u64, &mut ShmRegion) -> Result<Request, ProtocolError>,
@@ -124,7 +127,7 @@ impl WorkerConn {
         let id = self.next_id;
         self.next_id += 1;
         if let Err(e) = self.channel.send(|region| build(id, region)) {
-            return Err(self.send_failure(zygote, e));
+            return Err(self.send_failure(e));
         }
         let started = Instant::now();
         let mut deadline = limits.timeout.map(|t| Deadline::new(t, limits.grace));
@@ -139,7 +142,7 @@ impl WorkerConn {
                 if !matches!(response, Ok(Received::TimedOut)) {
                     // R unwound (or the worker died) after the interrupt: the call
                     // timed out all the same, and the worker is replaced.
-                    return Err(self.timed_out(zygote, d.timeout()));
+                    return Err(self.timed_out(d.timeout()));
                 }
             }
             match response {
@@ -166,16 +169,12 @@ impl WorkerConn {
                         Ok(Request::OobReply { id, reply })
                     });
                     if let Err(e) = sent {
-                        return Err(self.send_failure(zygote, e));
+                        return Err(self.send_failure(e));
                     }
                 }
                 Ok(Received::Message(response)) => return self.answer(id, response),
-                Ok(Received::Hangup | Received::PeerExited) => {
-                    return Err(self.death(zygote, "call"))
-                }
-                Ok(Received::Cancelled) => {
-                    return Err(self.stop(zygote, limits.grace, Error::Cancelled))
-                }
+                Ok(Received::Hangup | Received::PeerExited) => return Err(self.death("call")),
+                Ok(Received::Cancelled) => return Err(self.stop(limits.grace, Error::Cancelled)),
                 Ok(Received::TimedOut) => {
                     let Some(d) = deadline.as_mut() else {
                         continue;
@@ -183,7 +182,7 @@ impl WorkerConn {
                     match d.check(Some(started.elapsed()), Instant::now()) {
                         Overdue::No => {}
                         Overdue::Interrupt => self.interrupt(),
-                        Overdue::Kill => return Err(self.timed_out(zygote, d.timeout())),
+                        Overdue::Kill => return Err(self.timed_out(d.timeout())),
                     }
                 }
                 Err(e) => {
@@ -280,7 +279,6 @@ impl WorkerConn {
     /// worker is killed and this returns [`Error::Timeout`].
     pub fn serve_qap(
         &mut self,
-        zygote: &Zygote,
         limits: Limits<'_>,
         socket: BorrowedFd<'_>,
         options: crate::qap::direct::QapServe,
@@ -296,10 +294,10 @@ impl WorkerConn {
         let id = self.next_id;
         self.next_id += 1;
         if let Err(e) = self.channel.send_fd(socket) {
-            return Err(idle(self.send_failure(zygote, ProtocolError::Io(e))));
+            return Err(idle(self.send_failure(ProtocolError::Io(e))));
         }
         if let Err(e) = self.channel.send(|_| Ok(Request::ServeQap { id, options })) {
-            return Err(idle(self.send_failure(zygote, e)));
+            return Err(idle(self.send_failure(e)));
         }
         let mut deadline = limits.timeout.map(|t| Deadline::new(t, limits.grace));
         loop {
@@ -345,7 +343,7 @@ impl WorkerConn {
                 Ok(Received::Hangup | Received::PeerExited | Received::Cancelled) => {
                     // The stamp outlives the worker: it tells whether it died in a call.
                     let in_flight = self.channel.busy_for().is_some();
-                    let error = self.death(zygote, "qap");
+                    let error = self.death("qap");
                     return Err(QapFailed { error, in_flight });
                 }
                 Ok(Received::TimedOut) => {
@@ -357,7 +355,7 @@ impl WorkerConn {
                         Overdue::Interrupt => self.interrupt(),
                         Overdue::Kill => {
                             return Err(QapFailed {
-                                error: self.timed_out(zygote, d.timeout()),
+                                error: self.timed_out(d.timeout()),
                                 in_flight: true,
                             })
                         }
@@ -374,19 +372,19 @@ impl WorkerConn {
 
     /// A request that could not be sent: too large (the worker is fine, nothing was
     /// published), or the link is gone.
-    fn send_failure(&mut self, zygote: &Zygote, e: ProtocolError) -> Error {
+    fn send_failure(&mut self, e: ProtocolError) -> Error {
         match e {
             ProtocolError::Shm(_)
             | ProtocolError::FrameTooLarge { .. }
             | ProtocolError::Codec(_) => Error::R(rookery_ffi::Error::InvalidValue(format!(
                 "request too large: {e}"
             ))),
-            _ => self.death(zygote, "send"),
+            _ => self.death("send"),
         }
     }
 
     /// The worker died: ask the zygote how.
-    fn death(&mut self, zygote: &Zygote, _during: &str) -> Error {
+    fn death(&mut self, _during: &str) -> Error {
         self.broken = true;
         self.undelivered = !self.channel.delivered();
         self.kill();
@@ -396,7 +394,7 @@ impl WorkerConn {
         } else {
             Duration::from_secs(2)
         };
-        let status = zygote.exit_status(self.pid, wait);
+        let status = self.zygote.exit_status(self.pid, wait);
         Error::WorkerDied {
             pid: self.pid,
             code: status.and_then(|s| s.code),
@@ -405,13 +403,13 @@ impl WorkerConn {
     }
 
     /// Interrupts the call, gives R `grace` to unwind, then kills the worker.
-    fn stop(&mut self, zygote: &Zygote, grace: Duration, why: Error) -> Error {
+    fn stop(&mut self, grace: Duration, why: Error) -> Error {
         self.interrupt();
         let deadline = Some(Instant::now() + grace);
         let _ = self
             .channel
             .recv::<Response>(Watch::exit(self.pidfd.as_fd()), deadline);
-        self.end(zygote);
+        self.end();
         why
     }
 
@@ -421,17 +419,17 @@ impl WorkerConn {
     }
 
     /// A call past its deadline: the worker is killed and replaced.
-    fn timed_out(&mut self, zygote: &Zygote, after: Duration) -> Error {
-        self.end(zygote);
+    fn timed_out(&mut self, after: Duration) -> Error {
+        self.end();
         Error::Timeout { after }
     }
 
     /// Kills a worker that cannot be trusted with another call; nobody waits for
     /// its exit status.
-    fn end(&mut self, zygote: &Zygote) {
+    fn end(&mut self) {
         self.broken = true;
         self.kill();
-        zygote.forget(self.pid);
+        self.zygote.forget(self.pid);
     }
 
     /// SIGKILL to the worker and its process group (anything it started).
@@ -448,13 +446,13 @@ impl WorkerConn {
 
     /// Asks the worker to exit; it needs no answer. Closing the link on drop ends a
     /// worker that missed the message.
-    pub fn retire(&mut self, zygote: &Zygote) {
+    pub fn retire(&mut self) {
         if self.broken {
             self.kill();
         } else {
             let _ = self.channel.send(|_| Ok(Request::Shutdown));
         }
-        zygote.forget(self.pid);
+        self.zygote.forget(self.pid);
     }
 
     /// Waits up to `wait` for the worker process to end.

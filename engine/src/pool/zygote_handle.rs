@@ -204,6 +204,11 @@ impl Zygote {
         self.pid
     }
 
+    /// Whether the zygote has ended (killed, crashed): it forks nothing more.
+    pub fn is_gone(&self) -> bool {
+        self.exits.0.lock().gone || !matches!(self.process.lock().try_wait(), Ok(None))
+    }
+
     /// Closes the control socket (the zygote then kills and reaps every worker and
     /// exits) and waits for the zygote, killing it if it does not exit in `grace`.
     pub fn shut_down(&self, grace: Duration) {
@@ -224,6 +229,14 @@ impl Zygote {
         let mut process = self.process.lock();
         let _ = process.kill();
         let _ = process.wait();
+    }
+}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zygote")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 

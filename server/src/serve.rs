@@ -248,7 +248,11 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
                 .map_err(|e| ServeError::Io(format!("TLS certificate or key: {e}")))?;
             let std_listener = bind(config.listen)?;
             let addr = local_addr(&std_listener)?;
-            let mut server = axum_server::from_tcp_rustls(std_listener, rustls);
+            // TCP_NODELAY on every connection: an answer streamed in pieces (a file, a
+            // large result) must not wait for the client's delayed ACK between them.
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let mut server = axum_server::from_tcp(std_listener).acceptor(tls);
             header_deadline(server.http_builder(), &config);
             let server_task = server.handle(handle.clone()).serve(app);
             (addr, tokio::spawn(server_task))
@@ -256,7 +260,8 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
         None => {
             let std_listener = bind(config.listen)?;
             let addr = local_addr(&std_listener)?;
-            let mut server = axum_server::from_tcp(std_listener);
+            let mut server = axum_server::from_tcp(std_listener)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
             header_deadline(server.http_builder(), &config);
             let server_task = server.handle(handle.clone()).serve(app);
             (addr, tokio::spawn(server_task))

@@ -115,6 +115,12 @@ impl ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    // glibc's allocator, tuned for a server (ROOKERY_MALLOC_TUNING=off keeps its
+    // defaults, to compare: docs/benchmarks.md, "Allocators").
+    #[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
+    if !matches!(std::env::var("ROOKERY_MALLOC_TUNING").as_deref(), Ok("off")) {
+        rookery_engine::tune_host_malloc();
+    }
     rookery_server::serve::init_logging();
     let config = args.config()?;
     let tls = config.tls.is_some();

@@ -45,6 +45,13 @@ pub use rookery_ffi::{OobFailure, OobKind, OobRequest, Output, Value, Warning};
 /// ([`Session::eval_with_oob`]).
 pub type OobSink<'a> = rookery_ffi::OobHandler<'a>;
 
+/// Tunes glibc's allocator for a long-lived host process that serves many threads
+/// (the server): blocks over 1 MiB go back to the kernel as soon as they are freed.
+/// Workers tune their own the other way (`PoolBuilder::tune_malloc`).
+pub fn tune_host_malloc() {
+    child::fork::tune_host_malloc();
+}
+
 /// A syntactic R name (letters, digits, `.`, `_`; starting with a letter, or with `.`
 /// not followed by a digit), at most 256 bytes: what may be bound without parsing.
 pub fn is_r_name(name: &str) -> bool {

@@ -90,8 +90,9 @@ fn fixed_paths() -> Map<String, Json_> {
     add(
         "/sessions/{id}/files/{path}",
         json!({"parameters": [id_param("id"), id_param("path")],
-        "get": op("Download a file", "files", "200"),
-        "put": op("Upload a file (raw body)", "files", "201"),
+        "get": op("Download a file (sent as it is read, with its Content-Length)", "files", "200"),
+        "put": op("Upload a file (raw body, any size up to limits.max_body_bytes, written to disk \
+            as it arrives; the file appears whole once all of it has arrived, or not at all)", "files", "201"),
         "delete": op("Delete a file", "files", "204")}),
     );
     add(
@@ -196,7 +197,9 @@ pub fn document(services: &[Arc<LiveService>]) -> Json_ {
                 limits.max_result_bytes: `bytes` and `limit` say by how much; keep the data \
                 in the session and return a part, or write a file and download it with the \
                 files API); 429 `too_many_bytes_in_flight`, `rate_limited`; 503 `busy`, \
-                `memory_busy` (limits.max_inflight_bytes, with Retry-After), `unavailable`; 504 `timeout`; 502 `worker_died`",
+                `memory_busy` (limits.max_inflight_bytes, with Retry-After), `login_busy` (every \
+                password hasher stayed taken for 10 s, with Retry-After), `unavailable`; 504 \
+                `timeout`; 502 `worker_died`",
                 "content": {"application/json": {"schema": {
                 "type": "object",
                 "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {

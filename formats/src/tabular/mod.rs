@@ -98,6 +98,34 @@ pub fn table_from_json(bytes: &[u8], schema: Option<&Schema>) -> Result<Value, T
     }
 }
 
+/// [`table_from_json`] with a schema, reading the JSON text from `input` as it
+/// arrives, so the text is never whole in memory: only the columns being filled and
+/// a 64 KiB buffer are. A read error of `input` is a [`TableError::Json`] naming it.
+pub fn table_from_json_reader<R: std::io::Read>(
+    mut input: R,
+    schema: &Schema,
+) -> Result<Value, TableError> {
+    use std::io::Read;
+    // A leading byte-order mark is skipped, however the first bytes arrive.
+    let mut head = [0u8; 3];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(serde_json::Error::io(e).into()),
+        }
+    }
+    let skip = if head[..got] == *b"\xEF\xBB\xBF" {
+        3
+    } else {
+        0
+    };
+    let rest = std::io::Cursor::new(head[skip..got].to_vec()).chain(input);
+    read::with_schema_from(std::io::BufReader::with_capacity(64 << 10, rest), schema)
+}
+
 /// The JSON text of a call's result: a data frame as records or columns, a vector as an
 /// array (even of length one), a named list as an object, NA as `null`.
 pub fn value_to_json(value: &Value, layout: Layout) -> Vec<u8> {

@@ -21,8 +21,23 @@ use crate::schema::{ColumnBuilder, Scalar, Schema, ValidationError};
 
 /// Reads records or columns into a frame with exactly the declared columns.
 pub(super) fn with_schema(bytes: &[u8], schema: &Schema) -> Result<Value, TableError> {
+    parse(serde_json::Deserializer::from_slice(bytes), schema)
+}
+
+/// [`with_schema`], reading the JSON text from `input` as it comes (buffer it: the
+/// parser asks for one byte at a time).
+pub(super) fn with_schema_from<R: std::io::Read>(
+    input: R,
+    schema: &Schema,
+) -> Result<Value, TableError> {
+    parse(serde_json::Deserializer::from_reader(input), schema)
+}
+
+fn parse<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    schema: &Schema,
+) -> Result<Value, TableError> {
     let mut reader = Reader::new(schema);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = Top(&mut reader)
         .deserialize(&mut de)
         .and_then(|()| de.end());

@@ -407,3 +407,66 @@ fn column_types_are_reported_by_name() {
     let s = example();
     assert_eq!(s.column("g").map(|c| c.ty.name()), Some("factor"));
 }
+
+/// Gives its text a few bytes at a time, as a body arriving in pieces does.
+struct Trickle<'a> {
+    text: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.step.min(buf.len()).min(self.text.len());
+        buf[..n].copy_from_slice(&self.text[..n]);
+        self.text = &self.text[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_table_read_as_it_arrives_is_the_table_read_whole() {
+    let s = example();
+    for text in [RECORDS, COLUMNS] {
+        for step in [1, 3, 7, 4096] {
+            let bom = format!("\u{feff}{text}");
+            for t in [text, bom.as_str()] {
+                let input = Trickle {
+                    text: t.as_bytes(),
+                    step,
+                };
+                let got = table_from_json_reader(input, &s).expect("a table");
+                assert_same(&got, &expected_example());
+            }
+        }
+    }
+    // The same refusals, with the same words.
+    for bad in [
+        r#"[{"x1": "one"}]"#,
+        r#"[{"x1": 1, "x1": 2}]"#,
+        r#"{"x1": [1, 2], "n": [1]}"#,
+        r#"[{"x1": 1}"#,
+        "[1, 2]",
+    ] {
+        let whole = error(bad, &s);
+        let input = Trickle {
+            text: bad.as_bytes(),
+            step: 2,
+        };
+        let arriving = table_from_json_reader(input, &s)
+            .expect_err("should be refused")
+            .to_string();
+        assert_eq!(arriving, whole, "{bad}");
+    }
+}
+
+#[test]
+fn a_read_error_while_a_table_arrives_is_named() {
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("the client went away"))
+        }
+    }
+    let e = table_from_json_reader(Broken, &example()).unwrap_err();
+    assert!(e.to_string().contains("the client went away"), "{e}");
+}

@@ -44,6 +44,118 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
+/// Bodies up to this size are read whole, then decoded; past it, a JSON table is
+/// decoded while the rest still arrives ([`decode_arriving`]).
+pub const DECODE_WHOLE_UP_TO: usize = 1 << 20;
+
+/// What [`decode_arriving`] hands its decoder: the whole body (small ones), or a
+/// reader of the body as it arrives (large ones).
+pub enum Arriving<'a> {
+    Whole(&'a [u8]),
+    Reader(&'a mut (dyn std::io::Read + Send)),
+}
+
+/// Reads a body with [`RawBody`]'s limits (413, 408, the caller's bytes in flight
+/// counted as they arrive) and gives it to `decode`: whole, on this thread, when
+/// it is small (a scoring call of a few rows pays no thread hop), or, once more
+/// than [`DECODE_WHOLE_UP_TO`] bytes have come, as a reader on a blocking thread,
+/// fed a chunk at a time while the rest arrives. Then the text is never whole in
+/// the server's memory, only what `decode` builds from it. If the body breaks a
+/// limit midway, that is the answer, whatever `decode` made of the part it saw.
+pub async fn decode_arriving<T, F>(
+    state: &AppState,
+    user: &str,
+    body: axum::body::Body,
+    decode: F,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arriving<'_>) -> Result<T, AppError> + Send + 'static,
+{
+    let limits = &state.config.limits;
+    let deadline = limits.read_timeout();
+    let held = state.inflight.reservation(user);
+    let read = feed(body, limits.max_body_bytes, held, decode);
+    match tokio::time::timeout(deadline, read).await {
+        Err(_) => Err(AppError::RequestTimeout(deadline)),
+        Ok(decoded) => decoded,
+    }
+}
+
+async fn feed<T, F>(
+    mut body: axum::body::Body,
+    limit: usize,
+    mut held: Reservation,
+    decode: F,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arriving<'_>) -> Result<T, AppError> + Send + 'static,
+{
+    let mut len = 0usize;
+    // Small bodies: whole.
+    let mut head = BytesMut::new();
+    while head.len() <= DECODE_WHOLE_UP_TO {
+        match next_chunk(&mut body, limit, Some(&mut held), &mut len).await? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => return decode(Arriving::Whole(&head)),
+        }
+    }
+    // Large ones: decoded while they arrive.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let decoder = tokio::task::spawn_blocking(move || {
+        let mut input = ChannelReader {
+            rx,
+            at: Bytes::new(),
+        };
+        decode(Arriving::Reader(&mut input))
+    });
+    let mut chunk = Some(head.freeze());
+    let fed = loop {
+        let Some(c) = chunk.take() else {
+            break Ok(());
+        };
+        if tx.send(Ok(c)).await.is_err() {
+            // The decoder stopped early (bad JSON): its error is the answer.
+            break Ok(());
+        }
+        match next_chunk(&mut body, limit, Some(&mut held), &mut len).await {
+            Ok(c) => chunk = c,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                break Err(e);
+            }
+        }
+    };
+    drop(tx);
+    let decoded = decoder
+        .await
+        .map_err(|e| AppError::Internal(format!("the body's decoder failed: {e}")))?;
+    fed?;
+    decoded
+}
+
+/// A blocking reader of the chunks [`feed`] sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    at: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => self.at = chunk?,
+            }
+        }
+        let n = buf.len().min(self.at.len());
+        buf[..n].copy_from_slice(&self.at[..n]);
+        bytes::Buf::advance(&mut self.at, n);
+        Ok(n)
+    }
+}
+
 /// The body's bytes as they arrive: never more than `limit` (413), each chunk taken
 /// from the caller's in-flight budget first (429), the buffer growing only with what
 /// has arrived.
@@ -52,23 +164,10 @@ async fn collect(
     limit: usize,
     mut reservation: Option<Reservation>,
 ) -> Result<Bytes, AppError> {
-    use http_body_util::BodyExt;
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        if chunk.len() > limit - len {
-            return Err(AppError::TooLarge(limit));
-        }
-        if let Some(r) = reservation.as_mut() {
-            r.grow(chunk.len() as u64).map_err(AppError::from)?;
-        }
-        len += chunk.len();
+    while let Some(chunk) = next_chunk(&mut body, limit, reservation.as_mut(), &mut len).await? {
         match first.take() {
             None if rest.is_empty() => first = Some(chunk),
             None => rest.extend_from_slice(&chunk),
@@ -79,6 +178,34 @@ async fn collect(
         }
     }
     Ok(first.unwrap_or_else(|| rest.freeze()))
+}
+
+/// The body's next chunk of data, `None` at its end: never past `limit` bytes in
+/// all (413; `len` counts them), each chunk taken from the caller's bytes in flight
+/// first (429).
+async fn next_chunk(
+    body: &mut axum::body::Body,
+    limit: usize,
+    held: Option<&mut Reservation>,
+    len: &mut usize,
+) -> Result<Option<Bytes>, AppError> {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if chunk.len() > limit - *len {
+            return Err(AppError::TooLarge(limit));
+        }
+        if let Some(r) = held {
+            r.grow(chunk.len() as u64).map_err(AppError::from)?;
+        }
+        *len += chunk.len();
+        return Ok(Some(chunk));
+    }
+    Ok(None)
 }
 
 /// Bytes of a body kept in memory before they are written to its file.
@@ -119,24 +246,14 @@ where
     F: FnOnce() -> Result<crate::files::NewFile, crate::files::FileError> + Send + 'static,
 {
     use crate::engine::blocking;
-    use http_body_util::BodyExt;
     let mut file = blocking(create).await??;
     let mut piece = BytesMut::new();
     let mut held = state.inflight.reservation(user);
     let mut len = 0usize;
     loop {
-        let frame = body
-            .frame()
-            .await
-            .transpose()
-            .map_err(|e| AppError::BadRequest(format!("cannot read the request body: {e}")))?;
-        let done = frame.is_none();
-        if let Some(chunk) = frame.and_then(|f| f.into_data().ok()) {
-            if chunk.len() > limit - len {
-                return Err(AppError::TooLarge(limit));
-            }
-            held.grow(chunk.len() as u64).map_err(AppError::from)?;
-            len += chunk.len();
+        let chunk = next_chunk(&mut body, limit, Some(&mut held), &mut len).await?;
+        let done = chunk.is_none();
+        if let Some(chunk) = chunk {
             piece.extend_from_slice(&chunk);
         }
         if piece.len() >= FILE_PIECE || (done && !piece.is_empty()) {

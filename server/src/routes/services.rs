@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +20,7 @@ use crate::formats::arrow::{self, ARROW_FILE, ARROW_STREAM};
 use crate::formats::tabular::{self, Layout};
 use crate::state::AppState;
 
-use super::body::{content_type, parse_json, RawBody, RequestId};
+use super::body::{content_type, decode_arriving, parse_json, Arriving, RawBody, RequestId};
 use super::sessions::{outcome_of, outcome_or};
 
 fn describe(s: &LiveService) -> Json_ {
@@ -167,11 +168,11 @@ pub async fn call(
     RequestId(rid): RequestId,
     user: AuthUser,
     headers: HeaderMap,
-    RawBody(bytes): RawBody,
+    body: Body,
 ) -> Result<Response, AppError> {
     let service = find(&state, &user, &name, &version)?;
     let layout = layout_of(q.format.as_deref())?;
-    let table = read_table(&service, &headers, &bytes)?;
+    let table = read_table(&state, &user.name, &service, &headers, body).await?;
     let cap = state.config.limits.max_result_bytes_for(user.role);
     let result = state
         .services
@@ -196,10 +197,10 @@ pub async fn batch(
     RequestId(rid): RequestId,
     user: AuthUser,
     headers: HeaderMap,
-    RawBody(bytes): RawBody,
+    body: Body,
 ) -> Result<(StatusCode, Json<Json_>), AppError> {
     let service = find(&state, &user, &name, &version)?;
-    let table = read_table(&service, &headers, &bytes)?;
+    let table = read_table(&state, &user.name, &service, &headers, body).await?;
     let out = state.dirs.user(&user.name)?.jobs()?;
     let result = state
         .jobs
@@ -227,8 +228,16 @@ fn layout_of(format: Option<&str>) -> Result<Layout, AppError> {
     }
 }
 
-/// Decodes the body by its content type and validates it against the schema.
-fn read_table(service: &LiveService, headers: &HeaderMap, bytes: &[u8]) -> Result<Value, AppError> {
+/// Decodes the body by its content type and validates it against the schema. A
+/// large JSON body is decoded as it arrives (`body::decode_arriving`); Arrow IPC is
+/// read whole first.
+async fn read_table(
+    state: &AppState,
+    user: &str,
+    service: &Arc<LiveService>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, AppError> {
     let media = content_type(headers);
     let table = match media.as_str() {
         // curl's `-d` labels JSON as a form; plain text is a common label too.
@@ -237,11 +246,32 @@ fn read_table(service: &LiveService, headers: &HeaderMap, bytes: &[u8]) -> Resul
         | "text/json"
         | "text/plain"
         | "application/x-www-form-urlencoded" => {
-            tabular::table_from_json(bytes, Some(&service.schema))
-                .map_err(|e| AppError::BadRequest(e.to_string()))?
+            let service = Arc::clone(service);
+            let decoded = decode_arriving(state, user, body, move |input| {
+                let table = match input {
+                    Arriving::Whole(bytes) => {
+                        tabular::table_from_json(bytes, Some(&service.schema))
+                    }
+                    Arriving::Reader(r) => tabular::table_from_json_reader(r, &service.schema),
+                };
+                table.map_err(|e| AppError::BadRequest(e.to_string()))
+            });
+            decoded.await?
         }
         ARROW_STREAM | ARROW_FILE => {
-            arrow::table_from_ipc(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?
+            let whole = decode_arriving(state, user, body, |input| match input {
+                Arriving::Whole(bytes) => Ok(arrow::table_from_ipc(bytes)),
+                Arriving::Reader(r) => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(r, &mut bytes).map_err(|e| {
+                        AppError::BadRequest(format!("cannot read the request body: {e}"))
+                    })?;
+                    Ok(arrow::table_from_ipc(&bytes))
+                }
+            });
+            whole
+                .await?
+                .map_err(|e| AppError::BadRequest(e.to_string()))?
         }
         other => {
             return Err(AppError::UnsupportedMedia(format!(

@@ -1,8 +1,10 @@
-//! Files to and from a session's folder against a real `rookery serve`: an upload is
-//! written to disk a piece at a time as it arrives, and a download is read a piece
-//! at a time as it is sent, so neither costs the server the file's size in memory;
-//! an upload past `limits.max_body_bytes` is refused as its bytes arrive (even
-//! without a declared length) and leaves the old file and no temporary file behind.
+//! Large bodies against a real `rookery serve`. Files to and from a session's
+//! folder: an upload is written to disk a piece at a time as it arrives, and a
+//! download is read a piece at a time as it is sent, so neither costs the server
+//! the file's size in memory; an upload past `limits.max_body_bytes` is refused as
+//! its bytes arrive (even without a declared length) and leaves the old file and no
+//! temporary file behind. A large JSON table for a service is decoded as it
+//! arrives: the same table, the same refusals, and never the whole text in memory.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -45,11 +47,25 @@ fn noise(len: usize) -> Vec<u8> {
 /// 1 MiB chunks; returns the status. The server may answer and close before all of
 /// it is sent.
 fn put_chunked(addr: &str, path: &str, token: &str, body: &[u8]) -> u16 {
+    send_chunked(addr, "PUT", path, token, "application/octet-stream", body).0
+}
+
+/// Sends `body` with `Transfer-Encoding: chunked` in 1 MiB chunks; returns the
+/// status and the answer's body.
+fn send_chunked(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    media: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: {media}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
     )
     .unwrap();
     for piece in body.chunks(MIB) {
@@ -63,7 +79,18 @@ fn put_chunked(addr: &str, path: &str, token: &str, body: &[u8]) -> u16 {
     let _ = s.write_all(b"0\r\n\r\n");
     let mut text = Vec::new();
     let _ = s.read_to_end(&mut text);
-    String::from_utf8_lossy(&text[9..12]).parse().unwrap()
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        super::live::dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
 }
 
 /// GETs `path`; returns the head (lower-cased) and the body's bytes.
@@ -145,5 +172,95 @@ fn files_stream_both_ways_and_a_refused_upload_leaves_nothing_behind() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["big.bin"], "{names:?}");
+    super::stop_server(child);
+}
+
+/// `{"x": [...]}` with `n` numbers of 27 significant digits: 3.5 bytes of text per
+/// byte of value, and the sum of what R will read.
+fn long_column(n: usize, bad_at: Option<usize>) -> (Vec<u8>, f64) {
+    let mut text = String::with_capacity(n * 30 + 16);
+    text.push_str("{\"x\": [");
+    let mut sum = 0.0;
+    for i in 0..n {
+        if i > 0 {
+            text.push(',');
+        }
+        if bad_at == Some(i) {
+            text.push_str("\"seven\"");
+            continue;
+        }
+        let v = format!(
+            "0.{:026}",
+            (i as u64).wrapping_mul(2_654_435_761) % 10u64.pow(18)
+        );
+        sum += v.parse::<f64>().unwrap();
+        text.push_str(&v);
+    }
+    text.push_str("]}");
+    (text.into_bytes(), sum)
+}
+
+#[test]
+fn a_large_json_table_is_decoded_as_it_arrives() {
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    let (child, addr, _) = serve_with(
+        data.path(),
+        "[limits]\nmax_body_bytes = 67108864\n[qap]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let body = json!({"username": "ada", "password": ADA_PW});
+    let (_, out) = call(&addr, "POST", "/api/v1/login", "", &body);
+    let ada = out["access_token"].as_str().unwrap().to_owned();
+    let spec = json!({
+        "name": "tally", "version": "1",
+        "code": "tally <- function(d) c(nrow(d), sum(d$x))",
+        "function": "tally",
+        "inputs": {"columns": [{"name": "x", "type": "double"}]},
+    });
+    let (status, out) = call(&addr, "POST", "/api/v1/services", &ada, &spec);
+    assert_eq!(status, 201, "{out}");
+    let path = "/api/v1/services/tally/1";
+    let media = "application/json";
+
+    // 1.7 million numbers, 48 MB of text, 14 MB of value: the same answer as R's,
+    // and the server's peak RSS rises by about the value (its copy and the shared
+    // memory it goes to the worker in), not by the text too.
+    let n = 1_700_000;
+    let (text, sum) = long_column(n, None);
+    assert!(text.len() > 45 * MIB);
+    let before = peak_rss_kb(child.id());
+    let (status, out) = send_chunked(&addr, "POST", path, &ada, media, &text);
+    let rise = peak_rss_kb(child.id()) - before;
+    assert_eq!(status, 200, "{out}");
+    let out: Json = serde_json::from_str(&out).unwrap();
+    let got = out["result"].as_array().unwrap();
+    assert_eq!(got[0], json!(n), "{out}");
+    let relative = (got[1].as_f64().unwrap() - sum).abs() / sum;
+    assert!(relative < 1e-9, "sum {} against {sum}", got[1]);
+    assert!(
+        rise < 40 * 1024,
+        "a 48 MB table raised the server's peak RSS by {rise} kB"
+    );
+
+    // A bad cell far into it: the refusal a whole body gets, with its row.
+    let (text, _) = long_column(n, Some(1_500_000));
+    let (status, out) = send_chunked(&addr, "POST", path, &ada, media, &text);
+    assert_eq!(status, 400, "{out}");
+    let out: Json = serde_json::from_str(&out).unwrap();
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(r#"column "x" row 1500001: expected a number"#),
+        "{message}"
+    );
+
+    // Past the body limit, midway through the numbers: 413, not a parse error.
+    let (text, _) = long_column(2_400_000, None);
+    assert!(text.len() > 64 * MIB);
+    let (status, out) = send_chunked(&addr, "POST", path, &ada, media, &text);
+    assert_eq!(status, 413, "{out}");
+
+    // Small tables take the whole-body path: the same answer.
+    let (status, out) = call(&addr, "POST", path, &ada, &json!({"x": [1.5, 2.5]}));
+    assert_eq!((status, &out["result"]), (200, &json!([2, 4])), "{out}");
     super::stop_server(child);
 }

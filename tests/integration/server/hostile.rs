@@ -406,7 +406,7 @@ fn one_user_cannot_hold_more_than_their_bytes_in_flight_over_many_connections() 
 #[test]
 fn a_burst_of_logins_costs_a_hasher_per_core_and_each_is_answered() {
     let data = tempfile::tempdir().unwrap();
-    let (child, addr, _) = serve(&data.path(), false);
+    let (child, addr, _) = serve(data.path(), false);
     let before = peak_rss_kb(child.id());
     let answers: Vec<u16> = std::thread::scope(|s| {
         let logins: Vec<_> = (0..24)

@@ -1,6 +1,9 @@
 //! Request bodies and request context: JSON with the parser's message on error, raw
-//! bytes with the size limit reported as 413, bodies written to a file as they arrive
-//! ([`into_file`]), the request id, the client address.
+//! bytes with the size limit reported as 413, large bodies decoded as they arrive
+//! ([`decode_arriving`]) or written to a file as they arrive ([`into_file`]), the
+//! request id, the client address. Every way of reading a body keeps the same
+//! limits: `limits.max_body_bytes` (413), `limits.read_timeout_secs` (408) and the
+//! caller's bytes in flight (429).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -28,19 +31,80 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let limits = &state.config.limits;
-        let deadline = limits.read_timeout();
+        let limit = state.config.limits.max_body_bytes;
         // Counted against the caller's bytes in flight while it arrives (the
         // AuthUser extractor, run before, leaves the caller in the extensions).
-        let reservation = req
+        let mut held = req
             .extensions()
             .get::<AuthUser>()
             .map(|u| state.inflight.reservation(&u.name));
-        let read = collect(req.into_body(), limits.max_body_bytes, reservation);
-        match tokio::time::timeout(deadline, read).await {
-            Err(_) => Err(AppError::RequestTimeout(deadline)),
-            Ok(body) => body.map(RawBody),
+        let read = gather(req.into_body(), limit, held.as_mut());
+        within_read_deadline(state, read).await.map(RawBody)
+    }
+}
+
+/// The whole body, read as [`RawBody`] reads it, for a handler that decides only
+/// after its own checks how to read the body.
+pub async fn read_whole(
+    state: &AppState,
+    user: &str,
+    body: axum::body::Body,
+) -> Result<Bytes, AppError> {
+    let mut held = state.inflight.reservation(user);
+    let read = gather(body, state.config.limits.max_body_bytes, Some(&mut held));
+    within_read_deadline(state, read).await
+}
+
+async fn gather(
+    mut body: axum::body::Body,
+    limit: usize,
+    mut held: Option<&mut Reservation>,
+) -> Result<Bytes, AppError> {
+    let mut whole = Gather::default();
+    while let Some(chunk) =
+        next_chunk(&mut body, limit, held.as_deref_mut(), &mut whole.len).await?
+    {
+        whole.push(chunk);
+    }
+    Ok(whole.into_bytes())
+}
+
+/// `read`, or 408 when it takes longer than `limits.read_timeout_secs`.
+async fn within_read_deadline<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    let deadline = state.config.limits.read_timeout();
+    match tokio::time::timeout(deadline, read).await {
+        Err(_) => Err(AppError::RequestTimeout(deadline)),
+        Ok(read) => read,
+    }
+}
+
+/// A body's chunks gathered into one buffer; a body of one chunk (most) is kept
+/// as it came, without a copy.
+#[derive(Default)]
+struct Gather {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    /// Bytes gathered (and so far read: [`next_chunk`] counts here).
+    len: usize,
+}
+
+impl Gather {
+    fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            None => self.rest.extend_from_slice(&chunk),
+            Some(f) => {
+                self.rest.extend_from_slice(&f);
+                self.rest.extend_from_slice(&chunk);
+            }
         }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
 
@@ -72,14 +136,9 @@ where
     T: Send + 'static,
     F: FnOnce(Arriving<'_>) -> Result<T, AppError> + Send + 'static,
 {
-    let limits = &state.config.limits;
-    let deadline = limits.read_timeout();
     let held = state.inflight.reservation(user);
-    let read = feed(body, limits.max_body_bytes, held, decode);
-    match tokio::time::timeout(deadline, read).await {
-        Err(_) => Err(AppError::RequestTimeout(deadline)),
-        Ok(decoded) => decoded,
-    }
+    let read = feed(body, state.config.limits.max_body_bytes, held, decode);
+    within_read_deadline(state, read).await
 }
 
 async fn feed<T, F>(
@@ -92,15 +151,15 @@ where
     T: Send + 'static,
     F: FnOnce(Arriving<'_>) -> Result<T, AppError> + Send + 'static,
 {
-    let mut len = 0usize;
     // Small bodies: whole.
-    let mut head = BytesMut::new();
-    while head.len() <= DECODE_WHOLE_UP_TO {
-        match next_chunk(&mut body, limit, Some(&mut held), &mut len).await? {
-            Some(chunk) => head.extend_from_slice(&chunk),
-            None => return decode(Arriving::Whole(&head)),
+    let mut head = Gather::default();
+    while head.len <= DECODE_WHOLE_UP_TO {
+        match next_chunk(&mut body, limit, Some(&mut held), &mut head.len).await? {
+            Some(chunk) => head.push(chunk),
+            None => return decode(Arriving::Whole(&head.into_bytes())),
         }
     }
+    let mut len = head.len;
     // Large ones: decoded while they arrive.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     let decoder = tokio::task::spawn_blocking(move || {
@@ -110,7 +169,7 @@ where
         };
         decode(Arriving::Reader(&mut input))
     });
-    let mut chunk = Some(head.freeze());
+    let mut chunk = Some(head.into_bytes());
     let fed = loop {
         let Some(c) = chunk.take() else {
             break Ok(());
@@ -154,30 +213,6 @@ impl std::io::Read for ChannelReader {
         bytes::Buf::advance(&mut self.at, n);
         Ok(n)
     }
-}
-
-/// The body's bytes as they arrive: never more than `limit` (413), each chunk taken
-/// from the caller's in-flight budget first (429), the buffer growing only with what
-/// has arrived.
-async fn collect(
-    mut body: axum::body::Body,
-    limit: usize,
-    mut reservation: Option<Reservation>,
-) -> Result<Bytes, AppError> {
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    let mut len = 0usize;
-    while let Some(chunk) = next_chunk(&mut body, limit, reservation.as_mut(), &mut len).await? {
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(f) => {
-                rest.extend_from_slice(&f);
-                rest.extend_from_slice(&chunk);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// The body's next chunk of data, `None` at its end: never past `limit` bytes in
@@ -226,13 +261,14 @@ pub async fn into_file<F>(
 where
     F: FnOnce() -> Result<crate::files::NewFile, crate::files::FileError> + Send + 'static,
 {
-    let limits = &state.config.limits;
-    let deadline = limits.read_timeout();
-    let write = write_pieces(state, user, body, limits.max_body_bytes, create);
-    match tokio::time::timeout(deadline, write).await {
-        Err(_) => Err(AppError::RequestTimeout(deadline)),
-        Ok(written) => written,
-    }
+    let write = write_pieces(
+        state,
+        user,
+        body,
+        state.config.limits.max_body_bytes,
+        create,
+    );
+    within_read_deadline(state, write).await
 }
 
 async fn write_pieces<F>(

@@ -20,7 +20,9 @@ use crate::formats::arrow::{self, ARROW_FILE, ARROW_STREAM};
 use crate::formats::tabular::{self, Layout};
 use crate::state::AppState;
 
-use super::body::{content_type, decode_arriving, parse_json, Arriving, RawBody, RequestId};
+use super::body::{
+    content_type, decode_arriving, parse_json, read_whole, Arriving, RawBody, RequestId,
+};
 use super::sessions::{outcome_of, outcome_or};
 
 fn describe(s: &LiveService) -> Json_ {
@@ -230,7 +232,7 @@ fn layout_of(format: Option<&str>) -> Result<Layout, AppError> {
 
 /// Decodes the body by its content type and validates it against the schema. A
 /// large JSON body is decoded as it arrives (`body::decode_arriving`); Arrow IPC is
-/// read whole first.
+/// read whole first (`body::read_whole`).
 async fn read_table(
     state: &AppState,
     user: &str,
@@ -259,19 +261,8 @@ async fn read_table(
             decoded.await?
         }
         ARROW_STREAM | ARROW_FILE => {
-            let whole = decode_arriving(state, user, body, |input| match input {
-                Arriving::Whole(bytes) => Ok(arrow::table_from_ipc(bytes)),
-                Arriving::Reader(r) => {
-                    let mut bytes = Vec::new();
-                    std::io::Read::read_to_end(r, &mut bytes).map_err(|e| {
-                        AppError::BadRequest(format!("cannot read the request body: {e}"))
-                    })?;
-                    Ok(arrow::table_from_ipc(&bytes))
-                }
-            });
-            whole
-                .await?
-                .map_err(|e| AppError::BadRequest(e.to_string()))?
+            let bytes = read_whole(state, user, body).await?;
+            arrow::table_from_ipc(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?
         }
         other => {
             return Err(AppError::UnsupportedMedia(format!(

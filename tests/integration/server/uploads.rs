@@ -109,17 +109,24 @@ fn get_raw(addr: &str, path: &str, token: &str) -> (String, Vec<u8>) {
     (head, raw[at + 4..].to_vec())
 }
 
-#[test]
-fn files_stream_both_ways_and_a_refused_upload_leaves_nothing_behind() {
-    let data = tempfile::tempdir().unwrap();
-    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+/// `rookery serve` on `data` with a 64 MiB body limit and a publisher `ada`, logged
+/// in: the child, its HTTP address, and ada's token.
+fn serve_as_ada(data: &std::path::Path) -> (std::process::Child, String, String) {
+    super::cli_add_user(data, "ada", "publisher", ADA_PW);
     let (child, addr, _) = serve_with(
-        data.path(),
+        data,
         "[limits]\nmax_body_bytes = 67108864\n[qap]\nlisten = \"127.0.0.1:0\"\n",
     );
     let body = json!({"username": "ada", "password": ADA_PW});
     let (_, out) = call(&addr, "POST", "/api/v1/login", "", &body);
     let ada = out["access_token"].as_str().unwrap().to_owned();
+    (child, addr, ada)
+}
+
+#[test]
+fn files_stream_both_ways_and_a_refused_upload_leaves_nothing_behind() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, addr, ada) = serve_as_ada(data.path());
     let (_, session) = call(&addr, "POST", "/api/v1/sessions", &ada, &json!({}));
     let id = session["id"].as_str().unwrap().to_owned();
     let file = format!("/api/v1/sessions/{id}/files/in/big.bin");
@@ -203,14 +210,7 @@ fn long_column(n: usize, bad_at: Option<usize>) -> (Vec<u8>, f64) {
 #[test]
 fn a_large_json_table_is_decoded_as_it_arrives() {
     let data = tempfile::tempdir().unwrap();
-    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
-    let (child, addr, _) = serve_with(
-        data.path(),
-        "[limits]\nmax_body_bytes = 67108864\n[qap]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    let body = json!({"username": "ada", "password": ADA_PW});
-    let (_, out) = call(&addr, "POST", "/api/v1/login", "", &body);
-    let ada = out["access_token"].as_str().unwrap().to_owned();
+    let (child, addr, ada) = serve_as_ada(data.path());
     let spec = json!({
         "name": "tally", "version": "1",
         "code": "tally <- function(d) c(nrow(d), sum(d$x))",

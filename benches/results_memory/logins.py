@@ -9,27 +9,13 @@ of that stays with the server afterwards is the allocator's doing.
 
 usage: logins.py ROOKERY [N]
 """
-import json, socket, subprocess, sys, tempfile, threading, time
+import json, subprocess, sys, tempfile, threading, time
 
-def status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
+from common import request, status_kb
 
 def login(addr, name, password, out, i):
-    host, port = addr.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
-    body = json.dumps({"username": name, "password": password}).encode()
-    s.sendall(f"POST /api/v1/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n"
-              f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    raw = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        raw += b
-    out[i] = int(raw[9:12])
+    out[i] = request(addr, "POST", "/api/v1/login", {"username": name, "password": password})[0]
+
 
 def main():
     rookery = sys.argv[1]

@@ -12,46 +12,10 @@ answer (how soon memory goes back after a spike; the allocator decides that).
 
 usage: peak.py ROOKERY N [--settle S] [serve flags, e.g. --max-result-bytes B]
 """
-import json, os, socket, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
 
-def status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
+from common import request, status_kb
 
-def request(addr, method, path, body, token=None, stream=False):
-    host, port = addr.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
-    data = json.dumps(body).encode()
-    head = f"{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n" \
-           f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-    if token:
-        head += f"Authorization: Bearer {token}\r\n"
-    t0 = time.monotonic()
-    s.sendall(head.encode() + b"\r\n" + data)
-    chunks, first = [], None
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        if first is None:
-            first = time.monotonic() - t0
-        chunks.append(b)
-    total = time.monotonic() - t0
-    raw = b"".join(chunks)
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    if b"chunked" in head.lower():
-        out, i = bytearray(), 0
-        while True:
-            j = rest.index(b"\r\n", i)
-            n = int(rest[i:j], 16)
-            if n == 0:
-                break
-            out += rest[j + 2:j + 2 + n]
-            i = j + 2 + n + 2
-        rest = bytes(out)
-    return int(head[9:12]), rest, first, total
 
 def main():
     rookery, n = sys.argv[1], int(float(sys.argv[2]))

@@ -17,6 +17,8 @@ usage: throughput.py ROOKERY [N] [ROUNDS]
 """
 import json, os, socket, statistics, struct, subprocess, sys, tempfile, time
 
+from common import request
+
 USER, PASSWORD = "bench", "bench-password-1"
 
 def free_port():
@@ -29,7 +31,7 @@ def free_port():
 def wait_port(port, proc, what, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             sys.exit(f"{what} exited early")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -39,36 +41,9 @@ def wait_port(port, proc, what, timeout=60):
     sys.exit(f"{what} did not listen on {port}")
 
 def http(port, method, path, body=None, token=None):
-    """Returns (status, body bytes, seconds to the last byte); dechunks."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    data = json.dumps(body).encode() if body is not None else b""
-    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" \
-           f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-    if token:
-        head += f"Authorization: Bearer {token}\r\n"
-    t0 = time.monotonic()
-    s.sendall(head.encode() + b"\r\n" + data)
-    chunks = []
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        chunks.append(b)
-    took = time.monotonic() - t0
-    raw = b"".join(chunks)
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    if b"chunked" in head.lower():
-        out, i = bytearray(), 0
-        while True:
-            j = rest.index(b"\r\n", i)
-            n = int(rest[i:j], 16)
-            if n == 0:
-                break
-            out += rest[j + 2:j + 2 + n]
-            i = j + 2 + n + 2
-        rest = bytes(out)
-    return int(head[9:12]), rest, took
+    """Status, body and seconds to the last byte of one request to a loopback port."""
+    status, body, _, took = request(f"127.0.0.1:{port}", method, path, body, token)
+    return status, body, took
 
 def recv_exact(s, n):
     buf = bytearray(n)
@@ -126,10 +101,11 @@ def main():
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     value_mb = n * 8 / 1e6
     tmp = tempfile.mkdtemp(prefix="rookery-throughput-")
+    # Its own folder, not inside tmp (0700): worker accounts must reach it.
+    data = tempfile.mkdtemp(prefix="rookery-throughput-data-")
+    rs_pidfile = os.path.join(tmp, "rserve.pid")
     procs = []
     try:
-        data = os.path.join(tmp, "data")
-        os.mkdir(data)
         subprocess.run([rookery, "user", "add", USER, "--role", "publisher", "--data", data],
                        input=(PASSWORD + "\n").encode(), check=True, stdout=subprocess.DEVNULL)
         rk_http, rk_qap, rs_port, pl_port = free_port(), free_port(), free_port(), free_port()
@@ -147,10 +123,11 @@ def main():
         rsconf = os.path.join(tmp, "Rserv.conf")
         with open(rsconf, "w") as f:
             f.write("maxsendbuf 0\nmaxinbuf 1048576\n")
-        procs.append(subprocess.Popen(["R", "CMD", rserve, "--no-save", "--RS-port", str(rs_port),
-                                       "--RS-conf", rsconf, "--RS-workdir", tmp],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(rs_port, procs[-1], "Rserve")
+        # Rserve puts itself in the background: its pid comes from its pidfile.
+        subprocess.run(["R", "CMD", rserve, "--no-save", "--RS-port", str(rs_port),
+                        "--RS-conf", rsconf, "--RS-workdir", tmp, "--RS-pidfile", rs_pidfile],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        wait_port(rs_port, None, "Rserve")
         script = os.path.join(tmp, "plumber.R")
         with open(script, "w") as f:
             f.write(PLUMBER.replace("{n}", str(n)).replace("{port}", str(pl_port)))
@@ -182,12 +159,18 @@ def main():
             assert status == 200 and body.count(b",") == n - 1, status
             runs["plumber_http"].append(took); wire["plumber_http"] = len(body) / 1e6
             print(json.dumps({"round": r + 1, **{k: round(v[-1], 3) for k, v in runs.items()}}))
+        # Rserve's child for this connection ends with it, before its parent does.
+        rq.close()
+        rs.close()
+        time.sleep(0.5)
         med = {k: statistics.median(v) for k, v in runs.items()}
         print(json.dumps({"n": n, "value_mb": value_mb, "rounds": rounds,
                           "median_s": {k: round(v, 3) for k, v in med.items()},
                           "value_mb_per_s": {k: round(value_mb / v, 1) for k, v in med.items()},
                           "wire_mb": {k: round(v, 1) for k, v in wire.items()}}))
     finally:
+        if os.path.exists(rs_pidfile):
+            subprocess.run(["kill", open(rs_pidfile).read().strip()])
         for p in procs:
             p.terminate()
         for p in procs:
@@ -195,6 +178,6 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        subprocess.run(["rm", "-rf", tmp])
+        subprocess.run(["rm", "-rf", tmp, data])
 
 main()

@@ -46,7 +46,7 @@ pub use rookery_ffi::{OobFailure, OobKind, OobRequest, Output, Value, Warning};
 pub type OobSink<'a> = rookery_ffi::OobHandler<'a>;
 
 /// Tunes glibc's allocator for a long-lived host process that serves many threads
-/// (the server): blocks over 1 MiB go back to the kernel as soon as they are freed.
+/// (the server): blocks over 128 KiB go back to the kernel as soon as they are freed.
 /// Workers tune their own the other way (`PoolBuilder::tune_malloc`).
 pub fn tune_host_malloc() {
     child::fork::tune_host_malloc();

@@ -176,17 +176,19 @@ pub(crate) fn tune_malloc() {
 }
 
 /// For a host process (the server), the opposite of [`tune_malloc`]: every block
-/// over 1 MiB is mapped on its own and unmapped when freed. glibc's default raises
-/// its mapping threshold to the size of the largest block freed so far (up to
-/// 32 MiB), and each thread has an arena of its own (up to 8 per core), so a 19 MiB
-/// block allocated and freed once on each of many threads (argon2id, a decoded
-/// result) would stay resident in every arena: 24 logins at once left the server
-/// 430 MB larger (docs/benchmarks.md, "Allocators").
+/// over 128 KiB (glibc's own starting threshold) is mapped on its own and unmapped
+/// when freed, always. glibc's default raises that threshold to the size of the
+/// largest block freed so far (up to 32 MiB), and each thread has an arena of its
+/// own (up to 8 per core), so a 19 MiB block allocated and freed once on each of
+/// many threads (argon2id, a decoded result) would stay resident in every arena:
+/// 24 logins at once left the server 430 MB larger. A fixed 1 MiB threshold did as
+/// well there but kept the blocks between 128 KiB and 1 MiB (body pieces, buffers)
+/// in the arenas, and the soak's RSS grew faster (docs/benchmarks.md, "Allocators").
 pub(crate) fn tune_host_malloc() {
     // SAFETY: mallopt only changes allocator parameters, under the allocator's own
     // lock; blocks already allocated are unaffected.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Bytes in flight: how much of the server's memory requests still arriving (HTTP
-//! bodies, QAP1 messages) and large results still being sent (HTTP answers) may hold
-//! at once, per user and over the whole server. `limits.max_body_bytes`,
+//! bodies, QAP1 messages) and large results still being sent (HTTP answers, QAP1
+//! replies) may hold at once, per user and over the whole server. `limits.max_body_bytes`,
 //! `limits.qap_max_message_bytes` and `limits.max_result_bytes` bound one of them;
 //! this bounds their sum: per user (`limits.max_inflight_bytes_per_user`), so that
 //! opening more connections does not buy a user more of the server's memory, and in
@@ -137,6 +137,21 @@ impl Reservation {
                     return Err(over)
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// [`Reservation::grow_within`] for a thread that may block (a QAP1
+    /// connection's): the same retries, sleeping between them.
+    pub fn grow_blocking(&mut self, n: u64, wait: std::time::Duration) -> Result<(), OverBudget> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.grow(n) {
+                Ok(()) => return Ok(()),
+                Err(over) if n > over.limit || std::time::Instant::now() >= deadline => {
+                    return Err(over)
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         }
     }

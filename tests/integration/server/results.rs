@@ -444,3 +444,66 @@ fn large_answers_in_flight_share_the_servers_budget() {
     assert_eq!(out["result"].as_array().map(Vec::len), Some(2_000_000));
     super::stop_server(child);
 }
+
+/// QAP1 replies through the connection thread (direct mode off, as over TLS) count
+/// in the budget of bytes in flight too: a large reply holds its value and its
+/// encoding until written. One larger than the user's budget by itself, or one that
+/// finds no room within a second while the same user's other connection has not
+/// read its own, is ERR_out_of_mem; the connection and its session go on, and once
+/// the other reply has been read the same call succeeds.
+#[test]
+fn large_qap1_replies_hold_their_bytes_in_the_budget() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    super::cli_add_user(data.path(), "ada", "publisher", ADA_PW);
+    let (child, addr, qap) = serve_with(
+        data.path(),
+        "[limits]\nmax_body_bytes = 1048576\nqap_max_message_bytes = 1048576\n\
+         max_inflight_bytes_per_user = 50331648\n\
+         [qap]\nlisten = \"127.0.0.1:0\"\ndirect = false\n",
+    );
+    let mut b = qap_login(&qap, "ada", ADA_PW);
+    // 3.5e6 doubles: 28 MB, held twice, is past the user's 48 MiB by itself.
+    let (word, _) = qap_eval(&mut b, "runif(3.5e6)");
+    assert_eq!(word, frame::resp_err(status::OUT_OF_MEM), "{word:#x}");
+    assert_eq!(qap_eval(&mut b, "z <- 41L; z + 1L").0, resp::OK);
+
+    // Connection A asks for 16 MB (32 MB held, more than the kernel's socket
+    // buffers take) and does not read it yet.
+    let mut a = qap_login(&qap, "ada", ADA_PW);
+    let mut p = Vec::new();
+    frame::push_string_param(&mut p, b"runif(2e6)");
+    a.write_all(&frame::encode_message(cmd::EVAL, 0, &p))
+        .unwrap();
+    let held = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (_, text) = http(&addr, "GET", "/metrics", &[], "");
+        text.lines()
+            .find_map(|l| l.strip_prefix("rookery_inflight_bytes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|v| v >= 32_000_000)
+    });
+    assert!(held, "A's reply holds its bytes while A does not read");
+
+    // 9.6 MB (19.2 MB held) no longer fits beside it.
+    let (word, _) = qap_eval(&mut b, "runif(1.2e6)");
+    assert_eq!(word, frame::resp_err(status::OUT_OF_MEM), "{word:#x}");
+    let (word, _) = qap_eval(&mut b, "z");
+    assert_eq!(word, resp::OK, "the session keeps its objects");
+
+    // A reads its reply; then B's call goes through.
+    let mut head = [0u8; 16];
+    a.read_exact(&mut head).unwrap();
+    assert_eq!(u32::from_le_bytes(head[..4].try_into().unwrap()), resp::OK);
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    let mut rest = vec![0; len];
+    a.read_exact(&mut rest).unwrap();
+    assert!(len > 16_000_000, "{len}");
+    let ok = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        qap_eval(&mut b, "runif(1.2e6)").0 == resp::OK
+    });
+    assert!(ok, "the bytes are given back once A's reply is written");
+    drop((a, b));
+    super::stop_server(child);
+}

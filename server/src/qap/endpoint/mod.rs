@@ -77,6 +77,7 @@ use crate::auth::cache::HashersBusy;
 use crate::auth::{AuthUser, Credential};
 use crate::engine::SessionEntry;
 use crate::engine::{Error, RFailureKind};
+use crate::inflight::Reservation;
 use crate::state::AppState;
 use files::OpenFile;
 use listen::idle_timeout;
@@ -96,6 +97,13 @@ const DIRECT_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 /// Message buffers up to this capacity are kept for the next message (1e6 doubles
 /// are 8 MB); larger ones are freed, so an idle connection holds at most twice this.
 const RETAIN: usize = 16 << 20;
+
+/// Replies whose value encodes to more than this hold their bytes in the budget of
+/// bytes in flight while they are built and written (as streamed HTTP answers do).
+const REPLY_BUDGET_ABOVE: u64 = 1 << 20;
+
+/// How long a large reply waits for room in that budget before it is refused.
+const REPLY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Rserve's status for an R error in `CMD_serEval` / `serEEval` / `serAssign`
 /// (`SET_STAT(RESP_ERR, Rerr)` with `Rerr` = 1), unlike CMD_eval's 127.
@@ -144,6 +152,9 @@ pub struct Connection {
     outbuf: Vec<u8>,
     /// How strings travel (`CMD_setEncoding`): code, names and values.
     strings: sexp::Strings,
+    /// The current message's bytes, held in the budget of bytes in flight until it
+    /// has been answered.
+    message_held: Option<Reservation>,
 }
 
 /// Why a connection ends.
@@ -185,6 +196,7 @@ impl Connection {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             strings: sexp::Strings::Utf8,
+            message_held: None,
         }
     }
 
@@ -334,10 +346,20 @@ impl Connection {
         let (command, payload) = self.read_message()?;
         self.requests += 1;
         let done = self.dispatch(command, &payload);
+        self.message_held = None;
         if payload.capacity() <= RETAIN {
             self.inbuf = payload;
         }
         done
+    }
+
+    /// Whose budget of bytes in flight this connection's messages and replies count
+    /// against: its user's, or before a login (and in OCAP mode) its address's.
+    fn budget_owner(&self) -> String {
+        match &self.user {
+            Some(u) => u.name.clone(),
+            None => format!("peer:{}", self.peer),
+        }
     }
 
     /// The current request's id: the connection id and the request's number.
@@ -387,10 +409,7 @@ impl Connection {
                 return Err(End::Close);
             }
         };
-        let owner = match &self.user {
-            Some(u) => u.name.clone(),
-            None => format!("peer:{}", self.peer),
-        };
+        let owner = self.budget_owner();
         let mut held = self.state.inflight.reservation(&owner);
         if let Err(over) = held.grow(header.len) {
             let whose = if over.server {
@@ -407,6 +426,7 @@ impl Connection {
         payload.clear();
         self.stream
             .read_growing(&mut payload, header.len as usize, deadline)?;
+        self.message_held = Some(held);
         Ok((header.cmd, payload))
     }
 
@@ -865,8 +885,32 @@ impl Connection {
 
     /// RESP_OK with one DT_SEXP parameter holding `value`, encoded straight into the
     /// connection's reply buffer behind room for the headers, then written at once:
-    /// no copy of the object, whatever its size.
+    /// no further copy of the object, whatever its size.
+    ///
+    /// A reply over [`REPLY_BUDGET_ABOVE`] holds the value and its encoding (twice
+    /// its encoded size) in the caller's and the server's budget of bytes in flight
+    /// until it is written, waiting up to [`REPLY_BUDGET_WAIT`] for room; past that
+    /// it is ERR_out_of_mem (Rserve's answer when it cannot allocate a send buffer),
+    /// and the connection and its session stay open for a retry.
     fn reply_value(&mut self, value: &rookery_engine::Value) -> Result<(), End> {
+        let size = rookery_engine::value::codec::encoded_len(value) as u64;
+        let _held = if size > REPLY_BUDGET_ABOVE {
+            let mut held = self.state.inflight.reservation(&self.budget_owner());
+            if let Err(over) = held.grow_blocking(2 * size, REPLY_BUDGET_WAIT) {
+                let whose = if over.server {
+                    "the server"
+                } else {
+                    "the user"
+                };
+                tracing::warn!(conn = %self.id, user = %self.budget_owner(), bytes = 2 * size,
+                    held = over.held, limit = over.limit,
+                    "QAP1 reply refused: too many bytes in flight for {whose}");
+                return self.reply_err(status::OUT_OF_MEM);
+            }
+            Some(held)
+        } else {
+            None
+        };
         let mut buf = std::mem::take(&mut self.outbuf);
         let sent = match direct::encode_value_reply(&mut buf, value, self.strings) {
             Ok(start) => self

@@ -52,7 +52,10 @@ impl Connection {
                 tracing::warn!(conn = %self.id, "OCAP call without a valid reference");
                 return Err(End::Close);
             };
-            self.oc_call(name, version, &function, call.args)?;
+            drop(payload);
+            let done = self.oc_call(name, version, &function, call.args);
+            self.message_held = None;
+            done?;
         }
     }
 
@@ -76,7 +79,8 @@ impl Connection {
         let opts = CallOptions {
             timeout: Some(self.state.config.call_timeout()),
             cancel: None,
-            max_result_bytes: None,
+            // No user: the server's default cap.
+            max_result_bytes: Some(self.state.config.limits.max_result_bytes),
         };
         let result = service.pool.call_with(function, &named, &opts);
         self.state.audit.record(crate::audit::Entry {

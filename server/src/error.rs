@@ -73,6 +73,9 @@ pub enum AppError {
     Cancelled,
     #[error("the server is shutting down")]
     Unavailable,
+    /// The shared store (PostgreSQL) cannot be reached now.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// Untrusted code cannot be confined here (below the Landlock floor, no worker
     /// accounts, all accounts leased): refused rather than run unconfined.
     #[error("{0}")]
@@ -100,7 +103,9 @@ impl AppError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            AppError::MemoryBusy { .. } | AppError::LoginBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::MemoryBusy { .. }
+            | AppError::LoginBusy(_)
+            | AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
             AppError::Cancelled => StatusCode::CONFLICT,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +135,7 @@ impl AppError {
             AppError::WorkerDied(_) => "worker_died",
             AppError::Cancelled => "cancelled",
             AppError::Unavailable => "unavailable",
+            AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::Confinement(_) => "confinement",
             AppError::Internal(_) => "internal",
         }
@@ -176,7 +182,8 @@ impl IntoResponse for AppError {
             AppError::Busy
             | AppError::TooManyBytesInFlight { .. }
             | AppError::MemoryBusy { .. }
-            | AppError::LoginBusy(_) => {
+            | AppError::LoginBusy(_)
+            | AppError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -226,6 +233,7 @@ impl From<DomainError> for AppError {
             DomainError::WorkerDied(m) => AppError::WorkerDied(m),
             DomainError::Cancelled => AppError::Cancelled,
             DomainError::Unavailable => AppError::Unavailable,
+            DomainError::StoreUnavailable(m) => AppError::StoreUnavailable(m),
             DomainError::Confinement(m) => AppError::Confinement(m),
             DomainError::Internal(m) => AppError::Internal(m),
         }

@@ -39,6 +39,9 @@ pub enum Error {
     Cancelled,
     #[error("the server is shutting down")]
     Unavailable,
+    /// The shared store (PostgreSQL) cannot be reached now.
+    #[error("{0}; retry shortly")]
+    StoreUnavailable(String),
     /// Untrusted code cannot be confined here (below the Landlock floor, no worker
     /// accounts, all accounts leased): refused rather than run unconfined.
     #[error("{0}")]
@@ -167,6 +170,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound(what) => Error::NotFound(what),
             StoreError::Conflict(what) => Error::Conflict(format!("{what} already exists")),
             StoreError::Backend(msg) => Error::Internal(msg),
+            e @ StoreError::Unavailable(_) => Error::StoreUnavailable(e.to_string()),
         }
     }
 }

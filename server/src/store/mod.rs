@@ -1,15 +1,20 @@
 //! The store: users, tokens, grants, services and their versions, jobs, and the audit
-//! log, behind one small trait so that a shared backend (PostgreSQL, for several
-//! nodes) can replace the embedded SQLite one. Owns the record types and the trait;
+//! log, behind one small trait with two backends: the embedded SQLite one (one
+//! node, the default) and PostgreSQL (shared by several nodes). One test suite
+//! (`suite.rs`) runs against both. Owns the record types and the trait;
 //! it must not know about HTTP or R. Passwords and tokens reach it only as hashes.
 
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Seconds since the Unix epoch.
@@ -199,6 +204,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("store: {0}")]
     Backend(String),
+    /// The shared database cannot be reached now (it went away, or every pooled
+    /// connection stayed taken); the call may succeed once it is back.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Everything the server keeps. Implementations are internally synchronized and
@@ -253,4 +262,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
     /// The newest `limit` entries, newest first.
     fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Whether the store answers now (`/readyz`). An embedded one always does.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -1,0 +1,294 @@
+//! The PostgreSQL store against a real PostgreSQL (Debian's, started by
+//! `scripts/postgres` under `target/`): the shared suite, each test in a database of
+//! its own; several nodes migrating one database at once; a database that goes away
+//! and comes back; a URL that reaches nothing.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use super::*;
+use crate::store::suite::{service, token, user};
+
+/// A PostgreSQL server of the tests' own, stopped when this value is dropped or
+/// the test process ends (its script watches our end of a pipe).
+pub(crate) struct Postgres {
+    child: Option<Child>,
+    pub(crate) url: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the server crate sits in the workspace")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Postgres {
+    /// Starts the server kept in `target/postgres-tests/NAME` (created on first use).
+    pub(crate) fn start(name: &str) -> Postgres {
+        let dir = project_root().join("target/postgres-tests").join(name);
+        let mut pg = Postgres {
+            child: None,
+            url: String::new(),
+            dir,
+            port: free_port(),
+        };
+        pg.up();
+        pg
+    }
+
+    fn up(&mut self) {
+        let mut child = Command::new(project_root().join("scripts/postgres"))
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("scripts/postgres runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .expect("scripts/postgres prints its URL");
+        assert!(
+            line.starts_with("postgres://"),
+            "scripts/postgres did not start a server: {line:?}"
+        );
+        self.url = line.trim().to_owned();
+        self.child = Some(child);
+    }
+
+    /// Stops the server (fast shutdown) and waits for it.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same data.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.up();
+    }
+
+    /// The URL of database `db` on this server.
+    pub(crate) fn url_of(&self, db: &str) -> String {
+        let base = self.url.rsplit_once('/').expect("a URL with a database").0;
+        format!("{base}/{db}")
+    }
+
+    /// A new, empty database's URL.
+    pub(crate) fn fresh_db(&self) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let db = format!(
+            "t_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.admin(&format!("CREATE DATABASE {db}"));
+        self.url_of(&db)
+    }
+
+    /// Runs `sql` in the `rookery` database as the superuser.
+    pub(crate) fn admin(&self, sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+            let task = tokio::spawn(conn);
+            client.batch_execute(sql).await.unwrap();
+            drop(client);
+            let _ = task.await;
+        });
+    }
+}
+
+impl Postgres {
+    /// Drops the databases [`Postgres::fresh_db`] made in earlier runs.
+    fn drop_test_databases(&self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+            let task = tokio::spawn(conn);
+            let rows = client
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            for row in rows {
+                let db: String = row.get(0);
+                let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+                client.batch_execute(&sql).await.unwrap();
+            }
+            drop(client);
+            let _ = task.await;
+        });
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The server the suite's tests share, with the databases of earlier runs dropped.
+fn shared() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let pg = Postgres::start("unit");
+        pg.drop_test_databases();
+        pg
+    })
+}
+
+fn store() -> PgStore {
+    PgStore::connect(&shared().fresh_db()).expect("the test database opens")
+}
+
+crate::store::suite::store_suite!(super::store());
+
+#[test]
+fn the_store_is_shareable_across_threads() {
+    fn ensure_send_sync<T: Send + Sync + 'static>() {}
+    ensure_send_sync::<PgStore>();
+}
+
+#[test]
+fn nodes_starting_together_migrate_once_and_share_the_registry() {
+    let url = shared().fresh_db();
+    let nodes: Vec<PgStore> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| PgStore::connect(&url)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("every node opens the store"))
+            .collect()
+    });
+    nodes[0].create_user(&user("alice", &["execute"])).unwrap();
+    nodes[1]
+        .put_token(&[5; 32], &token("alice", TokenKind::Access, None))
+        .unwrap();
+    for node in &nodes {
+        assert_eq!(node.user("alice").unwrap().unwrap().grants, ["execute"]);
+        assert!(node.token(&[5; 32]).unwrap().is_some());
+    }
+    assert!(nodes[3].delete_token(&[5; 32]).unwrap());
+    assert_eq!(nodes[2].token(&[5; 32]).unwrap(), None, "revoked for all");
+    // Reopening an up-to-date database changes nothing.
+    drop(nodes);
+    let again = PgStore::connect(&url).unwrap();
+    assert!(again.user("alice").unwrap().is_some());
+}
+
+#[test]
+fn calls_run_inside_and_outside_a_runtime() {
+    let s = store();
+    s.create_user(&user("alice", &[])).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let found = rt.block_on(async { s.user("alice") }).unwrap();
+    assert!(found.is_some());
+    // Dropped inside a runtime too.
+    rt.block_on(async move { drop(s) });
+}
+
+#[test]
+fn corrupt_rows_are_backend_errors() {
+    let pg = shared();
+    let url = pg.fresh_db();
+    let s = PgStore::connect(&url).unwrap();
+    s.put_service(&service("scorer", "v1", 1)).unwrap();
+    let db = url.rsplit_once('/').unwrap().1;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&pg.url_of(db), NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute("UPDATE services SET files = '{\"not\": \"a list\"}'")
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+    let err = s.service("scorer", "v1").unwrap_err();
+    assert!(matches!(&err, StoreError::Backend(_)), "{err}");
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_is_a_clear_error() {
+    let port = free_port();
+    let url = format!("postgres://rookery:x@127.0.0.1:{port}/rookery");
+    let err = PgStore::connect(&url).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}/rookery")),
+        "{message}"
+    );
+    assert!(!message.contains(":x@"), "no password in {message}");
+    let err = PgStore::connect("postgres://[bad").unwrap_err();
+    assert!(err.to_string().contains("URL"), "{err}");
+}
+
+#[test]
+fn a_wrong_password_is_refused_by_name() {
+    let pg = shared();
+    let url = format!("postgres://rookery:wrong-pw@127.0.0.1:{}/rookery", pg.port);
+    let err = PgStore::connect(&url).unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-pw"), "no password in {err}");
+}
+
+#[test]
+fn the_store_is_unavailable_while_the_database_is_down_and_recovers() {
+    let mut pg = Postgres::start("outage");
+    let s = PgStore::connect(&pg.url).unwrap();
+    let name = format!("u{}", std::process::id());
+    s.create_user(&user(&name, &[])).unwrap();
+    assert_eq!(s.ping(), Ok(()));
+
+    pg.stop();
+    let err = s.user(&name).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(matches!(s.ping(), Err(StoreError::Unavailable(_))));
+
+    pg.restart();
+    // The pool drops the broken connections and opens new ones.
+    let back = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.ping().is_ok()
+    });
+    assert!(back, "the store answers again once the database is back");
+    assert!(s.user(&name).unwrap().is_some(), "nothing was lost");
+    s.remove_user(&name).unwrap();
+}

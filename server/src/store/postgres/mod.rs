@@ -43,7 +43,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// makes none), so a few serve many requests.
 const POOL_SIZE: usize = 8;
 /// The advisory lock key held while migrations run ("rookery" in ASCII).
-const MIGRATION_LOCK: i64 = 0x726f_6f6b_6572_79;
+const MIGRATION_LOCK: i64 = 0x0072_6f6f_6b65_7279;
 /// Bytes of a token hash that [`Store::tokens_of`] shows (in hex).
 const TOKEN_PREFIX_BYTES: usize = 6;
 

@@ -7,15 +7,16 @@ use std::fs::DirBuilder;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use rookery_server::admin::{self, UserSummary};
 use rookery_server::auth::password;
-use rookery_server::store::{Role, SqliteStore, Store};
+use rookery_server::store::{PgStore, Role, SqliteStore, Store};
 
 /// The store's file name inside the data folder.
-pub const STORE_FILE: &str = "rookery.db";
+pub use rookery_server::store::STORE_FILE;
 
 const SECONDS_PER_DAY: u64 = 86_400;
 
@@ -24,6 +25,15 @@ pub struct DataArg {
     /// The data folder: the user database (rookery.db) and each user's files.
     #[arg(long, env = "ROOKERY_DATA", default_value = "rookery-data")]
     pub data: PathBuf,
+    /// The shared registry of a cluster (postgres://USER@HOST:PORT/DB), as
+    /// `rookery serve --store`; without it, rookery.db in the data folder.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ROOKERY_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -148,9 +158,18 @@ pub fn store_path(data: &Path) -> PathBuf {
     data.join(STORE_FILE)
 }
 
-/// Opens the store of data folder `data`, creating the folder (mode 0700) and the
-/// database (mode 0600) when missing.
-pub fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
+/// Opens the registry `--store` names, or else the store of data folder `data`,
+/// creating the folder (mode 0700) and the database (mode 0600) when missing.
+pub fn open_store(arg: &DataArg) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &arg.store {
+        let store = PgStore::connect(url).map_err(|e| anyhow!("cannot open the store: {e}"))?;
+        return Ok(Arc::new(store));
+    }
+    Ok(Arc::new(open_data_store(&arg.data)?))
+}
+
+/// The SQLite store of data folder `data` (created when missing).
+pub fn open_data_store(data: &Path) -> anyhow::Result<SqliteStore> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -162,26 +181,26 @@ pub fn open_store(data: &Path) -> anyhow::Result<SqliteStore> {
 
 pub fn run_user(cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Add { name, role, data } => add_user(&data.data, &name, &role),
-        UserCommand::List { data } => list_users(&open_store(&data.data)?),
-        UserCommand::Passwd { name, data } => change_password(&data.data, &name),
+        UserCommand::Add { name, role, data } => add_user(&data, &name, &role),
+        UserCommand::List { data } => list_users(&*open_store(&data)?),
+        UserCommand::Passwd { name, data } => change_password(&data, &name),
         UserCommand::Remove { name, data } => {
-            admin::remove_user(&open_store(&data.data)?, &name)?;
+            admin::remove_user(&*open_store(&data)?, &name)?;
             rookery_server::files::UserDirs::open(&data.data)?.remove_user(&name)?;
             done(format_args!(
                 "removed user {name} with its grants, keys and folder"
             ))
         }
         UserCommand::Grant { name, grant, data } => {
-            admin::grant(&open_store(&data.data)?, &name, &grant)?;
+            admin::grant(&*open_store(&data)?, &name, &grant)?;
             done(format_args!("granted {grant} to {name}"))
         }
         UserCommand::Revoke { name, grant, data } => {
-            admin::revoke(&open_store(&data.data)?, &name, &grant)?;
+            admin::revoke(&*open_store(&data)?, &name, &grant)?;
             done(format_args!("revoked {grant} from {name}"))
         }
         UserCommand::MapOsUser { name, uid, data } => {
-            open_store(&data.data)?.map_os_user(&name, uid)?;
+            open_store(&data)?.map_os_user(&name, uid)?;
             done(format_args!(
                 "QAP1 Unix-socket connections from uid {uid} log in as {name}"
             ))
@@ -196,7 +215,7 @@ pub fn run_key(cmd: KeyCommand) -> anyhow::Result<()> {
             label,
             expires_days,
             data,
-        } => create_key(&data.data, &user, label.as_deref(), expires_days),
+        } => create_key(&data, &user, label.as_deref(), expires_days),
     }
 }
 
@@ -206,7 +225,7 @@ fn done(message: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_user(data: &Path, name: &str, role: &str) -> anyhow::Result<()> {
+fn add_user(data: &DataArg, name: &str, role: &str) -> anyhow::Result<()> {
     admin::validate_user_name(name)?;
     let role: Role = role.parse().map_err(|e: String| anyhow!(e))?;
     let store = open_store(data)?;
@@ -214,17 +233,17 @@ fn add_user(data: &Path, name: &str, role: &str) -> anyhow::Result<()> {
         return Err(admin::AdminError::Exists(name.to_owned()).into());
     }
     let password = read_new_password(name)?;
-    admin::add_user(&store, name, role, &password)?;
+    admin::add_user(&*store, name, role, &password)?;
     done(format_args!("created user {name} ({role})"))
 }
 
-fn change_password(data: &Path, name: &str) -> anyhow::Result<()> {
+fn change_password(data: &DataArg, name: &str) -> anyhow::Result<()> {
     let store = open_store(data)?;
     if store.user(name)?.is_none() {
         return Err(admin::AdminError::UnknownUser(name.to_owned()).into());
     }
     let password = read_new_password(name)?;
-    admin::set_password(&store, name, &password)?;
+    admin::set_password(&*store, name, &password)?;
     done(format_args!("changed the password of {name}"))
 }
 
@@ -271,7 +290,7 @@ fn table_row(user: &UserSummary) -> [String; 4] {
 }
 
 fn create_key(
-    data: &Path,
+    data: &DataArg,
     user: &str,
     label: Option<&str>,
     expires_days: Option<u64>,
@@ -280,7 +299,7 @@ fn create_key(
         .map(|days| days.checked_mul(SECONDS_PER_DAY).map(Duration::from_secs))
         .map(|d| d.ok_or_else(|| anyhow!("--expires-days is too large")))
         .transpose()?;
-    let secret = admin::create_api_key(&open_store(data)?, user, label, expires_in)?;
+    let secret = admin::create_api_key(&*open_store(data)?, user, label, expires_in)?;
     println!("{secret}");
     eprintln!("API key for {user} created; store it now, it cannot be shown again");
     Ok(())

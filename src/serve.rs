@@ -18,6 +18,16 @@ pub struct ServeArgs {
     /// The data folder (store, users' folders, services' files).
     #[arg(long, env = "ROOKERY_DATA")]
     data: Option<PathBuf>,
+    /// The registry on PostgreSQL (postgres://USER@HOST:PORT/DB), shared by every node
+    /// of a cluster; config `[store] url`. A password can come from
+    /// ROOKERY_STORE_PASSWORD instead of the URL. Default: rookery.db in the data folder.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ROOKERY_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -107,6 +117,9 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_result_bytes {
             config.limits.max_result_bytes = n;
+        }
+        if self.store.is_some() {
+            config.store.url = self.store.clone();
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.check()?;

@@ -23,6 +23,8 @@ pub struct Config {
     /// Serve plain HTTP on a non-loopback address (logged loudly). Off by default.
     pub insecure_plaintext: bool,
     pub tls: Option<TlsConfig>,
+    /// Where the registry lives: the `[store]` section.
+    pub store: StoreConfig,
     /// The QAP1 (Rserve protocol) listeners and their options: the `[qap]` section.
     pub qap: QapConfig,
     pub limits: Limits,
@@ -103,6 +105,7 @@ struct ConfigFile {
     data: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
     tls: Option<TlsConfig>,
+    store: Option<StoreConfig>,
     qap: Option<QapKey>,
     limits: Option<Limits>,
     pool: Option<PoolConfig>,
@@ -203,6 +206,7 @@ impl TryFrom<ConfigFile> for Config {
             data: file.data.unwrap_or(defaults.data),
             insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
             tls: file.tls,
+            store: file.store.unwrap_or_default(),
             qap,
             limits: file.limits.unwrap_or_default(),
             pool: file.pool.unwrap_or_default(),
@@ -210,6 +214,26 @@ impl TryFrom<ConfigFile> for Config {
             zygote_program: None,
             deprecated,
         })
+    }
+}
+
+/// `[store]`: the registry (users, tokens, services, jobs, audit). Without a URL it is
+/// the SQLite file `rookery.db` in the data folder (one node); with
+/// `url = "postgres://USER@HOST:PORT/DB"` it is that PostgreSQL database, which
+/// every node of a cluster shares. A password can stay out of the file: the
+/// `ROOKERY_STORE_PASSWORD` environment variable supplies it.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    /// The URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .finish()
     }
 }
 
@@ -335,6 +359,7 @@ impl Default for Config {
             data: PathBuf::from("rookery-data"),
             insecure_plaintext: false,
             tls: None,
+            store: StoreConfig::default(),
             qap: QapConfig::default(),
             limits: Limits::default(),
             pool: PoolConfig::default(),

@@ -18,7 +18,6 @@ use crate::files::UserDirs;
 use crate::formats::schema::Schema;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{SqliteStore, Store};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +34,7 @@ pub enum ServeError {
 
 /// The store file inside the data folder.
 pub fn store_path(data: &std::path::Path) -> std::path::PathBuf {
-    data.join("rookery.db")
+    data.join(crate::store::STORE_FILE)
 }
 
 /// A server's state, built but not yet listening.
@@ -62,7 +61,15 @@ impl Server {
             .canonicalize()
             .map_err(|e| ServeError::Io(format!("{}: {e}", config.data.display())))?;
         let config = Arc::new(config);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path(&config.data))?);
+        let store = crate::store::open(config.store.url.as_deref(), &config.data)?;
+        match &config.store.url {
+            Some(url) => {
+                tracing::info!(store = %crate::store::redact_url(url), "registry on PostgreSQL")
+            }
+            None => {
+                tracing::info!(store = %store_path(&config.data).display(), "registry on SQLite")
+            }
+        }
         let dirs = Arc::new(
             UserDirs::open(&config.data)
                 .map_err(|e| ServeError::Io(format!("users' folders: {e}")))?,
@@ -116,6 +123,7 @@ impl Server {
                 config.limits.max_inflight_bytes_per_user,
                 config.limits.max_inflight_bytes,
             ),
+            tokens: Arc::new(crate::auth::tokens::TokenCache::new()),
             verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
                 300,
             ))),

@@ -26,6 +26,8 @@ pub struct AppState {
     pub limiter: Arc<LoginLimiter>,
     /// Bytes of each user's requests still arriving (`limits.max_inflight_bytes_per_user`).
     pub inflight: Arc<crate::inflight::InFlight>,
+    /// Bearer tokens looked up in the last moment (no store trip per call).
+    pub tokens: Arc<crate::auth::tokens::TokenCache>,
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,

@@ -85,6 +85,16 @@ pub struct BatchArgs {
     /// The server data folder holding --service (local mode).
     #[arg(long, env = "ROOKERY_DATA", default_value = "rookery-data")]
     data: PathBuf,
+    /// The registry holding --service when it is a cluster's PostgreSQL
+    /// (postgres://USER@HOST:PORT/DB), as `rookery serve --store` (local mode; the
+    /// model files are still read from --data).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ROOKERY_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// R workers (with --server: jobs in flight). Default: one per CPU.
     #[arg(long)]
     workers: Option<usize>,
@@ -207,7 +217,9 @@ fn scorer(args: &BatchArgs) -> Result<Box<dyn Scorer>, String> {
         return Ok(Box::new(remote));
     }
     let local = match (&args.service, &args.code) {
-        (Some(service), _) => source::from_service(&args.data, service, workers, timeout)?,
+        (Some(service), _) => {
+            source::from_service(&args.data, args.store.as_deref(), service, workers, timeout)?
+        }
         (None, Some(path)) => {
             let code = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --code {}: {e}", path.display()))?;

@@ -13,7 +13,7 @@ use rookery_engine::Pool;
 use rookery_server::config::Config;
 use rookery_server::engine::Services;
 use rookery_server::formats::schema::Schema;
-use rookery_server::store::{ServiceRecord, SqliteStore, Store};
+use rookery_server::store::{PgStore, ServiceRecord, SqliteStore, Store};
 
 use super::score::LocalScorer;
 
@@ -31,25 +31,42 @@ pub fn parse_service(text: &str) -> Result<(String, Option<String>), String> {
     Ok((name.to_owned(), version))
 }
 
-/// The stored live version `name@version`, or the newest live version of `name`.
-fn find_record(data: &Path, name: &str, version: Option<&str>) -> Result<ServiceRecord, String> {
-    let db = rookery_server::serve::store_path(data);
-    if !db.is_file() {
-        return Err(format!(
-            "no server data folder at {} (no {}): pass --data DIR (or set ROOKERY_DATA) \
-             to the folder `rookery serve` uses, or use --code FILE --fn NAME",
-            data.display(),
-            db.display()
-        ));
-    }
-    let store = SqliteStore::open(&db).map_err(|e| format!("opening {}: {e}", db.display()))?;
+/// The stored live version `name@version`, or the newest live version of `name`,
+/// from the registry at `store` (PostgreSQL) or else in the data folder `data`.
+fn find_record(
+    data: &Path,
+    store: Option<&str>,
+    name: &str,
+    version: Option<&str>,
+) -> Result<ServiceRecord, String> {
+    let (store, place): (Box<dyn Store>, String) = match store {
+        Some(url) => (
+            Box::new(PgStore::connect(url).map_err(|e| format!("opening the store: {e}"))?),
+            rookery_server::store::redact_url(url),
+        ),
+        None => {
+            let db = rookery_server::serve::store_path(data);
+            if !db.is_file() {
+                return Err(format!(
+                    "no server data folder at {} (no {}): pass --data DIR (or set ROOKERY_DATA) \
+                     to the folder `rookery serve` uses, --store URL for a cluster's registry, \
+                     or use --code FILE --fn NAME",
+                    data.display(),
+                    db.display()
+                ));
+            }
+            let opened =
+                SqliteStore::open(&db).map_err(|e| format!("opening {}: {e}", db.display()))?;
+            (Box::new(opened), data.display().to_string())
+        }
+    };
     let found = match version {
         Some(v) => store.service(name, v).map(|r| r.filter(|r| !r.retired)),
         None => store
             .services()
             .map(|all| all.into_iter().rfind(|r| r.name == name)),
     };
-    let found = found.map_err(|e| format!("reading {}: {e}", db.display()))?;
+    let found = found.map_err(|e| format!("reading {place}: {e}"))?;
     found.ok_or_else(|| {
         let what = version.map_or(name.to_owned(), |v| format!("{name}@{v}"));
         let names: Vec<String> = store
@@ -59,8 +76,7 @@ fn find_record(data: &Path, name: &str, version: Option<&str>) -> Result<Service
             .map(|r| format!("{}@{}", r.name, r.version))
             .collect();
         format!(
-            "no live service {what} in {} (published: {})",
-            data.display(),
+            "no live service {what} in {place} (published: {})",
             if names.is_empty() {
                 "none".into()
             } else {
@@ -73,12 +89,13 @@ fn find_record(data: &Path, name: &str, version: Option<&str>) -> Result<Service
 /// The service's pool, started from its stored code and model files.
 pub fn from_service(
     data: &Path,
+    store: Option<&str>,
     service: &str,
     workers: usize,
     timeout: Duration,
 ) -> Result<LocalScorer, String> {
     let (name, version) = parse_service(service)?;
-    let record = find_record(data, &name, version.as_deref())?;
+    let record = find_record(data, store, &name, version.as_deref())?;
     let what = format!("{}@{}", record.name, record.version);
     let schema = Schema::parse(&record.inputs)
         .map_err(|e| format!("service {what}: its stored inputs are invalid: {e}"))?;

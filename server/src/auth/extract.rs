@@ -1,5 +1,6 @@
 //! The `AuthUser` extractor: the only way a handler learns who is calling. Reads the
-//! bearer token, looks up its hash, checks expiry, loads the user, and offers the
+//! bearer token, looks up its hash and its user (in the store, or in the token
+//! cache for a moment after: `tokens.rs`), checks expiry, and offers the
 //! role and grant checks every route uses.
 
 use axum::extract::FromRequestParts;
@@ -12,6 +13,7 @@ use crate::state::AppState;
 use crate::store::{service_grant, Role, TokenKind, GRANT_EXECUTE};
 
 use super::token;
+use super::tokens::Known;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -56,30 +58,46 @@ impl AuthUser {
             return Err(AppError::Unauthenticated(CHALLENGE_INVALID));
         }
         let hash = token::hash(secret);
-        let record = state
-            .store
-            .token(&hash)?
-            .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
-        if record
-            .expires_at
-            .is_some_and(|at| at <= crate::admin::now())
-        {
+        let known = match state.tokens.get(&hash) {
+            Some(known) => known,
+            None => {
+                let known = look_up(state, &hash)?;
+                state.tokens.put(hash, known.clone());
+                known
+            }
+        };
+        if known.expires_at.is_some_and(|at| at <= crate::admin::now()) {
             return Err(AppError::Unauthenticated(CHALLENGE_INVALID));
         }
-        let user = state
-            .store
-            .user(&record.user)?
-            .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
         Ok(AuthUser {
-            name: user.name,
-            role: user.role,
-            grants: user.grants,
+            name: known.user,
+            role: known.role,
+            grants: known.grants,
             credential: Credential::Bearer {
-                kind: record.kind,
+                kind: known.kind,
                 hash,
             },
         })
     }
+}
+
+/// The token of hash `hash` and its user, from the store.
+fn look_up(state: &AppState, hash: &[u8; 32]) -> Result<Known, AppError> {
+    let record = state
+        .store
+        .token(hash)?
+        .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
+    let user = state
+        .store
+        .user(&record.user)?
+        .ok_or(AppError::Unauthenticated(CHALLENGE_INVALID))?;
+    Ok(Known {
+        user: user.name,
+        role: user.role,
+        grants: user.grants,
+        kind: record.kind,
+        expires_at: record.expires_at,
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {

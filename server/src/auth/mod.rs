@@ -6,5 +6,6 @@ pub mod extract;
 pub mod password;
 pub mod ratelimit;
 pub mod token;
+pub mod tokens;
 
 pub use extract::{AuthUser, Credential};

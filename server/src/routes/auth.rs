@@ -82,6 +82,7 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser) -> Result<Sta
     match user.credential {
         Credential::Bearer { hash, .. } => {
             state.store.delete_token(&hash)?;
+            state.tokens.forget(&hash);
             Ok(StatusCode::NO_CONTENT)
         }
         Credential::Password => Err(AppError::BadRequest(

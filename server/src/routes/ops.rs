@@ -1,4 +1,5 @@
-//! Operations: `/healthz` (the process answers), `/readyz` (every pool warm),
+//! Operations: `/healthz` (the process answers), `/readyz` (every pool warm, the
+//! store answering),
 //! `/metrics` (Prometheus text), `/api/v1/openapi.json`.
 
 use std::sync::atomic::Ordering;
@@ -16,7 +17,9 @@ pub async fn healthz() -> Json<Json_> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 once the stored services are loaded and every pool has a live worker.
+/// 200 once the stored services are loaded, every pool has a live worker and the
+/// store answers (a shared PostgreSQL that went away makes the node unready, so a
+/// load balancer sends its traffic elsewhere until it is back).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
     let loaded = state.ready.load(Ordering::Acquire);
     let warm = |s: rookery_engine::PoolStats| !s.idle.is_empty() || s.busy > 0;
@@ -32,7 +35,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) 
             )
         })
         .collect();
-    let ready = loaded && sessions && services.iter().all(|(_, w)| *w);
+    let store = state.store.clone();
+    let store_ok = match tokio::task::spawn_blocking(move || store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let ready = loaded && sessions && services.iter().all(|(_, w)| *w) && store_ok.is_ok();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -42,6 +51,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) 
         "ready": ready,
         "services_loaded": loaded,
         "sessions_pool_warm": sessions,
+        "store": match &store_ok {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => json!({"ok": false, "error": e}),
+        },
         "services": services.into_iter().map(|(n, w)| json!({"service": n, "warm": w})).collect::<Vec<_>>(),
     });
     (status, Json(body))

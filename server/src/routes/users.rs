@@ -92,6 +92,7 @@ pub async fn remove(
         return Err(AppError::Conflict("an admin cannot remove itself".into()));
     }
     admin::remove_user(state.store.as_ref(), &name)?;
+    state.tokens.forget_user(&name);
     for s in state
         .sessions
         .list(&user)
@@ -141,6 +142,7 @@ fn change_grant(
         admin::revoke(store, &name, &grant)?;
         "DELETE /api/v1/users/{name}/grants/{grant}"
     };
+    state.tokens.forget_user(&name);
     audit(&state, &rid, &user, route, &name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,6 +17,36 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// Opens the registry: the PostgreSQL database at `url` when given (shared by
+/// several nodes), else the SQLite file `rookery.db` in the data folder `data`.
+pub fn open(
+    url: Option<&str>,
+    data: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        Some(url) => std::sync::Arc::new(PgStore::connect(url)?),
+        None => std::sync::Arc::new(SqliteStore::open(&data.join(STORE_FILE))?),
+    })
+}
+
+/// The SQLite store's file in the data folder.
+pub const STORE_FILE: &str = "rookery.db";
+
+/// `url` with its password (if any) replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(split) => split,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub type Timestamp = i64;
 

@@ -39,6 +39,8 @@ mod migrations {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one store call may take in all (waiting for a connection included).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `/readyz`'s check of the database may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections per node. Store calls are short (tokens are cached, the scoring path
 /// makes none), so a few serve many requests.
 const POOL_SIZE: usize = 8;
@@ -152,6 +154,15 @@ impl PgStore {
         T: Send + 'static,
         F: FnOnce(Object) -> Call<T> + Send + 'static,
     {
+        self.run_within(CALL_TIMEOUT, f)
+    }
+
+    /// [`PgStore::run`], given up as unavailable after `deadline`.
+    fn run_within<T, F>(&self, deadline: Duration, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Call<T> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let pool = self.pool.clone();
         self.handle.spawn(async move {
@@ -159,10 +170,10 @@ impl PgStore {
                 let conn = pool.get().await.map_err(pool_error)?;
                 f(conn).await
             };
-            let out = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            let out = match tokio::time::timeout(deadline, call).await {
                 Ok(out) => out,
                 Err(_) => Err(StoreError::Unavailable(format!(
-                    "no answer from the database within {CALL_TIMEOUT:?}"
+                    "no answer from the database within {deadline:?}"
                 ))),
             };
             let _ = tx.send(out);
@@ -881,7 +892,7 @@ impl Store for PgStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.run(move |c| {
+        self.run_within(PING_TIMEOUT, move |c| {
             Box::pin(async move {
                 c.simple_query("SELECT 1").await?;
                 Ok(())
@@ -890,5 +901,7 @@ impl Store for PgStore {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;

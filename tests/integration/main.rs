@@ -7,6 +7,7 @@ mod admin;
 mod batch;
 mod bench_suite;
 mod cli;
+mod cluster;
 mod confine;
 mod loadgen;
 mod local_eval;

@@ -1,0 +1,237 @@
+//! Several `rookery serve` nodes on one real PostgreSQL (Debian's, started by
+//! `scripts/postgres` under `target/`): one registry for all of them. A user made
+//! with the CLI on the shared store logs in on any node; a token from one node works
+//! on the other; a logout on one is refused on the other within a second; a node
+//! whose database goes away turns unready and answers 503 `store_unavailable`, then
+//! recovers with nothing lost; a node that cannot reach its database at start-up
+//! says so and exits.
+
+#[path = "../../server/src/store/postgres/fixture.rs"]
+mod fixture;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+use crate::server::live::http;
+use fixture::Postgres;
+
+const ADA_PW: &str = "ada-password-1";
+
+fn shared() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let pg = Postgres::start("integration");
+        pg.drop_test_databases();
+        pg
+    })
+}
+
+fn cli(args: &[&str], store: &str, data: &Path, stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .arg("--data")
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A node on `store` with its own data folder; its HTTP address.
+fn node(store: &str, data: &Path) -> (std::process::Child, String) {
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--store".as_ref(),
+        store.as_ref(),
+    ];
+    let (child, mut lines) = crate::server::spawn_serve(&args);
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("rookery listening on http://")
+        .expect(&first)
+        .to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Content-Type", "application/json")];
+    if !token.is_empty() {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    let (status, text) = http(addr, method, path, &headers, &body.to_string());
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    )
+}
+
+fn login(addr: &str) -> (u16, Json) {
+    let body = json!({"username": "ada", "password": ADA_PW});
+    call(addr, "POST", "/api/v1/login", "", &body)
+}
+
+fn ready(addr: &str) -> (u16, Json) {
+    let (status, text) = http(addr, "GET", "/readyz", &[], "");
+    (status, serde_json::from_str(&text).unwrap_or(Json::Null))
+}
+
+fn wait_ready(addr: &str) -> bool {
+    (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        ready(addr).0 == 200
+    })
+}
+
+#[test]
+fn two_nodes_share_one_registry() {
+    let store = shared().fresh_db();
+    let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ok, _, err) = cli(
+        &["user", "add", "ada", "--role", "publisher"],
+        &store,
+        a_data.path(),
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "rookery user add --store: {err}");
+    let (a, a_addr) = node(&store, a_data.path());
+    let (b, b_addr) = node(&store, b_data.path());
+    assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
+    let (_, body) = ready(&a_addr);
+    assert_eq!(body["store"]["ok"], true, "{body}");
+
+    // A login on A is a token on B.
+    let (status, out) = login(&a_addr);
+    assert_eq!(status, 200, "{out}");
+    let token = out["access_token"].as_str().unwrap().to_owned();
+    let (status, me) = call(&b_addr, "GET", "/api/v1/me", &token, &json!({}));
+    assert_eq!(
+        (status, me["username"].as_str()),
+        (200, Some("ada")),
+        "{me}"
+    );
+
+    // An API key made by the CLI on the shared store works on both.
+    let (ok, key, err) = cli(&["key", "create", "ada"], &store, b_data.path(), "");
+    assert!(ok, "rookery key create --store: {err}");
+    let key = key.trim();
+    for addr in [&a_addr, &b_addr] {
+        let (status, _) = call(addr, "GET", "/api/v1/me", key, &json!({}));
+        assert_eq!(status, 200);
+    }
+
+    // A logout on A: refused on B within a second.
+    let (status, _) = call(&a_addr, "POST", "/api/v1/logout", &token, &json!({}));
+    assert_eq!(status, 204);
+    let (status, _) = call(&a_addr, "GET", "/api/v1/me", &token, &json!({}));
+    assert_eq!(status, 401, "refused at once where it was revoked");
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, _) = call(&b_addr, "GET", "/api/v1/me", &token, &json!({}));
+    assert_eq!(status, 401, "refused on the other node a second later");
+
+    // The user removed with the CLI: refused on both within a second.
+    let (ok, _, err) = cli(&["user", "remove", "ada"], &store, a_data.path(), "");
+    assert!(ok, "rookery user remove --store: {err}");
+    std::thread::sleep(Duration::from_secs(1));
+    for addr in [&a_addr, &b_addr] {
+        let (status, _) = call(addr, "GET", "/api/v1/me", key, &json!({}));
+        assert_eq!(status, 401);
+    }
+    crate::server::stop_server(a);
+    crate::server::stop_server(b);
+}
+
+#[test]
+fn a_node_whose_database_goes_away_is_unready_and_recovers() {
+    let mut pg = Postgres::start("integration-outage");
+    let store = pg.url.clone();
+    let data = tempfile::tempdir().unwrap();
+    let name = format!("ada{}", std::process::id());
+    let _ = cli(&["user", "remove", &name], &store, data.path(), "");
+    let (ok, _, err) = cli(
+        &["user", "add", &name, "--role", "publisher"],
+        &store,
+        data.path(),
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "{err}");
+    let (child, addr) = node(&store, data.path());
+    assert!(wait_ready(&addr));
+    let login_as = |addr: &str| {
+        let body = json!({"username": name, "password": ADA_PW});
+        call(addr, "POST", "/api/v1/login", "", &body)
+    };
+    assert_eq!(login_as(&addr).0, 200);
+
+    pg.stop();
+    let (status, body) = ready(&addr);
+    assert_eq!(
+        (status, &body["store"]["ok"]),
+        (503, &json!(false)),
+        "{body}"
+    );
+    let (status, out) = login_as(&addr);
+    assert_eq!(
+        (status, crate::server::code(&out)),
+        (503, "store_unavailable"),
+        "{out}"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/healthz", &[], "").0,
+        200,
+        "the process is alive"
+    );
+
+    pg.restart();
+    assert!(wait_ready(&addr), "ready again once the database is back");
+    let (status, out) = login_as(&addr);
+    assert_eq!(status, 200, "the user survived the outage: {out}");
+    crate::server::stop_server(child);
+}
+
+#[test]
+fn a_node_that_cannot_reach_its_database_says_so_at_start() {
+    let port = fixture::free_port();
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!(
+            "postgres://rookery:secret-pw@127.0.0.1:{port}/rookery"
+        ))
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot reach PostgreSQL at 127.0.0.1:{port}/rookery"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("secret-pw"), "no password in {err}");
+}

@@ -28,6 +28,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     store: Option<String>,
+    /// A folder every node of a cluster mounts, where published model files are
+    /// kept for the others (config `[store] shared_dir`).
+    #[arg(long, value_name = "DIR")]
+    shared_dir: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -120,6 +124,9 @@ impl ServeArgs {
         }
         if self.store.is_some() {
             config.store.url = self.store.clone();
+        }
+        if self.shared_dir.is_some() {
+            config.store.shared_dir = self.shared_dir.clone();
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.check()?;

@@ -226,6 +226,10 @@ impl TryFrom<ConfigFile> for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub url: Option<String>,
+    /// A folder every node mounts (NFS, say): published model files are written
+    /// there once and each node copies the revisions it starts into its own data
+    /// folder. Needed by a cluster whose services have model files.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -233,6 +237,7 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &self.url.as_deref().map(crate::store::redact_url))
+            .field("shared_dir", &self.shared_dir)
             .finish()
     }
 }

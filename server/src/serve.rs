@@ -32,6 +32,9 @@ pub enum ServeError {
     Io(String),
 }
 
+/// How often a node of a cluster compares its services with the store's.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
 /// The store file inside the data folder.
 pub fn store_path(data: &std::path::Path) -> std::path::PathBuf {
     data.join(crate::store::STORE_FILE)
@@ -175,6 +178,41 @@ impl Server {
         started
     }
 
+    /// With a shared store (PostgreSQL), every [`RECONCILE_EVERY`]: the versions
+    /// other nodes published, updated or retired are started or retired here too
+    /// (see `Services::reconcile`). A store that does not answer changes nothing.
+    pub fn spawn_reconcile(&self) {
+        if self.state.config.store.url.is_none() {
+            return;
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECONCILE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let store = state.store.clone();
+                let stored = match tokio::task::spawn_blocking(move || store.services()).await {
+                    Ok(Ok(records)) => records,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "reconcile: the store did not answer");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let done = state.services.reconcile(stored).await;
+                if done != crate::engine::Reconciled::default() {
+                    tracing::info!(
+                        started = done.started,
+                        retired = done.retired,
+                        failed = done.failed,
+                        "reconciled services with the store"
+                    );
+                }
+            }
+        });
+    }
+
     /// Housekeeping: idle sessions, expired tokens, finished jobs, every 30 s.
     pub fn spawn_housekeeping(&self) {
         let state = self.state.clone();
@@ -299,6 +337,7 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     }
     tracing::info!(%addr, tls = config.tls.is_some(), "ready");
     server.spawn_housekeeping();
+    server.spawn_reconcile();
     tokio::select! {
         () = shutdown_signal() => {}
         () = server.qap.shutdown.notified() => {}

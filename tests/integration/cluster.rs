@@ -58,7 +58,12 @@ fn cli(args: &[&str], store: &str, data: &Path, stdin: &str) -> (bool, String, S
 
 /// A node on `store` with its own data folder; its HTTP address.
 fn node(store: &str, data: &Path) -> (std::process::Child, String) {
-    let args: Vec<&std::ffi::OsStr> = vec![
+    node_sharing(store, data, None)
+}
+
+/// [`node`], with a shared folder for model files.
+fn node_sharing(store: &str, data: &Path, shared: Option<&Path>) -> (std::process::Child, String) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
         "--data".as_ref(),
@@ -66,6 +71,9 @@ fn node(store: &str, data: &Path) -> (std::process::Child, String) {
         "--store".as_ref(),
         store.as_ref(),
     ];
+    if let Some(dir) = shared {
+        args.extend(["--shared-dir".as_ref(), dir.as_os_str()]);
+    }
     let (child, mut lines) = crate::server::spawn_serve(&args);
     let first = lines.next().unwrap().unwrap();
     let addr = first
@@ -160,6 +168,99 @@ fn two_nodes_share_one_registry() {
         let (status, _) = call(addr, "GET", "/api/v1/me", key, &json!({}));
         assert_eq!(status, 401);
     }
+    crate::server::stop_server(a);
+    crate::server::stop_server(b);
+}
+
+/// Polls `f` every 50 ms for up to a minute; the time it took to hold.
+fn within_a_minute(mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_version_published_on_one_node_is_served_by_the_other() {
+    use base64::Engine as _;
+    let store = shared().fresh_db();
+    let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared_dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = cli(
+        &["user", "add", "ada", "--role", "publisher"],
+        &store,
+        a_data.path(),
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "{err}");
+    let (a, a_addr) = node_sharing(&store, a_data.path(), Some(shared_dir.path()));
+    let (b, b_addr) = node_sharing(&store, b_data.path(), Some(shared_dir.path()));
+    assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
+    let token = login(&a_addr).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let publish = |factor: &str| {
+        let spec = json!({
+            "name": "scale", "version": "1",
+            "code": "m <- as.numeric(readLines('factor.txt')); f <- function(d) data.frame(y = d$x * m)",
+            "function": "f",
+            "inputs": {"columns": [{"name": "x", "type": "double"}]},
+            "files": {"factor.txt": base64::engine::general_purpose::STANDARD.encode(format!("{factor}\n"))},
+        });
+        let (status, out) = call(&a_addr, "POST", "/api/v1/services", &token, &spec);
+        assert!(status == 201 || status == 200, "{status} {out}");
+    };
+    let score = |addr: &str| {
+        call(
+            addr,
+            "POST",
+            "/api/v1/services/scale/1",
+            &token,
+            &json!([{"x": 2}]),
+        )
+    };
+    let answers = |addr: &str, y: f64| {
+        let (status, out) = score(addr);
+        status == 200 && out.to_string().contains(&format!("{y}"))
+    };
+
+    publish("3");
+    assert!(answers(&a_addr, 6.0));
+    let took = within_a_minute(|| answers(&b_addr, 6.0));
+    assert!(
+        took.is_some(),
+        "node B serves the version A published: {:?}",
+        score(&b_addr)
+    );
+    eprintln!("published on A, served by B after {:?}", took.unwrap());
+
+    // An update on A replaces B's revision too.
+    publish("10");
+    let took = within_a_minute(|| answers(&b_addr, 20.0));
+    assert!(
+        took.is_some(),
+        "node B serves the update: {:?}",
+        score(&b_addr)
+    );
+    eprintln!("updated on A, served by B after {:?}", took.unwrap());
+
+    // Retired on A: gone from B.
+    let (status, _) = call(
+        &a_addr,
+        "DELETE",
+        "/api/v1/services/scale/1",
+        &token,
+        &json!({}),
+    );
+    assert_eq!(status, 204);
+    let took = within_a_minute(|| score(&b_addr).0 == 404);
+    assert!(took.is_some(), "node B retires it too");
+    eprintln!("retired on A, gone from B after {:?}", took.unwrap());
     crate::server::stop_server(a);
     crate::server::stop_server(b);
 }

@@ -12,7 +12,7 @@ mod start;
 
 pub use error::{Error, RFailure, RFailureKind};
 pub use jobs::{result_file as jobs_result_file, JobHandle, Jobs};
-pub use services::{record_for, LiveService, ServiceSpec, Services};
+pub use services::{record_for, LiveService, Reconciled, ServiceSpec, Services};
 pub use sessions::{is_r_name, QapPassError, SessionEntry, Sessions};
 
 /// Runs a blocking engine call on tokio's blocking pool.

@@ -128,15 +128,37 @@ pub type ModelFile = (String, Vec<u8>);
 #[derive(Debug)]
 pub struct Services {
     root: PathBuf,
+    /// `<shared_dir>/services`, when the nodes of a cluster share a folder
+    /// (`[store] shared_dir`): model files are written there once, and each node
+    /// copies a revision it lacks into its own folder.
+    shared: Option<PathBuf>,
     config: Arc<Config>,
     confiner: Arc<crate::confine::Confiner>,
     live: RwLock<HashMap<Key, Arc<LiveService>>>,
+    /// Held while this node publishes (the pool started, then the record stored)
+    /// and while it reconciles with the store, so that neither sees the other's
+    /// half-done work.
+    pub changing: tokio::sync::Mutex<()>,
+    /// Revisions that failed to start here (by `updated_at`), not retried until
+    /// the version changes again.
+    failed: parking_lot::Mutex<HashMap<Key, i64>>,
+}
+
+/// What a [`Services::reconcile`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    pub started: usize,
+    pub retired: usize,
+    pub failed: usize,
 }
 
 impl Services {
     pub fn new(config: Arc<Config>, confiner: Arc<crate::confine::Confiner>) -> Services {
         Services {
             root: config.data.join("services"),
+            shared: config.store.shared_dir.as_ref().map(|d| d.join("services")),
+            changing: tokio::sync::Mutex::new(()),
+            failed: parking_lot::Mutex::new(HashMap::new()),
             config,
             confiner,
             live: RwLock::new(HashMap::new()),
@@ -184,10 +206,59 @@ impl Services {
     /// The folder of a revision's model files: `<data>/services/NAME/VERSION/rev-T`,
     /// where `T` is the record's `updated_at` (unique per version, see [`record_for`]).
     fn dir_of(&self, record: &ServiceRecord) -> PathBuf {
-        self.root
-            .join(&record.name)
-            .join(&record.version)
-            .join(format!("rev-{}", record.updated_at))
+        revision_dir(&self.root, record)
+    }
+
+    /// Brings this node's live versions in line with the store's: starts each
+    /// version whose stored revision is newer than the one running here (or that
+    /// does not run here), and retires each one the store no longer has live. Used
+    /// by every node of a cluster, after another node published, updated or
+    /// retired a version.
+    pub async fn reconcile(&self, stored: Vec<ServiceRecord>) -> Reconciled {
+        let _changing = self.changing.lock().await;
+        let mut done = Reconciled::default();
+        let wanted: HashMap<Key, i64> = stored
+            .iter()
+            .map(|r| ((r.name.clone(), r.version.clone()), r.updated_at))
+            .collect();
+        for record in stored {
+            let key = (record.name.clone(), record.version.clone());
+            let newer = self
+                .get(&key.0, &key.1)
+                .is_none_or(|l| l.record.updated_at < record.updated_at);
+            if !newer || self.failed.lock().get(&key) == Some(&record.updated_at) {
+                continue;
+            }
+            let what = format!("{}/{}", key.0, key.1);
+            let started = match Schema::parse(&record.inputs) {
+                Ok(schema) => {
+                    let updated_at = record.updated_at;
+                    self.start(record, schema).await.map(|_| updated_at)
+                }
+                Err(e) => Err(Error::BadInput(format!("its stored inputs: {e}"))),
+            };
+            match started {
+                Ok(at) => {
+                    tracing::info!(service = %what, revision = at, "started a version published elsewhere");
+                    done.started += 1;
+                }
+                Err(e) => {
+                    tracing::error!(service = %what, error = %e, "a version published elsewhere did not start here");
+                    let at = wanted.get(&key).copied().unwrap_or_default();
+                    self.failed.lock().insert(key, at);
+                    done.failed += 1;
+                }
+            }
+        }
+        for live in self.all() {
+            let key = (live.record.name.clone(), live.record.version.clone());
+            if !wanted.contains_key(&key) && self.retire(&key.0, &key.1) {
+                tracing::info!(service = %format!("{}/{}", key.0, key.1), "retired a version retired elsewhere");
+                done.retired += 1;
+            }
+        }
+        self.failed.lock().retain(|k, _| wanted.contains_key(k));
+        done
     }
 
     /// Writes `files`, starts `record` and swaps it in: a version being replaced
@@ -201,7 +272,15 @@ impl Services {
     ) -> Result<Arc<LiveService>, Error> {
         let dir = self.dir_of(&record);
         let target = dir.clone();
-        blocking(move || write_files(&target, &files)).await??;
+        let shared = self.shared.as_ref().map(|s| revision_dir(s, &record));
+        blocking(move || {
+            write_files(&target, &files)?;
+            match shared {
+                Some(to) => write_shared(&to, &files),
+                None => Ok(()),
+            }
+        })
+        .await??;
         match self.start(record, schema).await {
             Ok(live) => Ok(live),
             Err(e) => {
@@ -218,6 +297,11 @@ impl Services {
         schema: Schema,
     ) -> Result<Arc<LiveService>, Error> {
         let dir = self.dir_of(&record);
+        {
+            let (record, dir) = (record.clone(), dir.clone());
+            let shared = self.shared.clone();
+            blocking(move || ensure_files(shared.as_deref(), &record, &dir)).await??;
+        }
         let config = self.config.clone();
         let confiner = self.confiner.clone();
         let code = record.code.clone();
@@ -377,6 +461,71 @@ fn build_pool(
         )));
     }
     Ok(pool)
+}
+
+/// Makes sure a revision's model files are in this node's folder `dir`: copied
+/// from the shared folder when another node published it.
+fn ensure_files(shared: Option<&Path>, record: &ServiceRecord, dir: &Path) -> Result<(), Error> {
+    let present = record.files.iter().all(|f| dir.join(f).is_file());
+    if present {
+        return std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Internal(format!("{}: {e}", dir.display())));
+    }
+    let what = format!(
+        "service {}/{} (revision {})",
+        record.name, record.version, record.updated_at
+    );
+    let Some(shared) = shared else {
+        return Err(Error::Internal(format!(
+            "the model files of {what} are not in this node's data folder, and no \
+             shared folder is set ([store] shared_dir, serve --shared-dir)"
+        )));
+    };
+    let from = revision_dir(shared, record);
+    let files = record
+        .files
+        .iter()
+        .map(|name| {
+            std::fs::read(from.join(name))
+                .map(|bytes| (name.clone(), bytes))
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "the model file {name} of {what} in the shared folder {}: {e}",
+                        from.display()
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_files(dir, &files)
+}
+
+/// `<root>/NAME/VERSION/rev-T` of a record.
+fn revision_dir(root: &Path, record: &ServiceRecord) -> PathBuf {
+    root.join(&record.name)
+        .join(&record.version)
+        .join(format!("rev-{}", record.updated_at))
+}
+
+/// A revision's files into the shared folder, whole or not at all: written beside
+/// it, then renamed into place, so another node never copies half a model.
+fn write_shared(to: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Error> {
+    let io = |e: std::io::Error| {
+        Error::Internal(format!(
+            "writing to the shared folder {}: {e}",
+            to.display()
+        ))
+    };
+    if to.is_dir() {
+        return Ok(());
+    }
+    let parent = to.parent().expect("a revision folder has a parent");
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let temp = parent.join(format!(".incoming-{}", uuid::Uuid::new_v4()));
+    write_files(&temp, files)?;
+    std::fs::rename(&temp, to).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&temp);
+        io(e)
+    })
 }
 
 fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), Error> {

@@ -63,6 +63,8 @@ pub async fn publish(
         }
     }
     let record = record_for(&spec, &user.name, previous.as_ref());
+    // Reconciling with the store waits until the record is stored.
+    let _changing = state.services.changing.lock().await;
     let result = state
         .services
         .publish(record.clone(), schema, files)

@@ -380,3 +380,65 @@ bo     user       -                  1970-01-02T00:00:00Z
         assert_eq!(text, expected);
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// One JSON object per node instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rookery nodes`: the registry's nodes, a table (or JSON lines) on stdout.
+pub fn list_nodes(args: &NodesArgs) -> anyhow::Result<()> {
+    let nodes = rookery_server::nodes::list(&*open_store(&args.data)?)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        for n in &nodes {
+            writeln!(out, "{}", serde_json::to_string(n)?)?;
+        }
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        eprintln!("no nodes registered: none is running on this store");
+        return Ok(());
+    }
+    let now = admin::now();
+    let rows: Vec<[String; 7]> = std::iter::once(
+        [
+            "ID",
+            "ADDRESS",
+            "ALIVE",
+            "WORKERS",
+            "BUSY",
+            "SESSIONS",
+            "HEARTBEAT",
+        ]
+        .map(String::from),
+    )
+    .chain(nodes.iter().map(|n| {
+        [
+            n.node.id.clone(),
+            n.node.address.clone(),
+            if n.alive { "yes" } else { "no" }.to_owned(),
+            n.node.workers.to_string(),
+            n.node.busy.to_string(),
+            n.node.sessions.to_string(),
+            format!("{}s ago", now - n.node.heartbeat_at),
+        ]
+    }))
+    .collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}

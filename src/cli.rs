@@ -34,6 +34,8 @@ enum Command {
     Accounts(crate::admin::AccountsCommand),
     /// Score a CSV, Arrow or Parquet file with an R function, streaming, in input order.
     Batch(crate::batch::BatchArgs),
+    /// List the nodes in the registry (--store URL for a cluster) with their load.
+    Nodes(crate::admin::NodesArgs),
 }
 
 /// `rookery bench ARGS...`: handed whole to the `rookery-bench` binary beside this one
@@ -71,6 +73,7 @@ pub fn run() -> ExitCode {
         Command::Accounts(cmd) => report(crate::admin::run_accounts(cmd)),
         Command::Batch(args) => crate::batch::command(&args),
         Command::Bench(args) => report(bench(args)),
+        Command::Nodes(args) => report(crate::admin::list_nodes(&args)),
     }
 }
 

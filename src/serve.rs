@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// kept for the others (config `[store] shared_dir`).
     #[arg(long, value_name = "DIR")]
     shared_dir: Option<PathBuf>,
+    /// This node's id in the registry (config `[store] node_id`; default a UUID).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// The URL other nodes reach this one at (config `[store] advertise`; default
+    /// the listener's address).
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
     /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -127,6 +134,12 @@ impl ServeArgs {
         }
         if self.shared_dir.is_some() {
             config.store.shared_dir = self.shared_dir.clone();
+        }
+        if self.node_id.is_some() {
+            config.store.node_id = self.node_id.clone();
+        }
+        if self.advertise.is_some() {
+            config.store.advertise = self.advertise.clone();
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.check()?;

@@ -230,6 +230,11 @@ pub struct StoreConfig {
     /// there once and each node copies the revisions it starts into its own data
     /// folder. Needed by a cluster whose services have model files.
     pub shared_dir: Option<PathBuf>,
+    /// This node's id in the registry (`serve --node-id`); default: a fresh UUID.
+    pub node_id: Option<String>,
+    /// The URL other nodes reach this one at (`serve --advertise`), when it is not
+    /// the address the listener binds (a container, a NAT).
+    pub advertise: Option<String>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -238,6 +243,8 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url", &self.url.as_deref().map(crate::store::redact_url))
             .field("shared_dir", &self.shared_dir)
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
             .finish()
     }
 }

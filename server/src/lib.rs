@@ -27,6 +27,7 @@ pub mod engine;
 pub(crate) mod error;
 pub mod files;
 pub mod inflight;
+pub mod nodes;
 pub use rookery_formats as formats;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

@@ -141,6 +141,10 @@ fn fixed_paths() -> Map<String, Json_> {
         "delete": op("Take a grant (admin)", "admin", "204")}),
     );
     add(
+        "/nodes",
+        json!({"get": op("The nodes of the cluster, their load and heartbeat (admin)", "admin", "200")}),
+    );
+    add(
         "/audit",
         json!({"get": op("The newest audit entries (admin)", "admin", "200")}),
     );

@@ -127,6 +127,7 @@ impl Server {
                 config.limits.max_inflight_bytes,
             ),
             tokens: Arc::new(crate::auth::tokens::TokenCache::new()),
+            node: Arc::new(crate::nodes::ThisNode::new(config.store.node_id.clone())),
             verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
                 300,
             ))),
@@ -335,17 +336,34 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
         let loaded = server.load_services().await;
         tracing::info!(services = loaded, "stored services started");
     }
-    tracing::info!(%addr, tls = config.tls.is_some(), "ready");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let advertised = config
+        .store
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    server.state.node.set_address(advertised);
+    tracing::info!(%addr, node = %server.state.node.id, tls = config.tls.is_some(), "ready");
     server.spawn_housekeeping();
     server.spawn_reconcile();
+    crate::nodes::spawn_heartbeat(server.state.clone());
     tokio::select! {
         () = shutdown_signal() => {}
         () = server.qap.shutdown.notified() => {}
     }
     tracing::info!("shutting down");
+    // Unready at once (a load balancer stops sending), then the calls in flight finish.
+    server.state.ready.store(false, Ordering::Release);
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = task.await;
     server.shut_down().await;
+    let store = server.state.store.clone();
+    let node = server.state.node.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::nodes::leave(store.as_ref(), &node)).await;
     Ok(())
 }
 

@@ -31,6 +31,8 @@ pub struct AppState {
     /// Recent successful password checks (QAP1 clients reconnect often).
     pub verified: Arc<crate::auth::cache::VerifyCache>,
     pub audit: AuditLog,
-    /// Set once the stored services are loaded.
+    /// Who this node is in the registry.
+    pub node: Arc<crate::nodes::ThisNode>,
+    /// Set once the stored services are loaded; cleared when the server stops.
     pub ready: Arc<AtomicBool>,
 }

@@ -266,6 +266,78 @@ fn a_version_published_on_one_node_is_served_by_the_other() {
 }
 
 #[test]
+fn nodes_register_beat_and_leave_when_stopped() {
+    let store = shared().fresh_db();
+    let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (name, role) in [("root", "admin"), ("ada", "publisher")] {
+        let (ok, _, err) = cli(
+            &["user", "add", name, "--role", role],
+            &store,
+            a_data.path(),
+            &format!("{ADA_PW}\n"),
+        );
+        assert!(ok, "{err}");
+    }
+    let (a, a_addr) = node(&store, a_data.path());
+    let (b, b_addr) = node(&store, b_data.path());
+    assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
+    let body = json!({"username": "root", "password": ADA_PW});
+    let root = call(&a_addr, "POST", "/api/v1/login", "", &body).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = || call(&a_addr, "GET", "/api/v1/nodes", &root, &json!({})).1;
+    let both = within_a_minute(|| {
+        listed()["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["alive"] == true))
+    });
+    assert!(both.is_some(), "both nodes registered: {}", listed());
+    let out = listed();
+    let nodes = out["nodes"].as_array().unwrap();
+    let this: Vec<_> = nodes.iter().filter(|n| n["this"] == true).collect();
+    assert_eq!(this.len(), 1, "{out}");
+    assert_eq!(this[0]["address"], format!("http://{a_addr}"), "{out}");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["address"] == format!("http://{b_addr}")),
+        "{out}"
+    );
+    assert!(
+        nodes.iter().all(|n| n["workers"].as_u64() > Some(0)),
+        "{out}"
+    );
+
+    // The CLI reads the same registry.
+    let (ok, lines, err) = cli(&["nodes", "--json"], &store, a_data.path(), "");
+    assert!(ok, "{err}");
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+
+    // Only admins see the nodes.
+    let ada = login(&a_addr).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        call(&a_addr, "GET", "/api/v1/nodes", &ada, &json!({})).0,
+        403
+    );
+
+    // B stops cleanly: it leaves the registry.
+    crate::server::stop_server(b);
+    let out = listed();
+    let ids: Vec<_> = out["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].clone())
+        .collect();
+    assert_eq!(ids, [json!(format!("http://{a_addr}"))], "{out}");
+    crate::server::stop_server(a);
+}
+
+#[test]
 fn a_node_whose_database_goes_away_is_unready_and_recovers() {
     let mut pg = Postgres::start("integration-outage");
     let store = pg.url.clone();

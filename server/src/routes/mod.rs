@@ -61,7 +61,8 @@ pub fn router(state: AppState) -> Router {
             "/users/{name}/grants/{grant}",
             put(users::grant).delete(users::revoke),
         )
-        .route("/audit", get(users::audit_log));
+        .route("/audit", get(users::audit_log))
+        .route("/nodes", get(ops::nodes));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/api/v1", api)

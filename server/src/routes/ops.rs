@@ -60,6 +60,27 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Json_>) 
     (status, Json(body))
 }
 
+/// The nodes in the registry (admin): id, address, version, workers, busy,
+/// sessions, start and last heartbeat, whether it is alive, and which is this one.
+pub async fn nodes(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Json_>, crate::error::AppError> {
+    user.require_admin()?;
+    let store = state.store.clone();
+    let listed = tokio::task::spawn_blocking(move || crate::nodes::list(store.as_ref())).await??;
+    let nodes: Vec<Json_> = listed
+        .into_iter()
+        .map(|n| {
+            let this = n.node.id == state.node.id;
+            let mut v = serde_json::to_value(&n).unwrap_or_default();
+            v["this"] = json!(this);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "node": state.node.id, "nodes": nodes })))
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut pools = vec![("sessions".to_owned(), state.sessions.pool().stats())];
     for s in state.services.all() {

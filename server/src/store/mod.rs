@@ -225,6 +225,24 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// A node of a cluster as it registered itself, with its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Unique per server process (a UUID unless `serve --node-id` names it).
+    pub id: String,
+    /// Where other nodes reach it (`http://HOST:PORT`, `serve --advertise`).
+    pub address: String,
+    /// Rookery's version.
+    pub version: String,
+    /// R workers it runs (sessions and services), busy and idle.
+    pub workers: u64,
+    pub busy: u64,
+    /// Sessions open on it.
+    pub sessions: u64,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+}
+
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -292,6 +310,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
     /// The newest `limit` entries, newest first.
     fn audit_tail(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Registers `node` or renews its heartbeat (by id).
+    fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Every registered node, by id.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// True when the node was registered.
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError>;
+    /// Removes the nodes whose heartbeat is older than `before`; how many.
+    fn remove_nodes_silent_since(&self, before: Timestamp) -> Result<usize, StoreError>;
 
     /// Whether the store answers now (`/readyz`). An embedded one always does.
     fn ping(&self) -> Result<(), StoreError> {

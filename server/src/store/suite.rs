@@ -6,101 +6,27 @@
 use serde_json::json;
 
 use super::{
-    AuditEntry, JobRecord, JobState, Role, ServiceRecord, Store, StoreError, Timestamp, TokenKind,
-    TokenRecord, UserRecord, GRANT_EXECUTE,
+    AuditEntry, JobRecord, JobState, NodeRecord, Role, ServiceRecord, Store, StoreError, Timestamp,
+    TokenKind, TokenRecord, UserRecord, GRANT_EXECUTE,
 };
 
 /// `store_suite!(EXPR)`: the suite as `#[test]`s in a module `suite`, each on the
 /// store `EXPR` makes (fresh and empty each time).
 macro_rules! store_suite {
     ($make:expr) => {
+        $crate::store::suite::store_suite!(@tests $make; users_round_trip_with_grants, a_taken_name_is_a_conflict, password_and_role_updates, grants_are_idempotent_and_need_a_user, tokens_round_trip, token_conflicts_and_unknown_users, purge_deletes_only_expired_tokens, services_versions_and_retirement, jobs_insert_and_replace, audit_tail_is_newest_first, os_users_map_to_existing_users_and_go_with_them, removing_a_user_takes_its_grants_and_tokens, writers_on_several_threads, text_keeps_every_character, nodes_register_renew_and_leave);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
         mod suite {
             #[allow(unused_imports)]
             use super::*;
-
-            #[test]
-            fn users_round_trip_with_grants() {
-                let store = $make;
-                $crate::store::suite::users_round_trip_with_grants(&store);
-            }
-
-            #[test]
-            fn a_taken_name_is_a_conflict() {
-                let store = $make;
-                $crate::store::suite::a_taken_name_is_a_conflict(&store);
-            }
-
-            #[test]
-            fn password_and_role_updates() {
-                let store = $make;
-                $crate::store::suite::password_and_role_updates(&store);
-            }
-
-            #[test]
-            fn grants_are_idempotent_and_need_a_user() {
-                let store = $make;
-                $crate::store::suite::grants_are_idempotent_and_need_a_user(&store);
-            }
-
-            #[test]
-            fn tokens_round_trip() {
-                let store = $make;
-                $crate::store::suite::tokens_round_trip(&store);
-            }
-
-            #[test]
-            fn token_conflicts_and_unknown_users() {
-                let store = $make;
-                $crate::store::suite::token_conflicts_and_unknown_users(&store);
-            }
-
-            #[test]
-            fn purge_deletes_only_expired_tokens() {
-                let store = $make;
-                $crate::store::suite::purge_deletes_only_expired_tokens(&store);
-            }
-
-            #[test]
-            fn services_versions_and_retirement() {
-                let store = $make;
-                $crate::store::suite::services_versions_and_retirement(&store);
-            }
-
-            #[test]
-            fn jobs_insert_and_replace() {
-                let store = $make;
-                $crate::store::suite::jobs_insert_and_replace(&store);
-            }
-
-            #[test]
-            fn audit_tail_is_newest_first() {
-                let store = $make;
-                $crate::store::suite::audit_tail_is_newest_first(&store);
-            }
-
-            #[test]
-            fn os_users_map_to_existing_users_and_go_with_them() {
-                let store = $make;
-                $crate::store::suite::os_users_map_to_existing_users_and_go_with_them(&store);
-            }
-
-            #[test]
-            fn removing_a_user_takes_its_grants_and_tokens() {
-                let store = $make;
-                $crate::store::suite::removing_a_user_takes_its_grants_and_tokens(&store);
-            }
-
-            #[test]
-            fn writers_on_several_threads() {
-                let store = $make;
-                $crate::store::suite::writers_on_several_threads(&store);
-            }
-
-            #[test]
-            fn text_keeps_every_character() {
-                let store = $make;
-                $crate::store::suite::text_keeps_every_character(&store);
-            }
+            $(
+                #[test]
+                fn $name() {
+                    let store = $make;
+                    $crate::store::suite::$name(&store);
+                }
+            )*
         }
     };
 }
@@ -437,4 +363,31 @@ pub(crate) fn text_keeps_every_character(s: &dyn Store) {
     s.put_service(&svc).unwrap();
     let got = s.service("odd", "1.0-\u{3b2}").unwrap().unwrap();
     assert_eq!(got, svc);
+}
+
+pub(crate) fn nodes_register_renew_and_leave(s: &dyn Store) {
+    let node = |id: &str, beat: Timestamp| NodeRecord {
+        id: id.to_owned(),
+        address: format!("http://127.0.0.1:80{}", id.len()),
+        version: "0.1.0".to_owned(),
+        workers: 5,
+        busy: 1,
+        sessions: 2,
+        started_at: 100,
+        heartbeat_at: beat,
+    };
+    assert!(s.nodes().unwrap().is_empty());
+    s.put_node(&node("b", 110)).unwrap();
+    s.put_node(&node("a", 110)).unwrap();
+    let renewed = NodeRecord {
+        busy: 4,
+        ..node("a", 120)
+    };
+    s.put_node(&renewed).unwrap();
+    assert_eq!(s.nodes().unwrap(), [renewed.clone(), node("b", 110)]);
+    assert_eq!(s.remove_nodes_silent_since(115), Ok(1));
+    assert_eq!(s.nodes().unwrap(), [renewed]);
+    assert_eq!(s.remove_node("a"), Ok(true));
+    assert_eq!(s.remove_node("a"), Ok(false));
+    assert!(s.nodes().unwrap().is_empty());
 }

@@ -27,8 +27,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AuditEntry, JobRecord, JobState, Role, ServiceRecord, Store, StoreError, Timestamp, TokenKind,
-    TokenRecord, UserRecord,
+    AuditEntry, JobRecord, JobState, NodeRecord, Role, ServiceRecord, Store, StoreError, Timestamp,
+    TokenKind, TokenRecord, UserRecord,
 };
 
 mod migrations {
@@ -887,6 +887,90 @@ impl Store for PgStore {
                     .iter()
                     .map(audit_row)
                     .collect()
+            })
+        })
+    }
+
+    fn put_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        let n = node.clone();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "INSERT INTO nodes (id, address, version, workers, busy, sessions, \
+                         started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, \
+                         version = EXCLUDED.version, workers = EXCLUDED.workers, \
+                         busy = EXCLUDED.busy, sessions = EXCLUDED.sessions, \
+                         started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at",
+                    )
+                    .await?;
+                c.execute(
+                    &stmt,
+                    &[
+                        &n.id,
+                        &n.address,
+                        &n.version,
+                        &count(n.workers),
+                        &count(n.busy),
+                        &count(n.sessions),
+                        &n.started_at,
+                        &n.heartbeat_at,
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT id, address, version, workers, busy, sessions, started_at, \
+                         heartbeat_at FROM nodes ORDER BY id",
+                    )
+                    .await?;
+                c.query(&stmt, &[])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(NodeRecord {
+                            id: r.try_get(0)?,
+                            address: r.try_get(1)?,
+                            version: r.try_get(2)?,
+                            workers: uncount(r, 3)?,
+                            busy: uncount(r, 4)?,
+                            sessions: uncount(r, 5)?,
+                            started_at: r.try_get(6)?,
+                            heartbeat_at: r.try_get(7)?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached("DELETE FROM nodes WHERE id = $1").await?;
+                Ok(c.execute(&stmt, &[&id]).await? > 0)
+            })
+        })
+    }
+
+    fn remove_nodes_silent_since(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached("DELETE FROM nodes WHERE heartbeat_at < $1")
+                    .await?;
+                let n = c.execute(&stmt, &[&before]).await?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
             })
         })
     }

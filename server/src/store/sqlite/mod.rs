@@ -18,8 +18,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, JobRecord, JobState, Role, ServiceRecord, Store, StoreError, Timestamp, TokenKind,
-    TokenRecord, UserRecord,
+    AuditEntry, JobRecord, JobState, NodeRecord, Role, ServiceRecord, Store, StoreError, Timestamp,
+    TokenKind, TokenRecord, UserRecord,
 };
 
 /// How long a call waits for another process (the admin CLI) holding the write lock.
@@ -29,7 +29,21 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX_BYTES: usize = 6;
 
 /// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+
+/// The nodes registered in this store (one, for an embedded store).
+const SCHEMA_V4: &str = "
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY NOT NULL,
+    address      TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    workers      INTEGER NOT NULL,
+    busy         INTEGER NOT NULL,
+    sessions     INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+) STRICT;
+";
 
 /// OS accounts whose Unix-socket connections log in as a Rookery user (SO_PEERCRED).
 const SCHEMA_V2: &str = "
@@ -771,6 +785,64 @@ impl Store for SqliteStore {
                 ])?;
             }
             Ok(())
+        })
+    }
+
+    fn put_node(&self, n: &NodeRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO nodes (id, address, version, workers, busy, sessions, \
+                 started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                n.id,
+                n.address,
+                n.version,
+                n.workers,
+                n.busy,
+                n.sessions,
+                n.started_at,
+                n.heartbeat_at
+            ])
+            .map(drop)
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, address, version, workers, busy, sessions, started_at, heartbeat_at \
+                 FROM nodes ORDER BY id",
+            )?
+            .query_map([], |r| {
+                Ok(NodeRecord {
+                    id: r.get(0)?,
+                    address: r.get(1)?,
+                    version: r.get(2)?,
+                    workers: r.get(3)?,
+                    busy: r.get(4)?,
+                    sessions: r.get(5)?,
+                    started_at: r.get(6)?,
+                    heartbeat_at: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM nodes WHERE id = ?1")?
+                .execute([id])?
+                > 0)
+        })
+    }
+
+    fn remove_nodes_silent_since(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
+                .execute([before])
         })
     }
 

@@ -408,3 +408,234 @@ fn a_node_that_cannot_reach_its_database_says_so_at_start() {
     );
     assert!(!err.contains("secret-pw"), "no password in {err}");
 }
+
+/// `scripts/cluster` (PostgreSQL, three nodes, HAProxy), as it prints itself.
+struct Cluster {
+    child: std::process::Child,
+    store: String,
+    /// Each node's id, HTTP and QAP1 addresses.
+    nodes: Vec<(String, String, String)>,
+    http: String,
+    qap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(nodes: usize) -> Cluster {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        // HAProxy takes PORT and PORT+1.
+        let port = (0..100)
+            .map(|_| fixture::free_port())
+            .find(|p| *p < 65535 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+            .unwrap();
+        let mut child = std::process::Command::new(fixture::project_root().join("scripts/cluster"))
+            .args([
+                "--nodes",
+                &nodes.to_string(),
+                "--port",
+                &port.to_string(),
+                "--dir",
+            ])
+            .arg(dir.path())
+            .env("ROOKERY_BIN", env!("CARGO_BIN_EXE_rookery"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut store, mut found, mut front) = (String::new(), Vec::new(), None);
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["store", url] => store = (*url).to_owned(),
+                ["node", id, http, qap] => {
+                    found.push(((*id).to_owned(), (*http).to_owned(), (*qap).to_owned()));
+                }
+                ["cluster", http, "qap", qap] => {
+                    front = Some((
+                        http.trim_start_matches("http://").to_owned(),
+                        (*qap).to_owned(),
+                    ));
+                    break;
+                }
+                _ => panic!("scripts/cluster printed {line:?}"),
+            }
+        }
+        let (http, qap) = front.expect("scripts/cluster started the cluster");
+        std::thread::spawn(move || lines.for_each(drop));
+        Cluster {
+            child,
+            store,
+            nodes: found,
+            http,
+            qap,
+            _dir: dir,
+        }
+    }
+
+    fn kill_node(&self, i: usize) {
+        let addr = &self.nodes[i].1;
+        let port = addr.rsplit_once(':').unwrap().1;
+        // The node is the `rookery serve` listening there: its pid from ss.
+        let out = std::process::Command::new("ss")
+            .args(["-Hltnp", &format!("sport = :{port}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: i32 = text
+            .split("pid=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid for {addr} in {text}"));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Scoring calls through HAProxy answered by `addr`'s node, from its `/metrics`.
+fn scoring_calls_on(addr: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[], "");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("rookery_http_requests_total{")
+                && l.contains("/api/v1/services/{name}/{version}\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_cluster_behind_haproxy_spreads_calls_and_routes_around_a_dead_node() {
+    use base64::Engine as _;
+    let cluster = Cluster::start(3);
+    assert_eq!(cluster.nodes.len(), 3);
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, err) = cli(
+        &["user", "add", "ada", "--role", "publisher"],
+        &cluster.store,
+        data.path(),
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "{err}");
+    let lb = cluster.http.clone();
+
+    // Login and publish through HAProxy, on whichever node it picks.
+    let token = login(&lb).1["access_token"].as_str().unwrap().to_owned();
+    let spec = json!({
+        "name": "triple", "version": "1",
+        "code": "k <- as.numeric(readLines('k.txt')); f <- function(d) data.frame(y = d$x * k)",
+        "function": "f",
+        "inputs": {"columns": [{"name": "x", "type": "double"}]},
+        "files": {"k.txt": base64::engine::general_purpose::STANDARD.encode("3\n")},
+    });
+    let (status, out) = call(&lb, "POST", "/api/v1/services", &token, &spec);
+    assert_eq!(status, 201, "{out}");
+    let score = |x: u32| {
+        let (status, out) = call(
+            &lb,
+            "POST",
+            "/api/v1/services/triple/1",
+            &token,
+            &json!([{"x": x}]),
+        );
+        (status, out.to_string().contains(&format!("{}", x * 3)))
+    };
+    // Every node has it within moments: then 30 calls in a row succeed.
+    let all = within_a_minute(|| (0..30).all(|i| score(i) == (200, true)));
+    assert!(
+        all.is_some(),
+        "every node serves the version published through HAProxy"
+    );
+    for (id, addr, _) in &cluster.nodes {
+        assert!(
+            scoring_calls_on(addr) > 0,
+            "{id} answered none of the calls"
+        );
+    }
+
+    // QAP1 through HAProxy's TCP frontend.
+    {
+        use rookery_server::qap::frame::{self, cmd, resp};
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(&cluster.qap).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut id = [0u8; 32];
+        s.read_exact(&mut id).unwrap();
+        let mut p = Vec::new();
+        frame::push_string_param(&mut p, format!("ada\n{ADA_PW}").as_bytes());
+        assert_eq!(
+            crate::server::hostile::qap_request(&mut s, cmd::LOGIN, &p).0,
+            resp::OK
+        );
+        let mut p = Vec::new();
+        frame::push_string_param(&mut p, b"1 + 1");
+        assert_eq!(
+            crate::server::hostile::qap_request(&mut s, cmd::EVAL, &p).0,
+            resp::OK
+        );
+    }
+
+    // Scoring load from 4 clients while node 2 is killed with SIGKILL: calls in
+    // flight there may fail, each with a clean 5xx; none is wrong; HAProxy then
+    // routes around it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed, wrong) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut ok, mut failed, mut wrong) = (0u32, Vec::new(), 0u32);
+                    let mut x = 1;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match score(x) {
+                            (200, true) => ok += 1,
+                            (200, false) => wrong += 1,
+                            (status, _) => failed.push(status),
+                        }
+                        x += 1;
+                    }
+                    (ok, failed, wrong)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.kill_node(1);
+        std::thread::sleep(Duration::from_secs(4));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).fold(
+            (0, Vec::new(), 0),
+            |(o, mut f, w), (o2, f2, w2)| {
+                f.extend(f2);
+                (o + o2, f, w + w2)
+            },
+        )
+    });
+    eprintln!(
+        "under a node's SIGKILL: {ok} answered, {} failed {failed:?}, {wrong} wrong",
+        failed.len()
+    );
+    assert_eq!(wrong, 0);
+    assert!(failed.iter().all(|s| (500..600).contains(s)), "{failed:?}");
+    assert!(
+        failed.len() <= 4,
+        "only calls in flight may fail: {failed:?}"
+    );
+    assert!(ok > 0);
+    // After the kill, every call succeeds on the nodes left.
+    assert!(
+        (0..30).all(|i| score(i) == (200, true)),
+        "HAProxy routes around the dead node"
+    );
+}

@@ -75,7 +75,7 @@ fn qap_connect(addr: &str) -> TcpStream {
 }
 
 /// Sends one QAP1 message and reads the reply's header word and payload.
-pub(super) fn qap_request(s: &mut TcpStream, command: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+pub(crate) fn qap_request(s: &mut TcpStream, command: u32, payload: &[u8]) -> (u32, Vec<u8>) {
     s.write_all(&frame::encode_message(command, 0, payload))
         .unwrap();
     let mut head = [0u8; 16];

@@ -3,7 +3,7 @@
 //! on loopback (`live`). Each test uses its own users, so tests run in parallel.
 
 mod auth;
-mod hostile;
+pub(crate) mod hostile;
 mod jobs;
 pub mod live;
 mod ops;

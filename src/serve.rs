@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// the listener's address).
     #[arg(long, value_name = "URL")]
     advertise: Option<String>,
+    /// A load balancer whose X-Forwarded-For names the client (repeatable; config
+    /// `trusted_proxies`).
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Serve plain HTTP on a non-loopback address (only behind a TLS terminator).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -141,6 +145,9 @@ impl ServeArgs {
         if self.advertise.is_some() {
             config.store.advertise = self.advertise.clone();
         }
+        config
+            .trusted_proxies
+            .extend(self.trusted_proxies.iter().copied());
         config.insecure_plaintext |= self.insecure_plaintext;
         config.check()?;
         Ok(config)

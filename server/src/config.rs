@@ -23,6 +23,9 @@ pub struct Config {
     /// Serve plain HTTP on a non-loopback address (logged loudly). Off by default.
     pub insecure_plaintext: bool,
     pub tls: Option<TlsConfig>,
+    /// Load balancers whose `X-Forwarded-For` names the client (for the per-address
+    /// login limits); from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Where the registry lives: the `[store]` section.
     pub store: StoreConfig,
     /// The QAP1 (Rserve protocol) listeners and their options: the `[qap]` section.
@@ -105,6 +108,7 @@ struct ConfigFile {
     data: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
     tls: Option<TlsConfig>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
     store: Option<StoreConfig>,
     qap: Option<QapKey>,
     limits: Option<Limits>,
@@ -206,6 +210,7 @@ impl TryFrom<ConfigFile> for Config {
             data: file.data.unwrap_or(defaults.data),
             insecure_plaintext: file.insecure_plaintext.unwrap_or(false),
             tls: file.tls,
+            trusted_proxies: file.trusted_proxies.unwrap_or_default(),
             store: file.store.unwrap_or_default(),
             qap,
             limits: file.limits.unwrap_or_default(),
@@ -371,6 +376,7 @@ impl Default for Config {
             data: PathBuf::from("rookery-data"),
             insecure_plaintext: false,
             tls: None,
+            trusted_proxies: Vec::new(),
             store: StoreConfig::default(),
             qap: QapConfig::default(),
             limits: Limits::default(),

@@ -121,7 +121,10 @@ impl Server {
             confiner,
             jobs,
             metrics: Arc::new(Metrics::new()),
-            limiter: Arc::new(LoginLimiter::default()),
+            limiter: Arc::new(match config.store.url {
+                Some(_) => LoginLimiter::default().sharing(store.clone()),
+                None => LoginLimiter::default(),
+            }),
             inflight: crate::inflight::InFlight::new(
                 config.limits.max_inflight_bytes_per_user,
                 config.limits.max_inflight_bytes,
@@ -225,6 +228,7 @@ impl Server {
                 if closed > 0 {
                     tracing::info!(closed, "closed idle sessions");
                 }
+                state.limiter.purge_shared();
                 if let Err(e) = state.store.purge_expired_tokens(crate::admin::now()) {
                     tracing::warn!(error = %e, "purging expired tokens failed");
                 }

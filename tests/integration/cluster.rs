@@ -338,6 +338,38 @@ fn nodes_register_beat_and_leave_when_stopped() {
 }
 
 #[test]
+fn failed_logins_count_across_nodes() {
+    let store = shared().fresh_db();
+    let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ok, _, err) = cli(
+        &["user", "add", "ada", "--role", "publisher"],
+        &store,
+        a_data.path(),
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "{err}");
+    let (a, a_addr) = node(&store, a_data.path());
+    let (b, b_addr) = node(&store, b_data.path());
+    // Five wrong passwords, spread over both nodes (each node alone would allow five).
+    for i in 0..5 {
+        let addr = if i % 2 == 0 { &a_addr } else { &b_addr };
+        let body = json!({"username": "ada", "password": "not-it"});
+        assert_eq!(call(addr, "POST", "/api/v1/login", "", &body).0, 401);
+    }
+    // Now even the right password waits, on either node.
+    for addr in [&a_addr, &b_addr] {
+        let (status, out) = login(addr);
+        assert_eq!(
+            (status, crate::server::code(&out)),
+            (429, "rate_limited"),
+            "{out}"
+        );
+    }
+    crate::server::stop_server(a);
+    crate::server::stop_server(b);
+}
+
+#[test]
 fn a_node_whose_database_goes_away_is_unready_and_recovers() {
     let mut pg = Postgres::start("integration-outage");
     let store = pg.url.clone();

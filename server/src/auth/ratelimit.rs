@@ -63,7 +63,18 @@ pub struct LoginLimiter {
     users: Keyed<String>,
     addrs: Keyed<IpAddr>,
     calls: AtomicU64,
+    /// A cluster's shared store: failures per user name are also counted there, so
+    /// that spreading guesses over the nodes gains nothing (see [`SHARED_MOST`]).
+    shared: Option<std::sync::Arc<dyn crate::store::Store>>,
 }
+
+/// How many failures per user name, counted over every node within
+/// [`SHARED_WINDOW_SECS`], block further attempts.
+pub const SHARED_MOST: u64 = 5;
+/// The shared count's window, in seconds (the per-user limit's burst at its rate).
+pub const SHARED_WINDOW_SECS: i64 = 150;
+/// How long a login blocked by the shared count is told to wait.
+const SHARED_WAIT: Duration = Duration::from_secs(30);
 
 impl Default for LoginLimiter {
     /// [`LimitSpec::PER_USER`] and [`LimitSpec::PER_ADDR`].
@@ -78,6 +89,23 @@ impl LoginLimiter {
             users: Keyed::new(per_user),
             addrs: Keyed::new(per_addr),
             calls: AtomicU64::new(0),
+            shared: None,
+        }
+    }
+
+    /// Also counts failures per user name in `store`, shared by every node on it.
+    pub fn sharing(mut self, store: std::sync::Arc<dyn crate::store::Store>) -> LoginLimiter {
+        self.shared = Some(store);
+        self
+    }
+
+    /// Forgets shared failures older than the window (housekeeping).
+    pub fn purge_shared(&self) {
+        if let Some(store) = &self.shared {
+            let before = crate::admin::now() - SHARED_WINDOW_SECS;
+            if let Err(e) = store.purge_login_failures(before) {
+                tracing::warn!(error = %e, "purging shared login failures failed");
+            }
         }
     }
 
@@ -90,7 +118,21 @@ impl LoginLimiter {
             self.users.blocked_for(&user_key(user), now),
             self.addrs.blocked_for(&addr_key(addr), now),
         );
-        wait.map_or(Ok(()), Err)
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        if let Some(store) = &self.shared {
+            let since = crate::admin::now() - SHARED_WINDOW_SECS;
+            // A store that does not answer blocks nothing here: the login's own
+            // lookup of the user fails next, with a clear 503.
+            if store
+                .login_failures_since(&user_key(user), since)
+                .is_ok_and(|n| n >= SHARED_MOST)
+            {
+                return Err(SHARED_WAIT);
+            }
+        }
+        Ok(())
     }
 
     /// Counts one failed login for `user` and for `addr`.
@@ -98,6 +140,11 @@ impl LoginLimiter {
         self.tick();
         self.users.record(user_key(user));
         self.addrs.record(addr_key(addr));
+        if let Some(store) = &self.shared {
+            if let Err(e) = store.record_login_failure(&user_key(user), crate::admin::now()) {
+                tracing::warn!(error = %e, "a failed login was not counted in the shared store");
+            }
+        }
     }
 
     /// Keys held (user names + addresses), for metrics and tests.

@@ -364,16 +364,46 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
-        Ok(ClientAddr(addr))
+        Ok(ClientAddr(client_addr(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
     }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy (a load
+/// balancer in front of the nodes); then the nearest address in `X-Forwarded-For`
+/// that is not a trusted proxy itself. A header from anyone else is ignored, so a
+/// client cannot pick the address its failed logins count against.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let trusted_peer = |a: &IpAddr| trusted.contains(&a.to_canonical());
+    if !trusted_peer(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted_peer(a))
+        .unwrap_or(peer)
 }
 
 /// The media type of the body, without parameters, lower-cased.
@@ -389,4 +419,39 @@ pub fn content_type(headers: &HeaderMap) -> String {
                 .to_ascii_lowercase()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "6.6.6.6, 10.1.2.3".parse().unwrap());
+        let proxy = [ip("127.0.0.1")];
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), &headers, &proxy),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_addr(ip("192.0.2.9"), &headers, &proxy),
+            ip("192.0.2.9"),
+            "a header from an untrusted peer is ignored"
+        );
+        assert_eq!(client_addr(ip("127.0.0.1"), &headers, &[]), ip("127.0.0.1"));
+        // Proxies in the chain are skipped; junk or no header leaves the peer.
+        let two = [ip("127.0.0.1"), ip("10.1.2.3")];
+        assert_eq!(client_addr(ip("127.0.0.1"), &headers, &two), ip("6.6.6.6"));
+        headers.insert("x-forwarded-for", "not an address".parse().unwrap());
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), &headers, &proxy),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_addr(ip("::ffff:127.0.0.1"), &HeaderMap::new(), &proxy),
+            ip("::ffff:127.0.0.1")
+        );
+    }
 }

@@ -320,6 +320,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Removes the nodes whose heartbeat is older than `before`; how many.
     fn remove_nodes_silent_since(&self, before: Timestamp) -> Result<usize, StoreError>;
 
+    /// Counts one failed login for user name `user` at `at` (shared by every node).
+    fn record_login_failure(&self, user: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Failed logins for `user` at or after `since`.
+    fn login_failures_since(&self, user: &str, since: Timestamp) -> Result<u64, StoreError>;
+    /// Forgets failures before `before`; how many.
+    fn purge_login_failures(&self, before: Timestamp) -> Result<usize, StoreError>;
+
     /// Whether the store answers now (`/readyz`). An embedded one always does.
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -14,7 +14,7 @@ use super::{
 /// store `EXPR` makes (fresh and empty each time).
 macro_rules! store_suite {
     ($make:expr) => {
-        $crate::store::suite::store_suite!(@tests $make; users_round_trip_with_grants, a_taken_name_is_a_conflict, password_and_role_updates, grants_are_idempotent_and_need_a_user, tokens_round_trip, token_conflicts_and_unknown_users, purge_deletes_only_expired_tokens, services_versions_and_retirement, jobs_insert_and_replace, audit_tail_is_newest_first, os_users_map_to_existing_users_and_go_with_them, removing_a_user_takes_its_grants_and_tokens, writers_on_several_threads, text_keeps_every_character, nodes_register_renew_and_leave);
+        $crate::store::suite::store_suite!(@tests $make; users_round_trip_with_grants, a_taken_name_is_a_conflict, password_and_role_updates, grants_are_idempotent_and_need_a_user, tokens_round_trip, token_conflicts_and_unknown_users, purge_deletes_only_expired_tokens, services_versions_and_retirement, jobs_insert_and_replace, audit_tail_is_newest_first, os_users_map_to_existing_users_and_go_with_them, removing_a_user_takes_its_grants_and_tokens, writers_on_several_threads, text_keeps_every_character, nodes_register_renew_and_leave, login_failures_count_in_a_window);
     };
     (@tests $make:expr; $($name:ident),*) => {
         mod suite {
@@ -390,4 +390,17 @@ pub(crate) fn nodes_register_renew_and_leave(s: &dyn Store) {
     assert_eq!(s.remove_node("a"), Ok(true));
     assert_eq!(s.remove_node("a"), Ok(false));
     assert!(s.nodes().unwrap().is_empty());
+}
+
+pub(crate) fn login_failures_count_in_a_window(s: &dyn Store) {
+    assert_eq!(s.login_failures_since("ada", 0), Ok(0));
+    for at in [10, 20, 30] {
+        s.record_login_failure("ada", at).unwrap();
+    }
+    s.record_login_failure("bob", 25).unwrap();
+    assert_eq!(s.login_failures_since("ada", 20), Ok(2));
+    assert_eq!(s.login_failures_since("bob", 0), Ok(1));
+    assert_eq!(s.purge_login_failures(25), Ok(2));
+    assert_eq!(s.login_failures_since("ada", 0), Ok(1));
+    assert_eq!(s.login_failures_since("bob", 0), Ok(1));
 }

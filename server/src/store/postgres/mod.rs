@@ -953,6 +953,46 @@ impl Store for PgStore {
         })
     }
 
+    fn record_login_failure(&self, user: &str, at: Timestamp) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached("INSERT INTO login_failures (user_name, at) VALUES ($1, $2)")
+                    .await?;
+                c.execute(&stmt, &[&user, &at]).await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn login_failures_since(&self, user: &str, since: Timestamp) -> Result<u64, StoreError> {
+        let user = user.to_owned();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM login_failures WHERE user_name = $1 AND at >= $2",
+                    )
+                    .await?;
+                let row = c.query_one(&stmt, &[&user, &since]).await?;
+                uncount(&row, 0)
+            })
+        })
+    }
+
+    fn purge_login_failures(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached("DELETE FROM login_failures WHERE at < $1")
+                    .await?;
+                let n = c.execute(&stmt, &[&before]).await?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            })
+        })
+    }
+
     fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.run(move |c| {

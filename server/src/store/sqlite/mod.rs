@@ -29,7 +29,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX_BYTES: usize = 6;
 
 /// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+
+/// Failed logins by user name, counted across every process on the store.
+const SCHEMA_V5: &str = "
+CREATE TABLE login_failures (
+    user TEXT NOT NULL,
+    at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_failures_by_user ON login_failures (user, at);
+CREATE INDEX login_failures_by_time ON login_failures (at);
+";
 
 /// The nodes registered in this store (one, for an embedded store).
 const SCHEMA_V4: &str = "
@@ -827,6 +837,28 @@ impl Store for SqliteStore {
                 })
             })?
             .collect()
+        })
+    }
+
+    fn record_login_failure(&self, user: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("INSERT INTO login_failures (user, at) VALUES (?1, ?2)")?
+                .execute(params![user, at])
+                .map(drop)
+        })
+    }
+
+    fn login_failures_since(&self, user: &str, since: Timestamp) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT count(*) FROM login_failures WHERE user = ?1 AND at >= ?2")?
+                .query_row(params![user, since], |r| r.get(0))
+        })
+    }
+
+    fn purge_login_failures(&self, before: Timestamp) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM login_failures WHERE at < ?1")?
+                .execute([before])
         })
     }
 

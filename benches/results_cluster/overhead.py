@@ -55,15 +55,18 @@ def cluster(folder):
         [os.path.join(ROOT, "scripts", "cluster"), "--nodes", "2", "--demo",
          "--port", str(port), "--dir", folder],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    node1 = None
     while True:
         line = proc.stdout.readline()
         if not line:
             raise SystemExit("scripts/cluster ended")
+        if line.startswith("node node1 "):
+            node1 = line.split()[2]
         if line.startswith("cluster "):
             break
     with open(os.path.join(folder, "node1", "stdout")) as f:
         key = demo_key(f.read().splitlines())
-    return proc, f"127.0.0.1:{port}", key
+    return proc, f"127.0.0.1:{port}", node1, key
 
 
 def wait_ready(addr):
@@ -91,7 +94,10 @@ def load(addr, key, service, body_file, seconds):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     seconds = sys.argv[2] if len(sys.argv) > 2 else "10"
-    with tempfile.TemporaryDirectory() as tmp:
+    # Under target/ (reachable by the worker accounts, unlike a 0700 temp folder).
+    os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.join(ROOT, "target"), prefix="bench-cluster-") as tmp:
+        os.chmod(tmp, 0o755)
         bodies = {}
         for name, rows in [("glm/1", 1), ("rf/1", 100)]:
             path = os.path.join(tmp, name.replace("/", "_") + ".json")
@@ -99,7 +105,7 @@ def main():
                 json.dump([GLM_ROW] * rows, f)
             bodies[name] = path
         one, one_addr, one_key = single_node(os.path.join(tmp, "single"))
-        many, lb_addr, lb_key = cluster(os.path.join(tmp, "cluster"))
+        many, lb_addr, node1_addr, lb_key = cluster(os.path.join(tmp, "cluster"))
         try:
             wait_ready(one_addr)
             wait_ready(lb_addr)
@@ -107,6 +113,7 @@ def main():
             for service, body in bodies.items():
                 for r in range(rounds):
                     for setup, addr, key in [("sqlite_1_node", one_addr, one_key),
+                                             ("pg_node_direct", node1_addr, lb_key),
                                              ("haproxy_2_nodes_pg", lb_addr, lb_key)]:
                         got = load(addr, key, service, body, seconds)
                         results.setdefault((service, setup), []).append(got)
@@ -117,13 +124,14 @@ def main():
             one.wait()
             many.stdin.close()
             many.wait()
-    print("| workload | one node, SQLite (req/s) | HAProxy + 2 nodes, PostgreSQL (req/s) | ratio |")
-    print("|---|---|---|---|")
+    print("| workload | one node, SQLite (req/s) | one node of the cluster, direct (req/s) | HAProxy + 2 nodes, PostgreSQL (req/s) | ratio HAProxy/SQLite |")
+    print("|---|---|---|---|---|")
     for service, label in [("glm/1", "glm, 1 row, 4 connections"),
                            ("rf/1", "randomForest, 100 rows, 4 connections")]:
         one = statistics.median(x["req_per_s"] for x in results[(service, "sqlite_1_node")])
+        direct = statistics.median(x["req_per_s"] for x in results[(service, "pg_node_direct")])
         two = statistics.median(x["req_per_s"] for x in results[(service, "haproxy_2_nodes_pg")])
-        print(f"| {label} | {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+        print(f"| {label} | {one:,.0f} | {direct:,.0f} | {two:,.0f} | {two / one:.2f} |")
 
 
 if __name__ == "__main__":

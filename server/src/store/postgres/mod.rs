@@ -846,31 +846,42 @@ impl Store for PgStore {
         self.append_audit_batch(std::slice::from_ref(e))
     }
 
+    /// One statement per batch (arrays unnested into rows): one round trip, however
+    /// many entries, so the audit of a busy node costs the database little.
     fn append_audit_batch(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        let entries = entries.to_vec();
-        self.run(move |mut c| {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let at: Vec<i64> = entries.iter().map(|e| e.at).collect();
+        let request_id: Vec<String> = entries.iter().map(|e| e.request_id.clone()).collect();
+        let user: Vec<Option<String>> = entries.iter().map(|e| e.user.clone()).collect();
+        let route: Vec<String> = entries.iter().map(|e| e.route.clone()).collect();
+        let target: Vec<Option<String>> = entries.iter().map(|e| e.target.clone()).collect();
+        let code_hash: Vec<Option<String>> = entries.iter().map(|e| e.code_hash.clone()).collect();
+        let outcome: Vec<String> = entries.iter().map(|e| e.outcome.clone()).collect();
+        self.run(move |c| {
             Box::pin(async move {
-                let tx = c.transaction().await?;
+                // WITH ORDINALITY keeps the batch's order in `seq`.
                 let sql = format!(
-                    "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    "INSERT INTO audit ({AUDIT_COLUMNS}) \
+                     SELECT a, r, u, ro, t, h, o FROM UNNEST($1::bigint[], $2::text[], \
+                     $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+                     WITH ORDINALITY AS x(a, r, u, ro, t, h, o, n) ORDER BY n"
                 );
-                let stmt = tx.prepare_cached(&sql).await?;
-                for e in &entries {
-                    tx.execute(
-                        &stmt,
-                        &[
-                            &e.at,
-                            &e.request_id,
-                            &e.user,
-                            &e.route,
-                            &e.target,
-                            &e.code_hash,
-                            &e.outcome,
-                        ],
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
+                let stmt = c.prepare_cached(&sql).await?;
+                c.execute(
+                    &stmt,
+                    &[
+                        &at,
+                        &request_id,
+                        &user,
+                        &route,
+                        &target,
+                        &code_hash,
+                        &outcome,
+                    ],
+                )
+                .await?;
                 Ok(())
             })
         })

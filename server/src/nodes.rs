@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::state::AppState;
 use crate::store::{NodeRecord, Store, Timestamp};
 
 /// How often a node renews its entry.
@@ -46,47 +45,6 @@ impl ThisNode {
     pub fn address(&self) -> Option<&str> {
         self.address.get().map(String::as_str)
     }
-}
-
-/// What this node reports now.
-pub fn record(state: &AppState) -> Option<NodeRecord> {
-    let address = state.node.address()?.to_owned();
-    let mut pools = vec![state.sessions.pool().stats()];
-    pools.extend(state.services.all().iter().map(|s| s.pool.stats()));
-    let busy: usize = pools.iter().map(|p| p.busy).sum();
-    let idle: usize = pools.iter().map(|p| p.idle.len()).sum();
-    Some(NodeRecord {
-        id: state.node.id.clone(),
-        address,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        workers: (busy + idle) as u64,
-        busy: busy as u64,
-        sessions: state.sessions.count() as u64,
-        started_at: state.node.started_at,
-        heartbeat_at: crate::admin::now(),
-    })
-}
-
-/// Registers this node and renews its entry until the server stops; forgets nodes
-/// silent for [`FORGET_AFTER`]. A store that does not answer is retried next time.
-pub fn spawn_heartbeat(state: AppState) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(me) = record(&state) else { continue };
-            let store = state.store.clone();
-            let beat = tokio::task::spawn_blocking(move || {
-                store.put_node(&me)?;
-                store.remove_nodes_silent_since(crate::admin::now() - FORGET_AFTER)
-            })
-            .await;
-            if let Ok(Err(e)) = beat {
-                tracing::warn!(error = %e, "the node's heartbeat did not reach the store");
-            }
-        }
-    });
 }
 
 /// Takes this node out of the registry (a clean stop).

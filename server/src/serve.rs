@@ -354,7 +354,7 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     tracing::info!(%addr, node = %server.state.node.id, tls = config.tls.is_some(), "ready");
     server.spawn_housekeeping();
     server.spawn_reconcile();
-    crate::nodes::spawn_heartbeat(server.state.clone());
+    spawn_heartbeat(server.state.clone());
     tokio::select! {
         () = shutdown_signal() => {}
         () = server.qap.shutdown.notified() => {}
@@ -369,6 +369,49 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     let node = server.state.node.clone();
     let _ = tokio::task::spawn_blocking(move || crate::nodes::leave(store.as_ref(), &node)).await;
     Ok(())
+}
+
+/// What this node reports now.
+fn node_record(state: &AppState) -> Option<crate::store::NodeRecord> {
+    let address = state.node.address()?.to_owned();
+    let mut pools = vec![state.sessions.pool().stats()];
+    pools.extend(state.services.all().iter().map(|s| s.pool.stats()));
+    let busy: usize = pools.iter().map(|p| p.busy).sum();
+    let idle: usize = pools.iter().map(|p| p.idle.len()).sum();
+    Some(crate::store::NodeRecord {
+        id: state.node.id.clone(),
+        address,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        workers: (busy + idle) as u64,
+        busy: busy as u64,
+        sessions: state.sessions.count() as u64,
+        started_at: state.node.started_at,
+        heartbeat_at: crate::admin::now(),
+    })
+}
+
+/// Registers this node and renews its entry until the server stops; forgets nodes
+/// silent for [`crate::nodes::FORGET_AFTER`]. A store that does not answer is retried next time.
+fn spawn_heartbeat(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::nodes::HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(me) = node_record(&state) else {
+                continue;
+            };
+            let store = state.store.clone();
+            let beat = tokio::task::spawn_blocking(move || {
+                store.put_node(&me)?;
+                store.remove_nodes_silent_since(crate::admin::now() - crate::nodes::FORGET_AFTER)
+            })
+            .await;
+            if let Ok(Err(e)) = beat {
+                tracing::warn!(error = %e, "the node's heartbeat did not reach the store");
+            }
+        }
+    });
 }
 
 /// An HTTP/1 request's headers must arrive within `limits.read_timeout_secs` of its

@@ -1,5 +1,6 @@
 //! This node's place in the registry: who it is (an id, the address other nodes
-//! reach it at), its heartbeat with its load every [`HEARTBEAT_EVERY`], leaving
+//! reach it at), how often its heartbeat (sent by `serve.rs`) renews its entry
+//! ([`HEARTBEAT_EVERY`]), leaving
 //! the registry when it stops, and the list `GET /api/v1/nodes` and `rookery
 //! nodes` show. A node whose heartbeat is older than [`SILENT_AFTER`] is shown as
 //! not alive; after [`FORGET_AFTER`] any node's heartbeat removes it.

@@ -195,16 +195,13 @@ impl Server {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let store = state.store.clone();
-                let stored = match tokio::task::spawn_blocking(move || store.services()).await {
-                    Ok(Ok(records)) => records,
-                    Ok(Err(e)) => {
+                let done = match state.services.reconcile(state.store.clone()).await {
+                    Ok(done) => done,
+                    Err(e) => {
                         tracing::debug!(error = %e, "reconcile: the store did not answer");
                         continue;
                     }
-                    Err(_) => continue,
                 };
-                let done = state.services.reconcile(stored).await;
                 if done != crate::engine::Reconciled::default() {
                     tracing::info!(
                         started = done.started,

@@ -214,8 +214,16 @@ impl Services {
     /// does not run here), and retires each one the store no longer has live. Used
     /// by every node of a cluster, after another node published, updated or
     /// retired a version.
-    pub async fn reconcile(&self, stored: Vec<ServiceRecord>) -> Reconciled {
+    ///
+    /// The store is read under [`Services::changing`]: a list read before a
+    /// publish here finished would not hold that version, and would retire it.
+    /// A store that does not answer changes nothing.
+    pub async fn reconcile(
+        &self,
+        store: Arc<dyn crate::store::Store>,
+    ) -> Result<Reconciled, Error> {
         let _changing = self.changing.lock().await;
+        let stored = blocking(move || store.services()).await??;
         let mut done = Reconciled::default();
         let wanted: HashMap<Key, i64> = stored
             .iter()
@@ -258,7 +266,7 @@ impl Services {
             }
         }
         self.failed.lock().retain(|k, _| wanted.contains_key(k));
-        done
+        Ok(done)
     }
 
     /// Writes `files`, starts `record` and swaps it in: a version being replaced

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "target", "release", "rookery")
@@ -72,10 +73,9 @@ def cluster(folder):
 def wait_ready(addr):
     for _ in range(600):
         try:
-            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                  f"http://{addr}/readyz"], capture_output=True, text=True)
-            if out.stdout == "200":
-                return
+            with urllib.request.urlopen(f"http://{addr}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
         except OSError:
             pass
         time.sleep(0.1)

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 
 use crate::server::live::http;
+use crate::server::results::call;
 use fixture::Postgres;
 
 const ADA_PW: &str = "ada-password-1";
@@ -56,6 +57,17 @@ fn cli(args: &[&str], store: &str, data: &Path, stdin: &str) -> (bool, String, S
     )
 }
 
+/// `rookery user add NAME --role ROLE --store STORE` with [`ADA_PW`].
+fn add_user(store: &str, data: &Path, name: &str, role: &str) {
+    let (ok, _, err) = cli(
+        &["user", "add", name, "--role", role],
+        store,
+        data,
+        &format!("{ADA_PW}\n"),
+    );
+    assert!(ok, "rookery user add {name} --store: {err}");
+}
+
 /// A node on `store` with its own data folder; its HTTP address.
 fn node(store: &str, data: &Path) -> (std::process::Child, String) {
     node_sharing(store, data, None)
@@ -84,19 +96,6 @@ fn node_sharing(store: &str, data: &Path, shared: Option<&Path>) -> (std::proces
     (child, addr)
 }
 
-fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![("Content-Type", "application/json")];
-    if !token.is_empty() {
-        headers.push(("Authorization", auth.as_str()));
-    }
-    let (status, text) = http(addr, method, path, &headers, &body.to_string());
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Json::String(text)),
-    )
-}
-
 fn login(addr: &str) -> (u16, Json) {
     let body = json!({"username": "ada", "password": ADA_PW});
     call(addr, "POST", "/api/v1/login", "", &body)
@@ -118,13 +117,7 @@ fn wait_ready(addr: &str) -> bool {
 fn two_nodes_share_one_registry() {
     let store = shared().fresh_db();
     let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (ok, _, err) = cli(
-        &["user", "add", "ada", "--role", "publisher"],
-        &store,
-        a_data.path(),
-        &format!("{ADA_PW}\n"),
-    );
-    assert!(ok, "rookery user add --store: {err}");
+    add_user(&store, a_data.path(), "ada", "publisher");
     let (a, a_addr) = node(&store, a_data.path());
     let (b, b_addr) = node(&store, b_data.path());
     assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
@@ -190,13 +183,7 @@ fn a_version_published_on_one_node_is_served_by_the_other() {
     let store = shared().fresh_db();
     let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let shared_dir = tempfile::tempdir().unwrap();
-    let (ok, _, err) = cli(
-        &["user", "add", "ada", "--role", "publisher"],
-        &store,
-        a_data.path(),
-        &format!("{ADA_PW}\n"),
-    );
-    assert!(ok, "{err}");
+    add_user(&store, a_data.path(), "ada", "publisher");
     let (a, a_addr) = node_sharing(&store, a_data.path(), Some(shared_dir.path()));
     let (b, b_addr) = node_sharing(&store, b_data.path(), Some(shared_dir.path()));
     assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
@@ -230,7 +217,11 @@ fn a_version_published_on_one_node_is_served_by_the_other() {
     };
 
     publish("3");
-    assert!(answers(&a_addr, 6.0));
+    let first = score(&a_addr);
+    assert!(
+        first.0 == 200 && first.1.to_string().contains('6'),
+        "the publishing node serves it at once: {first:?}"
+    );
     let took = within_a_minute(|| answers(&b_addr, 6.0));
     assert!(
         took.is_some(),
@@ -270,13 +261,7 @@ fn nodes_register_beat_and_leave_when_stopped() {
     let store = shared().fresh_db();
     let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for (name, role) in [("root", "admin"), ("ada", "publisher")] {
-        let (ok, _, err) = cli(
-            &["user", "add", name, "--role", role],
-            &store,
-            a_data.path(),
-            &format!("{ADA_PW}\n"),
-        );
-        assert!(ok, "{err}");
+        add_user(&store, a_data.path(), name, role);
     }
     let (a, a_addr) = node(&store, a_data.path());
     let (b, b_addr) = node(&store, b_data.path());
@@ -341,13 +326,7 @@ fn nodes_register_beat_and_leave_when_stopped() {
 fn failed_logins_count_across_nodes() {
     let store = shared().fresh_db();
     let (a_data, b_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (ok, _, err) = cli(
-        &["user", "add", "ada", "--role", "publisher"],
-        &store,
-        a_data.path(),
-        &format!("{ADA_PW}\n"),
-    );
-    assert!(ok, "{err}");
+    add_user(&store, a_data.path(), "ada", "publisher");
     let (a, a_addr) = node(&store, a_data.path());
     let (b, b_addr) = node(&store, b_data.path());
     // Five wrong passwords, spread over both nodes (each node alone would allow five).
@@ -376,13 +355,7 @@ fn a_node_whose_database_goes_away_is_unready_and_recovers() {
     let data = tempfile::tempdir().unwrap();
     let name = format!("ada{}", std::process::id());
     let _ = cli(&["user", "remove", &name], &store, data.path(), "");
-    let (ok, _, err) = cli(
-        &["user", "add", &name, "--role", "publisher"],
-        &store,
-        data.path(),
-        &format!("{ADA_PW}\n"),
-    );
-    assert!(ok, "{err}");
+    add_user(&store, data.path(), &name, "publisher");
     let (child, addr) = node(&store, data.path());
     assert!(wait_ready(&addr));
     let login_as = |addr: &str| {
@@ -445,8 +418,8 @@ fn a_node_that_cannot_reach_its_database_says_so_at_start() {
 struct Cluster {
     child: std::process::Child,
     store: String,
-    /// Each node's id, HTTP and QAP1 addresses.
-    nodes: Vec<(String, String, String)>,
+    /// Each node's id, HTTP and QAP1 addresses, and process id.
+    nodes: Vec<(String, String, String, i32)>,
     http: String,
     qap: String,
     _dir: tempfile::TempDir,
@@ -482,9 +455,12 @@ impl Cluster {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["store", url] => store = (*url).to_owned(),
-                ["node", id, http, qap] => {
-                    found.push(((*id).to_owned(), (*http).to_owned(), (*qap).to_owned()));
-                }
+                ["node", id, http, qap, pid] => found.push((
+                    (*id).to_owned(),
+                    (*http).to_owned(),
+                    (*qap).to_owned(),
+                    pid.parse().unwrap(),
+                )),
                 ["cluster", http, "qap", qap] => {
                     front = Some((
                         http.trim_start_matches("http://").to_owned(),
@@ -508,22 +484,8 @@ impl Cluster {
     }
 
     fn kill_node(&self, i: usize) {
-        let addr = &self.nodes[i].1;
-        let port = addr.rsplit_once(':').unwrap().1;
-        // The node is the `rookery serve` listening there: its pid from ss.
-        let out = std::process::Command::new("ss")
-            .args(["-Hltnp", &format!("sport = :{port}")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pid: i32 = text
-            .split("pid=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid for {addr} in {text}"));
         rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Pid::from_raw(self.nodes[i].3).unwrap(),
             rustix::process::Signal::KILL,
         )
         .unwrap();
@@ -555,13 +517,7 @@ fn a_cluster_behind_haproxy_spreads_calls_and_routes_around_a_dead_node() {
     let cluster = Cluster::start(3);
     assert_eq!(cluster.nodes.len(), 3);
     let data = tempfile::tempdir().unwrap();
-    let (ok, _, err) = cli(
-        &["user", "add", "ada", "--role", "publisher"],
-        &cluster.store,
-        data.path(),
-        &format!("{ADA_PW}\n"),
-    );
-    assert!(ok, "{err}");
+    add_user(&cluster.store, data.path(), "ada", "publisher");
     let lb = cluster.http.clone();
 
     // Login and publish through HAProxy, on whichever node it picks.
@@ -591,7 +547,7 @@ fn a_cluster_behind_haproxy_spreads_calls_and_routes_around_a_dead_node() {
         all.is_some(),
         "every node serves the version published through HAProxy"
     );
-    for (id, addr, _) in &cluster.nodes {
+    for (id, addr, _, _) in &cluster.nodes {
         assert!(
             scoring_calls_on(addr) > 0,
             "{id} answered none of the calls"

@@ -8,7 +8,7 @@ mod jobs;
 pub mod live;
 mod ops;
 mod qap;
-mod results;
+pub(crate) mod results;
 mod services;
 mod sessions;
 mod uploads;

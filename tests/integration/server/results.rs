@@ -14,7 +14,7 @@ use serde_json::{json, Value as Json};
 use super::hostile::{peak_rss_kb, qap_request, serve_with};
 use super::live::http;
 
-fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
+pub(crate) fn call(addr: &str, method: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
     let auth = format!("Bearer {token}");
     let mut headers = vec![("Content-Type", "application/json")];
     if !token.is_empty() {

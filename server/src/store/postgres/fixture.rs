@@ -105,45 +105,38 @@ impl Postgres {
 
     /// Runs `sql` in the `rookery` database as the superuser.
     pub(crate) fn admin(&self, sql: &str) {
+        self.query(&self.url, sql);
+    }
+
+    /// Runs `sql` (one or more statements) in the database at `url`; the first
+    /// column of the rows it returns, as text.
+    pub(crate) fn query(&self, url: &str, sql: &str) -> Vec<String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+            let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
             let task = tokio::spawn(conn);
-            client.batch_execute(sql).await.unwrap();
+            let messages = client.simple_query(sql).await.unwrap();
             drop(client);
             let _ = task.await;
-        });
+            messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect()
+        })
     }
-}
 
-impl Postgres {
     /// Drops the databases [`Postgres::fresh_db`] made in earlier runs.
     pub(crate) fn drop_test_databases(&self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
-            let task = tokio::spawn(conn);
-            let rows = client
-                .query(
-                    "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'",
-                    &[],
-                )
-                .await
-                .unwrap();
-            for row in rows {
-                let db: String = row.get(0);
-                let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
-                client.batch_execute(&sql).await.unwrap();
-            }
-            drop(client);
-            let _ = task.await;
-        });
+        let sql = "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'";
+        for db in self.query(&self.url, sql) {
+            self.admin(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+        }
     }
 }
 

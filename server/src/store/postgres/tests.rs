@@ -79,23 +79,7 @@ fn corrupt_rows_are_backend_errors() {
     let url = pg.fresh_db();
     let s = PgStore::connect(&url).unwrap();
     s.put_service(&service("scorer", "v1", 1)).unwrap();
-    let db = url.rsplit_once('/').unwrap().1;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&pg.url_of(db), NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute("UPDATE services SET files = '{\"not\": \"a list\"}'")
-            .await
-            .unwrap();
-        drop(client);
-        let _ = task.await;
-    });
+    pg.query(&url, "UPDATE services SET files = '{\"not\": \"a list\"}'");
     let err = s.service("scorer", "v1").unwrap_err();
     assert!(matches!(&err, StoreError::Backend(_)), "{err}");
 }

@@ -191,6 +191,60 @@ impl JobState {
     }
 }
 
+/// What a chunk of a batch job shared by several nodes stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// A range of the input's rows, to be scored.
+    Rows,
+    /// Gluing every chunk's answer into the job's result; queued once the last
+    /// rows chunk is done.
+    Assemble,
+}
+
+impl ChunkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkKind::Rows => "rows",
+            ChunkKind::Assemble => "assemble",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChunkKind> {
+        match s {
+            "rows" => Some(ChunkKind::Rows),
+            "assemble" => Some(ChunkKind::Assemble),
+            _ => None,
+        }
+    }
+}
+
+/// A chunk of a shared batch job, claimed by one node until its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkClaim {
+    pub job: String,
+    /// 0-based; the assemble chunk comes after the last rows chunk.
+    pub seq: u64,
+    pub kind: ChunkKind,
+    /// The input rows it covers (0-based, end-exclusive); `0..0` to assemble.
+    pub first_row: u64,
+    pub rows: u64,
+    /// 1 on the first claim; more when earlier claimers' leases ran out.
+    pub attempt: u64,
+    pub service: String,
+    pub version: String,
+}
+
+/// What finishing a chunk did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkDone {
+    /// The claim was no longer this node's (its lease ran out and another node took
+    /// the chunk, or the job ended): nothing was counted.
+    Lost,
+    /// Counted once; `last`: it was the job's last rows chunk, and the assemble
+    /// chunk is now queued.
+    Counted { last: bool },
+}
+
 /// A batch job's metadata. Its result lives in a file in the owner's folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -326,6 +380,49 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn login_failures_since(&self, user: &str, since: Timestamp) -> Result<u64, StoreError>;
     /// Forgets failures before `before`; how many.
     fn purge_login_failures(&self, before: Timestamp) -> Result<usize, StoreError>;
+
+    /// The secret nodes sign their requests to one another with: the stored one, or
+    /// `fresh` when none is stored yet (the first node to ask sets it).
+    fn cluster_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Stores `job` (queued) with its rows chunks, `(first_row, rows)` each, in one
+    /// transaction: any node serving its version may then claim them.
+    fn put_shared_job(&self, job: &JobRecord, chunks: &[(u64, u64)]) -> Result<(), StoreError>;
+    /// Claims for `node`, until `lease_until`, the oldest job's next chunk that is
+    /// queued or whose lease ran out before `now`, among the jobs of `services`
+    /// (`(name, version)`) that are not finished. Nodes claiming at once get
+    /// different chunks.
+    fn claim_chunk(
+        &self,
+        node: &str,
+        services: &[(String, String)],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<ChunkClaim>, StoreError>;
+    /// Extends `node`'s lease of a chunk; false when it is no longer `node`'s (the
+    /// job ended, or another node took the chunk after the lease ran out).
+    fn renew_chunk(
+        &self,
+        job: &str,
+        seq: u64,
+        node: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Marks `node`'s chunk done and counts its rows in the job, exactly once.
+    fn chunk_done(&self, job: &str, seq: u64, node: &str) -> Result<ChunkDone, StoreError>;
+    /// Ends an unfinished job (`Succeeded`, `Failed` with `error`, `Cancelled`) and
+    /// forgets its chunks; `failed_chunk` counts one failed chunk. False when it
+    /// had already ended.
+    fn end_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<&str>,
+        failed_chunk: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Hands `node`'s running chunks back to the queue (a node that stops); how many.
+    fn release_chunks(&self, node: &str) -> Result<usize, StoreError>;
 
     /// Whether the store answers now (`/readyz`). An embedded one always does.
     fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ use super::{
 /// store `EXPR` makes (fresh and empty each time).
 macro_rules! store_suite {
     ($make:expr) => {
-        $crate::store::suite::store_suite!(@tests $make; users_round_trip_with_grants, a_taken_name_is_a_conflict, password_and_role_updates, grants_are_idempotent_and_need_a_user, tokens_round_trip, token_conflicts_and_unknown_users, purge_deletes_only_expired_tokens, services_versions_and_retirement, jobs_insert_and_replace, audit_tail_is_newest_first, os_users_map_to_existing_users_and_go_with_them, removing_a_user_takes_its_grants_and_tokens, writers_on_several_threads, text_keeps_every_character, nodes_register_renew_and_leave, login_failures_count_in_a_window);
+        $crate::store::suite::store_suite!(@tests $make; users_round_trip_with_grants, a_taken_name_is_a_conflict, password_and_role_updates, grants_are_idempotent_and_need_a_user, tokens_round_trip, token_conflicts_and_unknown_users, purge_deletes_only_expired_tokens, services_versions_and_retirement, jobs_insert_and_replace, audit_tail_is_newest_first, os_users_map_to_existing_users_and_go_with_them, removing_a_user_takes_its_grants_and_tokens, writers_on_several_threads, text_keeps_every_character, nodes_register_renew_and_leave, login_failures_count_in_a_window, cluster_secret_is_set_once, shared_job_chunks_are_claimed_once_and_assembled, an_expired_lease_is_claimed_again_and_the_late_claimer_counts_nothing, claims_follow_services_age_and_unfinished_jobs, a_stopping_node_hands_its_chunks_back);
     };
     (@tests $make:expr; $($name:ident),*) => {
         mod suite {
@@ -403,4 +403,198 @@ pub(crate) fn login_failures_count_in_a_window(s: &dyn Store) {
     assert_eq!(s.purge_login_failures(25), Ok(2));
     assert_eq!(s.login_failures_since("ada", 0), Ok(1));
     assert_eq!(s.login_failures_since("bob", 0), Ok(1));
+}
+
+pub(crate) fn cluster_secret_is_set_once(store: &dyn Store) {
+    let first = store.cluster_secret(&[7; 32]).unwrap();
+    assert_eq!(first, vec![7; 32]);
+    // Another node offering its own fresh secret gets the stored one.
+    assert_eq!(store.cluster_secret(&[9; 48]).unwrap(), vec![7; 32]);
+}
+
+/// A queued shared job of `rows` rows in chunks of `chunk` rows, of `scorer/v1`.
+fn shared_job(store: &dyn Store, id: &str, rows: u64, chunk: u64, created_at: Timestamp) {
+    let chunks: Vec<(u64, u64)> = (0..rows.div_ceil(chunk))
+        .map(|i| (i * chunk, chunk.min(rows - i * chunk)))
+        .collect();
+    let record = JobRecord {
+        state: JobState::Queued,
+        rows_total: rows,
+        rows_done: 0,
+        chunks_total: chunks.len() as u64,
+        chunks_done: 0,
+        chunks_failed: 0,
+        created_at,
+        finished_at: None,
+        ..job(id, JobState::Queued)
+    };
+    store.put_shared_job(&record, &chunks).unwrap();
+}
+
+fn scorer() -> Vec<(String, String)> {
+    vec![("scorer".to_owned(), "v1".to_owned())]
+}
+
+pub(crate) fn shared_job_chunks_are_claimed_once_and_assembled(store: &dyn Store) {
+    use super::{ChunkDone, ChunkKind};
+    shared_job(store, "j1", 25, 10, 100);
+    let mut claims = Vec::new();
+    for node in ["a", "b", "a"] {
+        claims.push(
+            store
+                .claim_chunk(node, &scorer(), 1000, 1010)
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let seen: Vec<_> = claims
+        .iter()
+        .map(|c| (c.seq, c.first_row, c.rows, c.attempt, c.kind))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, 0, 10, 1, ChunkKind::Rows),
+            (1, 10, 10, 1, ChunkKind::Rows),
+            (2, 20, 5, 1, ChunkKind::Rows)
+        ]
+    );
+    assert_eq!(store.job("j1").unwrap().unwrap().state, JobState::Running);
+    assert_eq!(store.claim_chunk("b", &scorer(), 1000, 1010).unwrap(), None);
+    // Only the claimer finishes its chunk, once.
+    assert_eq!(store.chunk_done("j1", 1, "a").unwrap(), ChunkDone::Lost);
+    assert_eq!(
+        store.chunk_done("j1", 1, "b").unwrap(),
+        ChunkDone::Counted { last: false }
+    );
+    assert_eq!(store.chunk_done("j1", 1, "b").unwrap(), ChunkDone::Lost);
+    assert_eq!(
+        store.chunk_done("j1", 0, "a").unwrap(),
+        ChunkDone::Counted { last: false }
+    );
+    let job = store.job("j1").unwrap().unwrap();
+    assert_eq!((job.rows_done, job.chunks_done), (20, 2));
+    assert_eq!(
+        store.chunk_done("j1", 2, "a").unwrap(),
+        ChunkDone::Counted { last: true }
+    );
+    let assemble = store
+        .claim_chunk("b", &scorer(), 1001, 1011)
+        .unwrap()
+        .unwrap();
+    assert_eq!((assemble.seq, assemble.kind), (3, ChunkKind::Assemble));
+    assert!(store
+        .end_job("j1", JobState::Succeeded, None, false, 1002)
+        .unwrap());
+    assert!(!store
+        .end_job("j1", JobState::Failed, Some("late"), true, 1003)
+        .unwrap());
+    let job = store.job("j1").unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.rows_done, job.finished_at, job.error),
+        (JobState::Succeeded, 25, Some(1002), None)
+    );
+    assert_eq!(store.claim_chunk("b", &scorer(), 1004, 1014).unwrap(), None);
+}
+
+pub(crate) fn an_expired_lease_is_claimed_again_and_the_late_claimer_counts_nothing(
+    store: &dyn Store,
+) {
+    use super::ChunkDone;
+    shared_job(store, "j1", 10, 10, 100);
+    let first = store
+        .claim_chunk("a", &scorer(), 1000, 1010)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.attempt, 1);
+    // Before the lease runs out nobody else gets it; renewing keeps it longer.
+    assert_eq!(store.claim_chunk("b", &scorer(), 1009, 1019).unwrap(), None);
+    assert!(store.renew_chunk("j1", 0, "a", 1020).unwrap());
+    assert!(!store.renew_chunk("j1", 0, "b", 1030).unwrap());
+    assert_eq!(store.claim_chunk("b", &scorer(), 1015, 1025).unwrap(), None);
+    // Node a goes silent: after its lease, b takes the chunk over.
+    let again = store
+        .claim_chunk("b", &scorer(), 1021, 1031)
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.seq, again.attempt), (0, 2));
+    assert!(!store.renew_chunk("j1", 0, "a", 1040).unwrap());
+    assert_eq!(store.chunk_done("j1", 0, "a").unwrap(), ChunkDone::Lost);
+    assert_eq!(
+        store.chunk_done("j1", 0, "b").unwrap(),
+        ChunkDone::Counted { last: true }
+    );
+    let job = store.job("j1").unwrap().unwrap();
+    assert_eq!((job.rows_done, job.chunks_done), (10, 1));
+}
+
+pub(crate) fn claims_follow_services_age_and_unfinished_jobs(store: &dyn Store) {
+    shared_job(store, "newer", 10, 10, 200);
+    shared_job(store, "older", 10, 10, 100);
+    let other = vec![("other".to_owned(), "v1".to_owned())];
+    assert_eq!(store.claim_chunk("a", &other, 1000, 1010).unwrap(), None);
+    assert_eq!(store.claim_chunk("a", &[], 1000, 1010).unwrap(), None);
+    // The oldest job first; a cancelled job's chunks are never handed out.
+    assert!(store
+        .end_job("older", JobState::Cancelled, None, false, 1000)
+        .unwrap());
+    let claim = store
+        .claim_chunk("a", &scorer(), 1000, 1010)
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.job, "newer");
+    assert!(store
+        .end_job(
+            "newer",
+            JobState::Failed,
+            Some("chunk 0 failed"),
+            true,
+            1001
+        )
+        .unwrap());
+    assert!(!store.renew_chunk("newer", 0, "a", 1020).unwrap());
+    let job = store.job("newer").unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.chunks_failed, job.error.as_deref()),
+        (JobState::Failed, 1, Some("chunk 0 failed"))
+    );
+    assert_eq!(
+        store.job("older").unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    // No rows: the job is left only its (empty) result to assemble.
+    shared_job(store, "empty", 0, 10, 300);
+    let claim = store
+        .claim_chunk("a", &scorer(), 1002, 1012)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (claim.job.as_str(), claim.kind),
+        ("empty", super::ChunkKind::Assemble)
+    );
+}
+
+pub(crate) fn a_stopping_node_hands_its_chunks_back(store: &dyn Store) {
+    shared_job(store, "j1", 30, 10, 100);
+    store
+        .claim_chunk("a", &scorer(), 1000, 1010)
+        .unwrap()
+        .unwrap();
+    store
+        .claim_chunk("a", &scorer(), 1000, 1010)
+        .unwrap()
+        .unwrap();
+    let b = store
+        .claim_chunk("b", &scorer(), 1000, 1010)
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.release_chunks("a").unwrap(), 2);
+    assert_eq!(store.release_chunks("a").unwrap(), 0);
+    // Handed back at once (no lease to wait out), not counted as an attempt.
+    let again = store
+        .claim_chunk("c", &scorer(), 1001, 1011)
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.seq, again.attempt), (0, 1));
+    assert!(store.renew_chunk("j1", b.seq, "b", 1020).unwrap());
 }

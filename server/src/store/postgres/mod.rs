@@ -27,8 +27,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    AuditEntry, JobRecord, JobState, NodeRecord, Role, ServiceRecord, Store, StoreError, Timestamp,
-    TokenKind, TokenRecord, UserRecord,
+    AuditEntry, ChunkClaim, ChunkDone, ChunkKind, JobRecord, JobState, NodeRecord, Role,
+    ServiceRecord, Store, StoreError, Timestamp, TokenKind, TokenRecord, UserRecord,
 };
 
 mod migrations {
@@ -1022,6 +1022,267 @@ impl Store for PgStore {
                     .await?;
                 let n = c.execute(&stmt, &[&before]).await?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            })
+        })
+    }
+
+    fn cluster_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let fresh = fresh.to_vec();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "INSERT INTO cluster_secrets (name, secret, created_at) \
+                         VALUES ('nodes', $1, $2) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .await?;
+                c.execute(&stmt, &[&fresh, &crate::admin::now()]).await?;
+                let stmt = c
+                    .prepare_cached("SELECT secret FROM cluster_secrets WHERE name = 'nodes'")
+                    .await?;
+                Ok(c.query_one(&stmt, &[]).await?.try_get(0)?)
+            })
+        })
+    }
+
+    fn put_shared_job(&self, job: &JobRecord, chunks: &[(u64, u64)]) -> Result<(), StoreError> {
+        let j = job.clone();
+        let (firsts, rows): (Vec<i64>, Vec<i64>) =
+            chunks.iter().map(|&(f, n)| (count(f), count(n))).unzip();
+        self.run(move |mut c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let sql = format!(
+                    "INSERT INTO jobs ({JOB_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                );
+                tx.execute(
+                    sql.as_str(),
+                    &[
+                        &j.id,
+                        &j.owner,
+                        &j.service,
+                        &j.version,
+                        &state_str(j.state),
+                        &count(j.rows_total),
+                        &count(j.rows_done),
+                        &count(j.chunks_total),
+                        &count(j.chunks_done),
+                        &count(j.chunks_failed),
+                        &j.error,
+                        &j.created_at,
+                        &j.finished_at,
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
+                     SELECT $1, n - 1, 'rows', f, r, 'queued' \
+                     FROM UNNEST($2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY AS t(f, r, n)",
+                    &[&j.id, &firsts, &rows],
+                )
+                .await?;
+                if firsts.is_empty() {
+                    // No rows: only the (empty) result is left to make.
+                    tx.execute(
+                        "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
+                         VALUES ($1, 0, 'assemble', 0, 0, 'queued')",
+                        &[&j.id],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+    }
+
+    fn claim_chunk(
+        &self,
+        node: &str,
+        services: &[(String, String)],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<ChunkClaim>, StoreError> {
+        if services.is_empty() {
+            return Ok(None);
+        }
+        let node = node.to_owned();
+        let (names, versions): (Vec<String>, Vec<String>) = services.iter().cloned().unzip();
+        self.run(move |mut c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let stmt = tx
+                    .prepare_cached(
+                        "WITH pick AS ( \
+                           SELECT c.job_id, c.seq, j.service, j.version \
+                           FROM job_chunks c JOIN jobs j ON j.id = c.job_id \
+                           WHERE j.state IN ('queued', 'running') \
+                             AND (c.state = 'queued' \
+                                  OR (c.state = 'running' AND c.lease_until < $2)) \
+                             AND (j.service, j.version) IN \
+                                 (SELECT s, v FROM UNNEST($4::TEXT[], $5::TEXT[]) AS t(s, v)) \
+                           ORDER BY j.created_at, c.job_id, c.seq \
+                           LIMIT 1 \
+                           FOR UPDATE OF c SKIP LOCKED) \
+                         UPDATE job_chunks c SET state = 'running', node = $1, \
+                           lease_until = $3, attempts = c.attempts + 1 \
+                         FROM pick WHERE c.job_id = pick.job_id AND c.seq = pick.seq \
+                         RETURNING c.job_id, c.seq, c.kind, c.first_row, c.rows, c.attempts, \
+                           pick.service, pick.version",
+                    )
+                    .await?;
+                let Some(row) = tx
+                    .query_opt(&stmt, &[&node, &now, &lease_until, &names, &versions])
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let kind: String = row.try_get(2)?;
+                let claim = ChunkClaim {
+                    job: row.try_get(0)?,
+                    seq: uncount(&row, 1)?,
+                    kind: ChunkKind::parse(&kind)
+                        .ok_or_else(|| corrupt(format_args!("unknown chunk kind `{kind}`")))?,
+                    first_row: uncount(&row, 3)?,
+                    rows: uncount(&row, 4)?,
+                    attempt: uncount(&row, 5)?,
+                    service: row.try_get(6)?,
+                    version: row.try_get(7)?,
+                };
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&claim.job]).await?;
+                tx.commit().await?;
+                Ok(Some(claim))
+            })
+        })
+    }
+
+    fn renew_chunk(
+        &self,
+        job: &str,
+        seq: u64,
+        node: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (job, node) = (job.to_owned(), node.to_owned());
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "UPDATE job_chunks SET lease_until = $4 \
+                         WHERE job_id = $1 AND seq = $2 AND node = $3 AND state = 'running'",
+                    )
+                    .await?;
+                Ok(c.execute(&stmt, &[&job, &count(seq), &node, &lease_until])
+                    .await?
+                    == 1)
+            })
+        })
+    }
+
+    fn chunk_done(&self, job: &str, seq: u64, node: &str) -> Result<ChunkDone, StoreError> {
+        let (job, node) = (job.to_owned(), node.to_owned());
+        self.run(move |mut c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE job_chunks SET state = 'done', node = NULL, lease_until = NULL \
+                         WHERE job_id = $1 AND seq = $2 AND node = $3 AND state = 'running' \
+                         RETURNING kind, rows",
+                    )
+                    .await?;
+                let Some(row) = tx.query_opt(&stmt, &[&job, &count(seq), &node]).await? else {
+                    return Ok(ChunkDone::Lost);
+                };
+                let kind: String = row.try_get(0)?;
+                if kind != ChunkKind::Rows.as_str() {
+                    tx.commit().await?;
+                    return Ok(ChunkDone::Counted { last: false });
+                }
+                let rows: i64 = row.try_get(1)?;
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET rows_done = rows_done + $2, \
+                         chunks_done = chunks_done + 1 \
+                         WHERE id = $1 AND state IN ('queued', 'running') \
+                         RETURNING chunks_done, chunks_total",
+                    )
+                    .await?;
+                let Some(row) = tx.query_opt(&stmt, &[&job, &rows]).await? else {
+                    return Ok(ChunkDone::Lost);
+                };
+                let (done, total) = (uncount(&row, 0)?, uncount(&row, 1)?);
+                let last = done == total;
+                if last {
+                    let stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
+                             VALUES ($1, $2, 'assemble', 0, 0, 'queued') \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .await?;
+                    tx.execute(&stmt, &[&job, &count(total)]).await?;
+                }
+                tx.commit().await?;
+                Ok(ChunkDone::Counted { last })
+            })
+        })
+    }
+
+    fn end_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<&str>,
+        failed_chunk: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, error) = (id.to_owned(), error.map(str::to_owned));
+        self.run(move |mut c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET state = $2, error = $3, finished_at = $4, \
+                         chunks_failed = chunks_failed + $5 \
+                         WHERE id = $1 AND state IN ('queued', 'running')",
+                    )
+                    .await?;
+                let failed = i64::from(failed_chunk);
+                let ended = tx
+                    .execute(&stmt, &[&id, &state_str(state), &error, &at, &failed])
+                    .await?
+                    == 1;
+                if ended {
+                    let stmt = tx
+                        .prepare_cached("DELETE FROM job_chunks WHERE job_id = $1")
+                        .await?;
+                    tx.execute(&stmt, &[&id]).await?;
+                }
+                tx.commit().await?;
+                Ok(ended)
+            })
+        })
+    }
+
+    fn release_chunks(&self, node: &str) -> Result<usize, StoreError> {
+        let node = node.to_owned();
+        self.run(move |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "UPDATE job_chunks SET state = 'queued', node = NULL, \
+                         lease_until = NULL, attempts = GREATEST(attempts - 1, 0) \
+                         WHERE node = $1 AND state = 'running'",
+                    )
+                    .await?;
+                Ok(c.execute(&stmt, &[&node]).await? as usize)
             })
         })
     }

@@ -18,8 +18,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use serde::de::DeserializeOwned;
 
 use super::{
-    AuditEntry, JobRecord, JobState, NodeRecord, Role, ServiceRecord, Store, StoreError, Timestamp,
-    TokenKind, TokenRecord, UserRecord,
+    AuditEntry, ChunkClaim, ChunkDone, ChunkKind, JobRecord, JobState, NodeRecord, Role,
+    ServiceRecord, Store, StoreError, Timestamp, TokenKind, TokenRecord, UserRecord,
 };
 
 /// How long a call waits for another process (the admin CLI) holding the write lock.
@@ -29,7 +29,34 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX_BYTES: usize = 6;
 
 /// `MIGRATIONS[i]` takes the schema from `user_version` `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
+
+/// What nodes share beyond the registry (a store shared by processes on one machine
+/// uses them too): the secret nodes sign their requests with, and batch jobs'
+/// chunks, claimed under a lease. No foreign key to `jobs`: `put_job` replaces a
+/// job's row, which would cascade; `end_job` forgets a job's chunks itself.
+const SCHEMA_V6: &str = "
+CREATE TABLE cluster_secrets (
+    name       TEXT PRIMARY KEY NOT NULL,
+    secret     BLOB NOT NULL CHECK (length(secret) >= 32),
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE job_chunks (
+    job_id      TEXT NOT NULL,
+    seq         INTEGER NOT NULL CHECK (seq >= 0),
+    kind        TEXT NOT NULL CHECK (kind IN ('rows', 'assemble')),
+    first_row   INTEGER NOT NULL CHECK (first_row >= 0),
+    rows        INTEGER NOT NULL CHECK (rows >= 0),
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done')),
+    node        TEXT,
+    lease_until INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, seq)
+) STRICT;
+CREATE INDEX job_chunks_by_node ON job_chunks (node) WHERE state = 'running';
+";
 
 /// Failed logins by user name, counted across every process on the store.
 const SCHEMA_V5: &str = "
@@ -875,6 +902,206 @@ impl Store for SqliteStore {
         self.write(|tx| {
             tx.prepare_cached("DELETE FROM nodes WHERE heartbeat_at < ?1")?
                 .execute([before])
+        })
+    }
+
+    fn cluster_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO cluster_secrets (name, secret, created_at) \
+                 VALUES ('nodes', ?1, ?2)",
+            )?
+            .execute(params![fresh, crate::admin::now()])?;
+            tx.prepare_cached("SELECT secret FROM cluster_secrets WHERE name = 'nodes'")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+
+    fn put_shared_job(&self, job: &JobRecord, chunks: &[(u64, u64)]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let sql = format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            );
+            let j = job;
+            tx.prepare_cached(&sql)?.execute(params![
+                j.id,
+                j.owner,
+                j.service,
+                j.version,
+                j.state,
+                j.rows_total,
+                j.rows_done,
+                j.chunks_total,
+                j.chunks_done,
+                j.chunks_failed,
+                j.error,
+                j.created_at,
+                j.finished_at,
+            ])?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
+            )?;
+            for (seq, &(first, rows)) in chunks.iter().enumerate() {
+                insert.execute(params![j.id, seq as u64, "rows", first, rows])?;
+            }
+            if chunks.is_empty() {
+                insert.execute(params![j.id, 0u64, "assemble", 0u64, 0u64])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_chunk(
+        &self,
+        node: &str,
+        services: &[(String, String)],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<ChunkClaim>, StoreError> {
+        // One writer at a time (an immediate transaction): no two claims can pick
+        // the same chunk. The service filter is applied here, row by row.
+        self.write(|tx| {
+            let mut pick = tx.prepare_cached(
+                "SELECT c.job_id, c.seq, c.kind, c.first_row, c.rows, c.attempts, \
+                   j.service, j.version \
+                 FROM job_chunks c JOIN jobs j ON j.id = c.job_id \
+                 WHERE j.state IN ('queued', 'running') \
+                   AND (c.state = 'queued' OR (c.state = 'running' AND c.lease_until < ?1)) \
+                 ORDER BY j.created_at, c.job_id, c.seq",
+            )?;
+            let mut rows = pick.query([now])?;
+            let mut claim = None;
+            while let Some(r) = rows.next()? {
+                let (service, version): (String, String) = (r.get(6)?, r.get(7)?);
+                if !services.iter().any(|(s, v)| *s == service && *v == version) {
+                    continue;
+                }
+                let kind: String = r.get(2)?;
+                claim = Some(ChunkClaim {
+                    job: r.get(0)?,
+                    seq: r.get(1)?,
+                    kind: ChunkKind::parse(&kind).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            Type::Text,
+                            Box::new(text_error("chunk kind", &kind)),
+                        )
+                    })?,
+                    first_row: r.get(3)?,
+                    rows: r.get(4)?,
+                    attempt: r.get::<_, u64>(5)? + 1,
+                    service,
+                    version,
+                });
+                break;
+            }
+            drop(rows);
+            let Some(claim) = claim else {
+                return Ok(None);
+            };
+            tx.prepare_cached(
+                "UPDATE job_chunks SET state = 'running', node = ?3, lease_until = ?4, \
+                 attempts = attempts + 1 WHERE job_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![claim.job, claim.seq, node, lease_until])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state = 'queued'",
+            )?
+            .execute([&claim.job])?;
+            Ok(Some(claim))
+        })
+    }
+
+    fn renew_chunk(
+        &self,
+        job: &str,
+        seq: u64,
+        node: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE job_chunks SET lease_until = ?4 \
+                 WHERE job_id = ?1 AND seq = ?2 AND node = ?3 AND state = 'running'",
+            )?
+            .execute(params![job, seq, node, lease_until])
+            .map(|n| n == 1)
+        })
+    }
+
+    fn chunk_done(&self, job: &str, seq: u64, node: &str) -> Result<ChunkDone, StoreError> {
+        self.write(|tx| {
+            let done: Option<(String, u64)> = tx
+                .prepare_cached(
+                    "UPDATE job_chunks SET state = 'done', node = NULL, lease_until = NULL \
+                     WHERE job_id = ?1 AND seq = ?2 AND node = ?3 AND state = 'running' \
+                     RETURNING kind, rows",
+                )?
+                .query_row(params![job, seq, node], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((kind, rows)) = done else {
+                return Ok(ChunkDone::Lost);
+            };
+            if kind != ChunkKind::Rows.as_str() {
+                return Ok(ChunkDone::Counted { last: false });
+            }
+            let counts: Option<(u64, u64)> = tx
+                .prepare_cached(
+                    "UPDATE jobs SET rows_done = rows_done + ?2, chunks_done = chunks_done + 1 \
+                     WHERE id = ?1 AND state IN ('queued', 'running') \
+                     RETURNING chunks_done, chunks_total",
+                )?
+                .query_row(params![job, rows], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((done, total)) = counts else {
+                return Ok(ChunkDone::Lost);
+            };
+            let last = done == total;
+            if last {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
+                     VALUES (?1, ?2, 'assemble', 0, 0, 'queued')",
+                )?
+                .execute(params![job, total])?;
+            }
+            Ok(ChunkDone::Counted { last })
+        })
+    }
+
+    fn end_job(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<&str>,
+        failed_chunk: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let ended = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4, \
+                     chunks_failed = chunks_failed + ?5 \
+                     WHERE id = ?1 AND state IN ('queued', 'running')",
+                )?
+                .execute(params![id, state, error, at, u64::from(failed_chunk)])?
+                == 1;
+            if ended {
+                tx.prepare_cached("DELETE FROM job_chunks WHERE job_id = ?1")?
+                    .execute([id])?;
+            }
+            Ok(ended)
+        })
+    }
+
+    fn release_chunks(&self, node: &str) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE job_chunks SET state = 'queued', node = NULL, lease_until = NULL, \
+                 attempts = max(attempts - 1, 0) WHERE node = ?1 AND state = 'running'",
+            )?
+            .execute([node])
         })
     }
 

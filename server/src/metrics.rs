@@ -49,6 +49,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     r_failures: Family<OutcomeLabels, Counter>,
+    batch_chunks: Family<OutcomeLabels, Counter>,
     busy: Family<PoolLabels, Gauge>,
     idle: Family<PoolLabels, Gauge>,
     waiting: Family<PoolLabels, Gauge>,
@@ -78,6 +79,7 @@ impl Metrics {
             requests: Family::default(),
             latency,
             r_failures: Family::default(),
+            batch_chunks: Family::default(),
             busy: Family::default(),
             idle: Family::default(),
             waiting: Family::default(),
@@ -101,6 +103,12 @@ impl Metrics {
             "r_call_failures",
             "R calls that timed out, crashed their worker, or found every worker busy",
             m.r_failures.clone(),
+        );
+        r.register(
+            "batch_chunks",
+            "Chunks of shared batch jobs this node worked on, by outcome (scored, assembled, \
+             lost: another node had taken it over, failed)",
+            m.batch_chunks.clone(),
         );
         r.register("workers_busy", "Workers running a call", m.busy.clone());
         r.register(
@@ -156,6 +164,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one chunk of a shared batch job by `outcome`.
+    pub fn batch_chunk(&self, outcome: &str) {
+        self.batch_chunks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition, with the pool gauges set from `pools` (each pool's name

@@ -13,7 +13,7 @@ use axum::Router;
 use crate::audit::AuditLog;
 use crate::auth::ratelimit::LoginLimiter;
 use crate::config::Config;
-use crate::engine::{Jobs, Services, Sessions};
+use crate::engine::{Jobs, Services, Sessions, SharedJobs};
 use crate::files::UserDirs;
 use crate::formats::schema::Schema;
 use crate::metrics::Metrics;
@@ -100,7 +100,21 @@ impl Server {
             .queue_timeout(Duration::from_millis(config.limits.queue_timeout_ms))
             .max_private_memory(config.pool.max_worker_mib << 20)
             .build()?;
-        let jobs = Arc::new(Jobs::new(store.clone(), &config.limits));
+        let node = Arc::new(crate::nodes::ThisNode::new(config.store.node_id.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let mut jobs = Jobs::new(store.clone(), &config.limits);
+        if let (Some(_), Some(shared)) = (&config.store.url, &config.store.shared_dir) {
+            let part = SharedJobs::new(
+                store.clone(),
+                shared,
+                node.id.clone(),
+                &config.limits,
+                metrics.clone(),
+            )
+            .map_err(|e| ServeError::Io(format!("shared batch jobs: {e}")))?;
+            jobs = jobs.shared(Arc::new(part));
+        }
+        let jobs = Arc::new(jobs);
         let orphans = jobs.recover().map_err(|e| ServeError::Io(e.to_string()))?;
         if orphans > 0 {
             tracing::warn!(
@@ -120,7 +134,7 @@ impl Server {
             services: Arc::new(Services::new(config.clone(), confiner.clone())),
             confiner,
             jobs,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             limiter: Arc::new(match config.store.url {
                 Some(_) => LoginLimiter::default().sharing(store.clone()),
                 None => LoginLimiter::default(),
@@ -130,7 +144,7 @@ impl Server {
                 config.limits.max_inflight_bytes,
             ),
             tokens: Arc::new(crate::auth::tokens::TokenCache::new()),
-            node: Arc::new(crate::nodes::ThisNode::new(config.store.node_id.clone())),
+            node,
             verified: Arc::new(crate::auth::cache::VerifyCache::new(Duration::from_secs(
                 300,
             ))),
@@ -234,8 +248,22 @@ impl Server {
         });
     }
 
-    /// Closes sessions and stops every pool.
+    /// In a cluster, this node's threads that score the chunks of shared batch jobs
+    /// (as many as a service has workers).
+    pub fn spawn_batch_runners(&self) {
+        if let Some(shared) = self.state.jobs.shared_part() {
+            shared.spawn_runners(
+                self.state.services.clone(),
+                self.state.config.pool.service_workers,
+            );
+        }
+    }
+
+    /// Hands unfinished batch chunks back, closes sessions and stops every pool.
     pub async fn shut_down(&self) {
+        if let Some(shared) = self.state.jobs.shared_part().cloned() {
+            let _ = tokio::task::spawn_blocking(move || shared.stop(Duration::from_secs(10))).await;
+        }
         self.state.sessions.close_all().await;
         let services = self.state.services.clone();
         let sessions = self.state.sessions.clone();
@@ -351,6 +379,7 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
     tracing::info!(%addr, node = %server.state.node.id, tls = config.tls.is_some(), "ready");
     server.spawn_housekeeping();
     server.spawn_reconcile();
+    server.spawn_batch_runners();
     spawn_heartbeat(server.state.clone());
     tokio::select! {
         () = shutdown_signal() => {}

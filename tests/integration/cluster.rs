@@ -427,8 +427,15 @@ struct Cluster {
 
 impl Cluster {
     fn start(nodes: usize) -> Cluster {
+        Cluster::start_with(nodes, "")
+    }
+
+    /// [`Cluster::start`], every node reading `config` (TOML) as its config file.
+    fn start_with(nodes: usize, config: &str) -> Cluster {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("rookery.toml");
+        std::fs::write(&config_file, config).unwrap();
         // HAProxy takes PORT and PORT+1.
         let port = (0..100)
             .map(|_| fixture::free_port())
@@ -443,6 +450,8 @@ impl Cluster {
                 "--dir",
             ])
             .arg(dir.path())
+            .arg("--config")
+            .arg(&config_file)
             .env("ROOKERY_BIN", env!("CARGO_BIN_EXE_rookery"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -625,5 +634,140 @@ fn a_cluster_behind_haproxy_spreads_calls_and_routes_around_a_dead_node() {
     assert!(
         (0..30).all(|i| score(i) == (200, true)),
         "HAProxy routes around the dead node"
+    );
+}
+
+/// A node's count of shared batch chunks with `outcome`, from its `/metrics`.
+fn chunks_on(addr: &str, outcome: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[], "");
+    let wanted = format!("rookery_batch_chunks_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&wanted)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_killed_midway() {
+    let cluster = Cluster::start_with(3, "[limits]\nbatch_chunk_rows = 250\n");
+    let data = tempfile::tempdir().unwrap();
+    add_user(&cluster.store, data.path(), "ada", "publisher");
+    let lb = cluster.http.clone();
+    let token = login(&lb).1["access_token"].as_str().unwrap().to_owned();
+    let spec = json!({
+        "name": "slow", "version": "1",
+        "code": "f <- function(d) { Sys.sleep(0.3); data.frame(i = d$i, y = d$i * 2) }",
+        "function": "f",
+        "inputs": {"columns": [{"name": "i", "type": "double"}]},
+    });
+    let (status, out) = call(&lb, "POST", "/api/v1/services", &token, &spec);
+    assert_eq!(status, 201, "{out}");
+    // Every node serves it before the job starts, so all of them take chunks.
+    let one = json!([{"i": 1}]);
+    assert!(
+        within_a_minute(|| cluster.nodes.iter().all(|(_, addr, _, _)| call(
+            addr,
+            "POST",
+            "/api/v1/services/slow/1",
+            &token,
+            &one
+        )
+        .0 == 200))
+        .is_some(),
+        "every node serves the version"
+    );
+
+    // 10,000 rows in 40 chunks of 250, 0.3 s each.
+    let rows = 10_000u64;
+    let table: Vec<Json> = (0..rows).map(|i| json!({"i": i})).collect();
+    let started = std::time::Instant::now();
+    let (status, job) = call(
+        &lb,
+        "POST",
+        "/api/v1/services/slow/1/batch",
+        &token,
+        &Json::Array(table),
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["progress"]["chunks_total"], 40);
+    let show = |id: &str| {
+        call(
+            &lb,
+            "GET",
+            &format!("/api/v1/jobs/{id}?result=false"),
+            &token,
+            &Json::Null,
+        )
+    };
+
+    // Once a few chunks are done, kill -9 a node that is scoring one.
+    let running_on = |node: &str| {
+        fixture::query_at(
+            &cluster.store,
+            &format!(
+                "SELECT count(*) FROM job_chunks WHERE job_id = '{id}' AND state = 'running' \
+                 AND node = '{node}'"
+            ),
+        )[0] != "0"
+    };
+    let mut victim = None;
+    for _ in 0..600 {
+        let (_, now) = show(&id);
+        let done = now["progress"]["chunks_done"].as_u64().unwrap_or(0);
+        if done >= 4 {
+            victim = (1..3).find(|&i| running_on(&cluster.nodes[i].0));
+            if victim.is_some() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim = victim.expect("a node other than node1 was scoring a chunk");
+    cluster.kill_node(victim);
+    let killed_at = started.elapsed();
+
+    // The job still completes: the dead node's chunks are taken over after the lease.
+    let mut last = Json::Null;
+    let finished = (0..1200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        last = show(&id).1;
+        last["state"] != "queued" && last["state"] != "running"
+    });
+    let took = started.elapsed();
+    assert!(finished, "the job finished: {last}");
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["progress"]["rows_done"], rows, "{last}");
+    assert_eq!(last["progress"]["chunks_done"], 40, "{last}");
+    eprintln!(
+        "batch of {rows} rows over 3 nodes: node{} killed at {killed_at:?}, done in {took:?}",
+        victim + 1
+    );
+
+    // Every row answered once, in input order.
+    let (status, text) = http(
+        &lb,
+        "GET",
+        &format!("/api/v1/jobs/{id}/result"),
+        &[("authorization", &format!("Bearer {token}"))],
+        "",
+    );
+    assert_eq!(status, 200);
+    let result: Vec<Json> = serde_json::from_str(&text).unwrap();
+    assert_eq!(result.len() as u64, rows);
+    for (n, row) in result.iter().enumerate() {
+        assert_eq!(row["i"].as_f64(), Some(n as f64), "row {n}: {row}");
+        assert_eq!(row["y"].as_f64(), Some(2.0 * n as f64), "row {n}: {row}");
+    }
+    // The nodes left both scored chunks; the store holds none of the job's any more.
+    for i in (0..3).filter(|&i| i != victim) {
+        let (id, addr, _, _) = &cluster.nodes[i];
+        assert!(chunks_on(addr, "scored") > 0, "{id} scored no chunk");
+    }
+    assert_eq!(
+        fixture::query_at(
+            &cluster.store,
+            &format!("SELECT count(*) FROM job_chunks WHERE job_id = '{id}'")
+        ),
+        ["0"]
     );
 }

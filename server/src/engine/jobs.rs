@@ -1,7 +1,8 @@
 //! Batch jobs: a service's function over a large table, split in chunks over all of
 //! the service's workers by the engine's batch API, in the background. Owns starting,
 //! progress, cancelling, and writing the result into the owner's `jobs` folder; the
-//! job records live in the store so they outlive the server.
+//! job records live in the store so they outlive the server. In a cluster (a shared
+//! store and folder) jobs go to `shared_jobs.rs` instead, and every node scores them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::files::ConfinedDir;
 use crate::formats::tabular::{value_to_json, Layout};
 use crate::store::{JobRecord, JobState, Store};
 
+use super::shared_jobs::SharedJobs;
 use super::LiveService;
 
 /// A job started by this server process.
@@ -38,6 +40,8 @@ pub struct Jobs {
     live: Mutex<HashMap<String, Arc<JobHandle>>>,
     chunk_rows: usize,
     chunk_timeout: Duration,
+    /// Set in a cluster: jobs are queued for every node.
+    shared: Option<Arc<SharedJobs>>,
 }
 
 /// The file a job's result is written to, in its owner's `jobs` folder.
@@ -52,11 +56,44 @@ impl Jobs {
             live: Mutex::new(HashMap::new()),
             chunk_rows: limits.batch_chunk_rows,
             chunk_timeout: Duration::from_secs(limits.chunk_timeout_secs),
+            shared: None,
+        }
+    }
+
+    /// Jobs queued in the store for every node of a cluster (see `shared_jobs.rs`).
+    pub fn shared(mut self, shared: Arc<SharedJobs>) -> Jobs {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The cluster's part, when jobs are shared.
+    pub fn shared_part(&self) -> Option<&Arc<SharedJobs>> {
+        self.shared.as_ref()
+    }
+
+    /// The result of a succeeded job, as stored (JSON records). Blocking.
+    pub fn read_result(
+        &self,
+        job: &JobRecord,
+        dirs: &crate::files::UserDirs,
+    ) -> Result<Vec<u8>, Error> {
+        match &self.shared {
+            Some(shared) => {
+                let path = shared.result_path(&job.id);
+                std::fs::read(&path).map_err(|e| {
+                    Error::Internal(format!("reading the result of job `{}`: {e}", job.id))
+                })
+            }
+            None => Ok(dirs.user(&job.owner)?.jobs()?.read(&result_file(&job.id))?),
         }
     }
 
     /// Marks jobs left queued or running by a previous server process as failed.
+    /// Shared jobs are left alone: other nodes finish them.
     pub fn recover(&self) -> Result<usize, Error> {
+        if self.shared.is_some() {
+            return Ok(0);
+        }
         let records = self.store.unfinished_jobs()?;
         let n = records.len();
         for mut r in records {
@@ -76,6 +113,9 @@ impl Jobs {
         table: Value,
         out: ConfinedDir,
     ) -> Result<JobRecord, Error> {
+        if let Some(shared) = &self.shared {
+            return shared.submit(owner, &service, &table);
+        }
         let rows = table.nrow().unwrap_or(table.len());
         let record = JobRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -130,6 +170,10 @@ impl Jobs {
     /// Cancels a running job; a finished one is left as it is.
     pub fn cancel(&self, id: &str, caller: &crate::auth::AuthUser) -> Result<JobRecord, Error> {
         let record = self.get(id, caller)?;
+        if let Some(shared) = &self.shared {
+            shared.cancel(id)?;
+            return Ok(self.store.job(id)?.unwrap_or(record));
+        }
         if let Some(h) = self.live.lock().get(id) {
             h.cancel.cancel();
         }

@@ -8,12 +8,14 @@ mod jobs;
 mod ready;
 mod services;
 mod sessions;
+mod shared_jobs;
 mod start;
 
 pub use error::{Error, RFailure, RFailureKind};
-pub use jobs::{result_file as jobs_result_file, JobHandle, Jobs};
+pub use jobs::{JobHandle, Jobs};
 pub use services::{record_for, LiveService, Reconciled, ServiceSpec, Services};
 pub use sessions::{is_r_name, QapPassError, SessionEntry, Sessions};
+pub use shared_jobs::SharedJobs;
 
 /// Runs a blocking engine call on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
 use crate::auth::AuthUser;
-use crate::engine::jobs_result_file;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::{JobRecord, JobState};
@@ -84,9 +83,8 @@ pub async fn result(
 }
 
 async fn read_result(state: &AppState, job: &JobRecord) -> Result<Vec<u8>, AppError> {
-    let dir = state.dirs.user(&job.owner)?.jobs()?;
-    let file = jobs_result_file(&job.id);
-    Ok(crate::engine::blocking(move || dir.read(&file)).await??)
+    let (jobs, dirs, job) = (state.jobs.clone(), state.dirs.clone(), job.clone());
+    Ok(crate::engine::blocking(move || jobs.read_result(&job, &dirs)).await??)
 }
 
 /// Cancels a running job (a finished one is left as it is).

@@ -206,9 +206,11 @@ pub async fn batch(
     let service = find(&state, &user, &name, &version)?;
     let table = read_table(&state, &user.name, &service, &headers, body).await?;
     let out = state.dirs.user(&user.name)?.jobs()?;
-    let result = state
-        .jobs
-        .start(&user.name, service, table, out)
+    // In a cluster the table is written out to the shared folder: off the async threads.
+    let (jobs, owner) = (state.jobs.clone(), user.name.clone());
+    let result = crate::engine::blocking(move || jobs.start(&owner, service, table, out))
+        .await
+        .and_then(|r| r)
         .map_err(AppError::from);
     state.audit.record(Entry {
         request_id: &rid,

@@ -111,24 +111,7 @@ impl Postgres {
     /// Runs `sql` (one or more statements) in the database at `url`; the first
     /// column of the rows it returns, as text.
     pub(crate) fn query(&self, url: &str, sql: &str) -> Vec<String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-            let task = tokio::spawn(conn);
-            let messages = client.simple_query(sql).await.unwrap();
-            drop(client);
-            let _ = task.await;
-            messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-                    _ => None,
-                })
-                .collect()
-        })
+        query_at(url, sql)
     }
 
     /// Drops the databases [`Postgres::fresh_db`] made in earlier runs.
@@ -144,4 +127,27 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `sql` (one or more statements) in the database at `url`; the first column
+/// of the rows it returns, as text.
+pub(crate) fn query_at(url: &str, sql: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        let task = tokio::spawn(conn);
+        let messages = client.simple_query(sql).await.unwrap();
+        drop(client);
+        let _ = task.await;
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    })
 }

@@ -463,6 +463,15 @@ impl Config {
                 self.listen
             )));
         }
+        if let Some(id) = &self.store.node_id {
+            let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if id.is_empty() || id.len() > 64 || !id.chars().all(fits) {
+                return Err(ConfigError::Invalid(format!(
+                    "node id `{id}`: use 1 to 64 letters, digits, `-`, `_` or `.` (it names \
+                     the node in its sessions' ids and URLs)"
+                )));
+            }
+        }
         let qap = &self.qap;
         if let Some(addr) = qap.listen.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::Invalid(format!(

@@ -80,6 +80,12 @@ pub enum AppError {
     /// accounts, all accounts leased): refused rather than run unconfined.
     #[error("{0}")]
     Confinement(String),
+    /// A session that lived on another node of the cluster, which has stopped.
+    #[error("{0}")]
+    SessionGone(String),
+    /// Another node of the cluster did not answer a request forwarded to it.
+    #[error("{0}")]
+    NodeUnreachable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,6 +114,8 @@ impl AppError {
             | AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::WorkerDied(_) => StatusCode::BAD_GATEWAY,
             AppError::Cancelled => StatusCode::CONFLICT,
+            AppError::SessionGone(_) => StatusCode::GONE,
+            AppError::NodeUnreachable(_) => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +145,8 @@ impl AppError {
             AppError::Unavailable => "unavailable",
             AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::Confinement(_) => "confinement",
+            AppError::SessionGone(_) => "session_gone",
+            AppError::NodeUnreachable(_) => "node_unreachable",
             AppError::Internal(_) => "internal",
         }
     }

@@ -26,6 +26,7 @@ pub mod demo;
 pub mod engine;
 pub(crate) mod error;
 pub mod files;
+pub mod forward;
 pub mod inflight;
 pub mod nodes;
 pub use rookery_formats as formats;

@@ -123,14 +123,29 @@ impl Server {
             );
         }
         let qap = Arc::new(crate::qap::endpoint::QapState::new(&config).map_err(ServeError::Io)?);
+        let forwarder = match &config.store.url {
+            Some(_) => Some(Arc::new(crate::forward::Forwarder::open(
+                store.clone(),
+                node.id.clone(),
+                config.call_timeout(),
+            )?)),
+            None => None,
+        };
         let state = AppState {
-            sessions: Arc::new(Sessions::new(
-                pool,
-                dirs.clone(),
-                confiner.clone(),
-                &config.limits,
-                &config.pool,
-            )),
+            sessions: Arc::new({
+                let sessions = Sessions::new(
+                    pool,
+                    dirs.clone(),
+                    confiner.clone(),
+                    &config.limits,
+                    &config.pool,
+                );
+                match &config.store.url {
+                    Some(_) => sessions.on_node(node.id.clone()),
+                    None => sessions,
+                }
+            }),
+            forwarder,
             services: Arc::new(Services::new(config.clone(), confiner.clone())),
             confiner,
             jobs,

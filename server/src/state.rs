@@ -33,6 +33,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Who this node is in the registry.
     pub node: Arc<crate::nodes::ThisNode>,
+    /// In a cluster: the way to the other nodes (sessions they hold).
+    pub forwarder: Option<Arc<crate::forward::Forwarder>>,
     /// Set once the stored services are loaded; cleared when the server stops.
     pub ready: Arc<AtomicBool>,
 }

@@ -771,3 +771,124 @@ fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_kille
         ["0"]
     );
 }
+
+/// Requests on `route` (its pattern) that `addr`'s node answered, from its `/metrics`.
+fn requests_on(addr: &str, route: &str) -> u64 {
+    let (_, text) = http(addr, "GET", "/metrics", &[], "");
+    let wanted = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| l.starts_with("rookery_http_requests_total{") && l.contains(&wanted))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_session_through_haproxy_keeps_its_state_on_its_node_and_is_gone_with_it() {
+    let cluster = Cluster::start(3);
+    let data = tempfile::tempdir().unwrap();
+    add_user(&cluster.store, data.path(), "ada", "publisher");
+    let lb = cluster.http.clone();
+    let token = login(&lb).1["access_token"].as_str().unwrap().to_owned();
+
+    // Opened through HAProxy on some node; its id names that node.
+    let (status, session) = call(&lb, "POST", "/api/v1/sessions", &token, &Json::Null);
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (owner, uuid) = id
+        .rsplit_once('.')
+        .expect("a cluster session id is NODE.UUID");
+    assert!(
+        uuid.len() == 36 && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+        "{id}"
+    );
+    let owner_at = cluster
+        .nodes
+        .iter()
+        .position(|n| n.0 == owner)
+        .unwrap_or_else(|| panic!("{id} names one of the nodes"));
+
+    // 100 calls round-robin over the three nodes: the ones reaching the other two
+    // are forwarded, and the session's state goes on from call to call.
+    let code = json!({"code": "n <- if (exists('n')) n + 1 else 1; n"});
+    let execute = format!("/api/v1/sessions/{id}/execute");
+    for want in 1..=100 {
+        let (status, out) = call(&lb, "POST", &execute, &token, &code);
+        assert_eq!(status, 200, "call {want}: {out}");
+        assert_eq!(out["result"], want, "call {want}: {out}");
+    }
+    let route = "/api/v1/sessions/{id}/execute";
+    for (i, (node, addr, _, _)) in cluster.nodes.iter().enumerate() {
+        let seen = requests_on(addr, route);
+        if i == owner_at {
+            assert!(seen >= 100, "{node} (the owner) ran all 100: {seen}");
+        } else {
+            assert!(seen > 0, "HAProxy sent {node} some of the calls: {seen}");
+        }
+    }
+    // Any node lists it, and reads its files and objects.
+    for (node, addr, _, _) in &cluster.nodes {
+        let (status, list) = call(addr, "GET", "/api/v1/sessions", &token, &Json::Null);
+        assert_eq!(status, 200, "{list}");
+        let ids: Vec<_> = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, [id.as_str()], "as listed by {node}");
+        let (status, n) = call(
+            addr,
+            "GET",
+            &format!("/api/v1/sessions/{id}/objects/n"),
+            &token,
+            &Json::Null,
+        );
+        assert_eq!((status, n.clone()), (200, json!([100])), "from {node}");
+    }
+    // Someone else's token reaches it through no node.
+    add_user(&cluster.store, data.path(), "bob", "publisher");
+    let body = json!({"username": "bob", "password": ADA_PW});
+    let bob = call(&lb, "POST", "/api/v1/login", "", &body).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (_, addr, _, _) in &cluster.nodes {
+        assert_eq!(call(addr, "POST", &execute, &bob, &code).0, 404);
+    }
+
+    // The owner is killed: the session is gone, said at once by every other node
+    // (410, never a hang), and through HAProxy.
+    cluster.kill_node(owner_at);
+    for (i, (node, addr, _, _)) in cluster.nodes.iter().enumerate() {
+        if i == owner_at {
+            continue;
+        }
+        let asked = std::time::Instant::now();
+        let (status, out) = call(addr, "POST", &execute, &token, &code);
+        assert_eq!(status, 410, "from {node}: {out}");
+        assert_eq!(out["error"]["code"], "session_gone", "{out}");
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(owner) && message.contains("new session"),
+            "{message}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "answered promptly"
+        );
+    }
+    let (status, out) = call(&lb, "POST", &execute, &token, &code);
+    assert_eq!(status, 410, "through HAProxy: {out}");
+    // A new session works, on a live node.
+    let (status, again) = call(&lb, "POST", "/api/v1/sessions", &token, &Json::Null);
+    assert_eq!(status, 201, "{again}");
+    let fresh = again["id"].as_str().unwrap();
+    let (status, out) = call(
+        &lb,
+        "POST",
+        &format!("/api/v1/sessions/{fresh}/execute"),
+        &token,
+        &code,
+    );
+    assert_eq!((status, out["result"].clone()), (200, json!(1)), "{out}");
+}

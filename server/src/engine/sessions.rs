@@ -27,7 +27,11 @@ use super::start::{start_session, start_worker, Started};
 /// One open session.
 #[derive(Debug)]
 pub struct SessionEntry {
+    /// Its folder's name (a GUID).
     pub id: Uuid,
+    /// Its id in the API: the UUID, or in a cluster `NODE.UUID` (the node that holds
+    /// its worker; see `forward.rs`).
+    pub name: String,
     pub owner: String,
     pub dir: ConfinedDir,
     pub created_at: Timestamp,
@@ -91,6 +95,8 @@ pub struct Sessions {
     total: usize,
     idle: Duration,
     timeout: Duration,
+    /// In a cluster, this node's id: it prefixes the sessions' ids.
+    node: Option<String>,
 }
 
 impl Sessions {
@@ -121,7 +127,14 @@ impl Sessions {
             total: limits.sessions_total,
             idle: Duration::from_secs(limits.session_idle_secs),
             timeout: Duration::from_secs(limits.call_timeout_secs),
+            node: None,
         }
+    }
+
+    /// In a cluster: session ids name node `node` (`NODE.UUID`).
+    pub fn on_node(mut self, node: String) -> Sessions {
+        self.node = Some(node);
+        self
     }
 
     pub fn pool(&self) -> &Pool {
@@ -164,6 +177,10 @@ impl Sessions {
         self.ready.prepare(owner);
         let entry = Arc::new(SessionEntry {
             id,
+            name: match &self.node {
+                Some(node) => format!("{node}.{id}"),
+                None => id.to_string(),
+            },
             owner: owner.to_owned(),
             dir,
             created_at: now(),
@@ -205,7 +222,12 @@ impl Sessions {
         caller: &crate::auth::AuthUser,
     ) -> Result<Arc<SessionEntry>, Error> {
         let missing = || Error::not_found(format!("session `{id}`"));
-        let id = Uuid::parse_str(id).map_err(|_| missing())?;
+        let uuid = match (&self.node, crate::forward::split_session_id(id)) {
+            (Some(me), Some((node, uuid))) if node == me => uuid,
+            (None, None) => id,
+            _ => return Err(missing()),
+        };
+        let id = Uuid::parse_str(uuid).map_err(|_| missing())?;
         let entry = self
             .registry
             .lock()

@@ -32,19 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(auth::me))
         .route("/openapi.json", get(ops::openapi))
         .route("/sessions", post(sessions::create).get(sessions::list))
-        .route(
-            "/sessions/{id}",
-            get(sessions::show).delete(sessions::close),
-        )
-        .route("/sessions/{id}/execute", post(sessions::execute))
-        .route("/sessions/{id}/objects/{name}", get(sessions::object))
-        .route("/sessions/{id}/files", get(sessions::list_files))
-        .route(
-            "/sessions/{id}/files/{*path}",
-            get(sessions::get_file)
-                .put(sessions::put_file)
-                .delete(sessions::delete_file),
-        )
+        .merge(one_session(state.clone()))
         .route("/services", post(services::publish).get(services::list))
         .route(
             "/services/{name}/{version}",
@@ -105,6 +93,26 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The routes of one session, `/sessions/{id}/...`: in a cluster, forwarded to the
+/// node that holds the session (`sessions::to_owner`).
+fn one_session(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/sessions/{id}",
+            get(sessions::show).delete(sessions::close),
+        )
+        .route("/sessions/{id}/execute", post(sessions::execute))
+        .route("/sessions/{id}/objects/{name}", get(sessions::object))
+        .route("/sessions/{id}/files", get(sessions::list_files))
+        .route(
+            "/sessions/{id}/files/{*path}",
+            get(sessions::get_file)
+                .put(sessions::put_file)
+                .delete(sessions::delete_file),
+        )
+        .route_layer(middleware::from_fn_with_state(state, sessions::to_owner))
 }
 
 async fn unknown_route() -> AppError {

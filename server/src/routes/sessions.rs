@@ -6,9 +6,11 @@ use axum::body::Body;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Path, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rookery_engine::value::codec::encoded_len;
@@ -27,7 +29,7 @@ use super::body::{JsonBody, RequestId};
 
 fn describe(s: &SessionEntry) -> Json_ {
     json!({
-        "id": s.id,
+        "id": s.name,
         "owner": s.owner,
         "created_at": s.created_at,
         "last_used": s.last_used(),
@@ -72,7 +74,7 @@ pub async fn create(
         .await
         .map_err(AppError::from);
     let outcome = outcome_of(&result);
-    let target = result.as_ref().ok().map(|s| s.id.to_string());
+    let target = result.as_ref().ok().map(|s| s.name.clone());
     state.audit.record(Entry {
         request_id: &rid,
         user: Some(&user.name),
@@ -85,15 +87,96 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(describe(&entry))))
 }
 
-pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Json_>, AppError> {
+/// The caller's sessions; in a cluster, those every live node holds (a node that
+/// does not answer is named in `unreachable_nodes`).
+pub async fn list(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    user: AuthUser,
+) -> Result<Json<Json_>, AppError> {
     user.require_execute()?;
-    let all: Vec<_> = state
+    let mut all: Vec<_> = state
         .sessions
         .list(&user)
         .iter()
         .map(|s| describe(s))
         .collect();
-    Ok(Json(json!({ "sessions": all })))
+    let mut body = json!({});
+    if let Some(fwd) = &state.forwarder {
+        // A node asked by another answers for itself alone.
+        if fwd.forwarded_by(&headers, &Method::GET, &uri).is_none() {
+            let (answers, missing) = fwd
+                .gather("/api/v1/sessions", headers.get(AUTHORIZATION))
+                .await?;
+            for answer in answers {
+                if let Some(list) = answer["sessions"].as_array() {
+                    all.extend(list.iter().cloned());
+                }
+            }
+            all.sort_by(|a, b| {
+                (a["created_at"].as_i64(), a["id"].as_str())
+                    .cmp(&(b["created_at"].as_i64(), b["id"].as_str()))
+            });
+            if !missing.is_empty() {
+                body["unreachable_nodes"] = json!(missing);
+            }
+        }
+    }
+    body["sessions"] = json!(all);
+    Ok(Json(body))
+}
+
+/// In a cluster, a request for a session another node holds is forwarded there
+/// (see `forward.rs`); every answer about a session names the node holding it in
+/// `x-rookery-node`. A request another node forwarded is never forwarded again.
+pub async fn to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(fwd) = state.forwarder.clone() else {
+        return next.run(req).await;
+    };
+    let uri = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().clone(), |o| o.0.clone());
+    let id = session_in(uri.path()).to_owned();
+    let owner = crate::forward::split_session_id(&id).map(|(node, _)| node.to_owned());
+    let node = HeaderValue::from_str(owner.as_deref().unwrap_or(fwd.node()));
+    match owner {
+        Some(owner) if owner != fwd.node() => {
+            if fwd
+                .forwarded_by(req.headers(), req.method(), &uri)
+                .is_some()
+            {
+                return AppError::not_found(format!("session `{id}`")).into_response();
+            }
+            let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+            let client = req
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            let mut response = fwd
+                .to_owner(&owner, &id, target, client, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            if let Ok(node) = node {
+                response.headers_mut().insert(crate::forward::NODE, node);
+            }
+            response
+        }
+        _ => {
+            let mut response = next.run(req).await;
+            if let Ok(node) = node {
+                response.headers_mut().insert(crate::forward::NODE, node);
+            }
+            response
+        }
+    }
+}
+
+/// The `{id}` of `/.../sessions/{id}/...`.
+fn session_in(path: &str) -> &str {
+    path.split_once("/sessions/")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
 }
 
 pub async fn show(OwnedSession { entry, .. }: OwnedSession) -> Json<Json_> {
@@ -142,7 +225,7 @@ pub async fn execute(
         request_id: &rid,
         user: Some(&user.name),
         route: "POST /api/v1/sessions/{id}/execute",
-        target: Some(entry.id.to_string()),
+        target: Some(entry.name.clone()),
         code: Some(&body.code),
         outcome: outcome_of(&result),
     });

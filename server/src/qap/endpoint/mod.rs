@@ -584,7 +584,7 @@ impl Connection {
         let cap = self.state.config.limits.max_result_bytes_for(user.role);
         match self.runtime.block_on(sessions.open(&user.name, cap)) {
             Ok(entry) => {
-                tracing::info!(conn = %self.id, user = %user.name, session = %entry.id, "QAP1 session");
+                tracing::info!(conn = %self.id, user = %user.name, session = %entry.name, "QAP1 session");
                 self.session = Some(entry);
                 self.user = Some(user);
                 Ok(())
@@ -877,7 +877,7 @@ impl Connection {
             request_id,
             user: self.user.as_ref().map(|u| u.name.as_str()),
             route,
-            target: Some(entry.id.to_string()),
+            target: Some(entry.name.clone()),
             code,
             outcome: "qap".into(),
         });

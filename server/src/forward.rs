@@ -227,6 +227,11 @@ impl Forwarder {
                 )))
             }
             Ok(Err(e)) if refused(&e) => return Err(gone("does not answer any more".into())),
+            // A kept-alive connection that broke: if nothing listens there now, the
+            // node has stopped (and its sessions with it).
+            Ok(Err(_)) if !listening(&node.address).await => {
+                return Err(gone("stopped during the call".into()))
+            }
             Ok(Err(e)) => {
                 return Err(AppError::NodeUnreachable(format!(
                     "node `{owner}`, which holds session `{session}`, failed during the call: \
@@ -293,6 +298,23 @@ impl Forwarder {
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Whether something accepts connections at `address` (`http://HOST:PORT`) now;
+/// false only when the connection is refused (a timeout counts as listening: the
+/// node may be busy or cut off, not gone).
+async fn listening(address: &str) -> bool {
+    let Some(authority) = address
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
+    else {
+        return true;
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority)).await {
+        Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+        _ => true,
     }
 }
 

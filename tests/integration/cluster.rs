@@ -427,11 +427,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(nodes: usize) -> Cluster {
-        Cluster::start_with(nodes, "")
+        Cluster::start_with(nodes, "", false)
     }
 
-    /// [`Cluster::start`], every node reading `config` (TOML) as its config file.
-    fn start_with(nodes: usize, config: &str) -> Cluster {
+    /// [`Cluster::start`], every node reading `config` (TOML) as its config file;
+    /// `sticky`: HAProxy sends a session's requests to the node its id names.
+    fn start_with(nodes: usize, config: &str, sticky: bool) -> Cluster {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let config_file = dir.path().join("rookery.toml");
@@ -452,6 +453,7 @@ impl Cluster {
             .arg(dir.path())
             .arg("--config")
             .arg(&config_file)
+            .args(sticky.then_some("--sticky"))
             .env("ROOKERY_BIN", env!("CARGO_BIN_EXE_rookery"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -648,7 +650,7 @@ fn chunks_on(addr: &str, outcome: &str) -> u64 {
 
 #[test]
 fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_killed_midway() {
-    let cluster = Cluster::start_with(3, "[limits]\nbatch_chunk_rows = 250\n");
+    let cluster = Cluster::start_with(3, "[limits]\nbatch_chunk_rows = 250\n", false);
     let data = tempfile::tempdir().unwrap();
     add_user(&cluster.store, data.path(), "ada", "publisher");
     let lb = cluster.http.clone();
@@ -784,7 +786,19 @@ fn requests_on(addr: &str, route: &str) -> u64 {
 
 #[test]
 fn a_session_through_haproxy_keeps_its_state_on_its_node_and_is_gone_with_it() {
-    let cluster = Cluster::start(3);
+    session_through_haproxy(false);
+}
+
+#[test]
+fn a_sticky_haproxy_sends_a_sessions_requests_to_its_node_alone() {
+    session_through_haproxy(true);
+}
+
+/// A session used through HAProxy: opened on some node, 100 calls with its state
+/// intact (forwarded by the other nodes, or with `sticky` sent straight to it by
+/// HAProxy), listed and read from every node, then gone with its node.
+fn session_through_haproxy(sticky: bool) {
+    let cluster = Cluster::start_with(3, "", sticky);
     let data = tempfile::tempdir().unwrap();
     add_user(&cluster.store, data.path(), "ada", "publisher");
     let lb = cluster.http.clone();
@@ -821,6 +835,8 @@ fn a_session_through_haproxy_keeps_its_state_on_its_node_and_is_gone_with_it() {
         let seen = requests_on(addr, route);
         if i == owner_at {
             assert!(seen >= 100, "{node} (the owner) ran all 100: {seen}");
+        } else if sticky {
+            assert_eq!(seen, 0, "HAProxy sent {node} none of the calls");
         } else {
             assert!(seen > 0, "HAProxy sent {node} some of the calls: {seen}");
         }
@@ -859,6 +875,12 @@ fn a_session_through_haproxy_keeps_its_state_on_its_node_and_is_gone_with_it() {
     // The owner is killed: the session is gone, said at once by every other node
     // (410, never a hang), and through HAProxy.
     cluster.kill_node(owner_at);
+    // Once its process is gone (a call racing its death may get a 502 instead).
+    let dead = &cluster.nodes[owner_at].1;
+    assert!(
+        within_a_minute(|| std::net::TcpStream::connect(dead).is_err()).is_some(),
+        "the killed node stops listening"
+    );
     for (i, (node, addr, _, _)) in cluster.nodes.iter().enumerate() {
         if i == owner_at {
             continue;

@@ -914,3 +914,116 @@ fn session_through_haproxy(sticky: bool) {
     );
     assert_eq!((status, out["result"].clone()), (200, json!(1)), "{out}");
 }
+
+#[test]
+fn postgres_restarted_under_scoring_load_gives_clean_503s_then_recovers_with_nothing_lost() {
+    let mut pg = Postgres::start("integration-restart");
+    let store = pg.url.clone();
+    let (a_data, b_data, shared_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let name = format!("ada{}", std::process::id());
+    let _ = cli(&["user", "remove", &name], &store, a_data.path(), "");
+    add_user(&store, a_data.path(), &name, "publisher");
+    let (a, a_addr) = node_sharing(&store, a_data.path(), Some(shared_dir.path()));
+    let (b, b_addr) = node_sharing(&store, b_data.path(), Some(shared_dir.path()));
+    assert!(wait_ready(&a_addr) && wait_ready(&b_addr));
+    let login_body = json!({"username": name, "password": ADA_PW});
+    let token = call(&a_addr, "POST", "/api/v1/login", "", &login_body).1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let service = format!("plus{}", std::process::id());
+    let spec = json!({
+        "name": service, "version": "1",
+        "code": "f <- function(d) data.frame(y = d$x + 1)",
+        "function": "f",
+        "inputs": {"columns": [{"name": "x", "type": "double"}]},
+    });
+    let (status, out) = call(&a_addr, "POST", "/api/v1/services", &token, &spec);
+    assert_eq!(status, 201, "{out}");
+    let route = format!("/api/v1/services/{service}/1");
+    let score = |addr: &str, x: u32| {
+        let (status, out) = call(addr, "POST", &route, &token, &json!([{"x": x}]));
+        let right = out.to_string().contains(&format!("{}", x + 1));
+        let what = format!("{} {}", crate::server::code(&out), out["error"]["message"]);
+        (status, right, what)
+    };
+    assert!(within_a_minute(|| score(&b_addr, 1).0 == 200).is_some());
+
+    // 4 clients over both nodes; the database is stopped for 3 s, then started.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let addrs = [a_addr.as_str(), b_addr.as_str()];
+    let (ok, failures, wrong) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (stop, score) = (&stop, &score);
+                scope.spawn(move || {
+                    let (mut ok, mut failures, mut wrong) = (0u32, Vec::new(), 0u32);
+                    let mut x = 1;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match score(addrs[(c + x as usize) % 2], x) {
+                            (200, true, _) => ok += 1,
+                            (200, false, _) => wrong += 1,
+                            (status, _, code) => failures.push((status, code)),
+                        }
+                        x += 1;
+                    }
+                    (ok, failures, wrong)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        pg.stop();
+        std::thread::sleep(Duration::from_secs(3));
+        pg.restart();
+        assert!(wait_ready(&a_addr) && wait_ready(&b_addr), "ready again");
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (0, Vec::new(), 0),
+            |(o, mut f, w), (o2, f2, w2)| {
+                f.extend(f2);
+                (o + o2, f, w + w2)
+            },
+        )
+    });
+    eprintln!(
+        "PostgreSQL restarted under load: {ok} answered, {} refused, {wrong} wrong",
+        failures.len()
+    );
+    assert_eq!(wrong, 0);
+    assert!(!failures.is_empty(), "calls needing the store were refused");
+    let unclean: Vec<_> = failures
+        .iter()
+        .filter(|(status, what)| !(*status == 503 && what.starts_with("store_unavailable ")))
+        .take(5)
+        .collect();
+    assert!(
+        unclean.is_empty(),
+        "every refusal is a clean 503: {unclean:?}"
+    );
+    // Recovered, nothing lost: every call succeeds on both nodes, the user logs in,
+    // the version is still served, and the registry takes writes.
+    for addr in addrs {
+        assert!((0..20).all(|x| score(addr, x).0 == 200), "{addr} recovered");
+        assert_eq!(call(addr, "POST", "/api/v1/login", "", &login_body).0, 200);
+    }
+    let (status, list) = call(&b_addr, "GET", "/api/v1/services", &token, &Json::Null);
+    assert_eq!(status, 200);
+    assert!(list.to_string().contains(&service), "{list}");
+    let spec2 = json!({
+        "name": service, "version": "2",
+        "code": "f <- function(d) data.frame(y = d$x + 2)",
+        "function": "f",
+        "inputs": {"columns": [{"name": "x", "type": "double"}]},
+    });
+    assert_eq!(
+        call(&b_addr, "POST", "/api/v1/services", &token, &spec2).0,
+        201
+    );
+    crate::server::stop_server(a);
+    crate::server::stop_server(b);
+}

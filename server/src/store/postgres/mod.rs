@@ -224,11 +224,23 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 }
 
 impl From<tokio_postgres::Error> for StoreError {
-    /// The database's own answers are backend errors; a connection that failed or
-    /// closed is the database out of reach.
+    /// The database's own answers are backend errors, except those that say it
+    /// cannot serve now (starting up, shutting down, out of connections: SQLSTATE
+    /// classes 08, 53 and 57P); a connection that failed or closed is the database
+    /// out of reach.
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+            Some(db) => {
+                let (code, text) = (
+                    db.code().code(),
+                    format!("{}: {}", db.code().code(), db.message()),
+                );
+                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") {
+                    StoreError::Unavailable(text)
+                } else {
+                    StoreError::Backend(text)
+                }
+            }
             None => StoreError::Unavailable(e.to_string()),
         }
     }

@@ -4,6 +4,8 @@
 //! then `GET /api/v1/jobs/{id}/result`. A chunk whose body would pass the server's
 //! size limit (`--max-body`, or a 413 answer) is split in halves and sent as
 //! several jobs. Ctrl-C cancels the jobs in flight (`DELETE /api/v1/jobs/{id}`).
+//! Through a load balancer a node may die mid-run: requests that fail on the way
+//! are sent again for a while (see `RemoteScorer::send`).
 //!
 //! Speaks plain `http://` only (like `rookery bench http`), one connection per
 //! request. Owns the client side of that API; it must not order or write chunks.
@@ -25,6 +27,9 @@ use super::score::{check_rows, Failure, Scorer};
 
 /// Longest pause between two polls of a job.
 const MAX_POLL: Duration = Duration::from_millis(250);
+/// How long a request that failed on its way (no connection, 502, 503, 504) is tried
+/// again before the chunk fails.
+const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// A remote server's service.
 #[derive(Debug)]
@@ -138,23 +143,42 @@ impl RemoteScorer {
             .ok_or_else(|| format!("the server has no service `{}` you may call", self.service))
     }
 
-    /// One request on a fresh connection: status and body.
+    /// One request on a fresh connection: status and body. A connection that
+    /// fails, or a 502/503/504 (a node behind a load balancer that died or is
+    /// unready), is tried again for up to [`RETRY_FOR`]: every request here may be
+    /// repeated (a job sent twice is scored twice, and only the answer of the job
+    /// whose id came back is used).
     fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), String> {
-        self.runtime
-            .block_on(self.exchange(method, path, body))
-            .map_err(|e| format!("talking to {}: {e}", self.authority))
+        let body = body.map(Bytes::from);
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let outcome = self
+                .runtime
+                .block_on(self.exchange(method.clone(), path, body.clone()))
+                .map_err(|e| format!("talking to {}: {e}", self.authority));
+            let again = match &outcome {
+                Ok((status, _)) => matches!(status, 502..=504),
+                Err(_) => true,
+            };
+            if !again || started.elapsed() >= RETRY_FOR || self.cancelled.load(Ordering::SeqCst) {
+                return outcome;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     async fn exchange(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
         let stream = tokio::net::TcpStream::connect(&self.authority).await?;
         stream.set_nodelay(true)?;
@@ -171,7 +195,7 @@ impl RemoteScorer {
         if body.is_some() {
             req = req.header(CONTENT_TYPE, ARROW_STREAM);
         }
-        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();

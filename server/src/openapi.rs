@@ -63,8 +63,10 @@ fn fixed_paths() -> Map<String, Json_> {
     add(
         "/sessions",
         json!({
-        "post": op("Open a session (one R process, a private GUID folder)", "sessions", "201"),
-        "get": op("List your sessions", "sessions", "200")}),
+        "post": op("Open a session (one R process, a private GUID folder; in a cluster its \
+            id is NODE.UUID and any node reaches it)", "sessions", "201"),
+        "get": op("List your sessions (in a cluster, on every live node; \
+            `unreachable_nodes` names any that did not answer)", "sessions", "200")}),
     );
     add(
         "/sessions/{id}",
@@ -202,8 +204,11 @@ pub fn document(services: &[Arc<LiveService>]) -> Json_ {
                 in the session and return a part, or write a file and download it with the \
                 files API); 429 `too_many_bytes_in_flight`, `rate_limited`; 503 `busy`, \
                 `memory_busy` (limits.max_inflight_bytes, with Retry-After), `login_busy` (every \
-                password hasher stayed taken for 10 s, with Retry-After), `unavailable`; 504 \
-                `timeout`; 502 `worker_died`",
+                password hasher stayed taken for 10 s, with Retry-After), `unavailable`, \
+                `store_unavailable` (a cluster's PostgreSQL does not answer); 504 `timeout`; \
+                502 `worker_died`, `node_unreachable` (the cluster node holding the session \
+                does not answer); 410 `session_gone` (the cluster node that held the session \
+                has stopped)",
                 "content": {"application/json": {"schema": {
                 "type": "object",
                 "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {

@@ -134,7 +134,7 @@ impl SharedJobs {
             let part = table.slice_rows(first as usize..(first + n) as usize);
             bytes.clear();
             codec::encode(&part, &mut bytes);
-            write_whole(&dir.join(input_file(seq as u64)), &bytes)?;
+            write_whole(&dir.join(input_file(seq as u64)), &bytes, false)?;
         }
         if let Err(e) = self.store.put_shared_job(&record, &chunks) {
             let _ = std::fs::remove_dir_all(&dir);
@@ -346,7 +346,7 @@ impl SharedJobs {
             .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         codec::encode(&value, &mut out);
-        write_whole(&dir.join(output_file(claim.seq)), &out).map_err(|e| e.to_string())?;
+        write_whole(&dir.join(output_file(claim.seq)), &out, false).map_err(|e| e.to_string())?;
         match self.store.chunk_done(&claim.job, claim.seq, &self.node) {
             Ok(ChunkDone::Counted { last }) => {
                 if last {
@@ -379,7 +379,7 @@ impl SharedJobs {
         drop(parts);
         let json = value_to_json(&value, Layout::Records);
         drop(value);
-        write_whole(&self.result_path(&job.id), &json).map_err(|e| e.to_string())?;
+        write_whole(&self.result_path(&job.id), &json, true).map_err(|e| e.to_string())?;
         let ended = self
             .store
             .end_job(&job.id, JobState::Succeeded, None, false, now())
@@ -447,14 +447,18 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Writes `bytes` to `path` whole or not at all (a temporary file renamed over it):
-/// two nodes writing the same chunk's answer leave one whole copy.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// two nodes writing the same chunk's answer leave one whole copy. `durable`: on
+/// disk before the rename (a job's result); a chunk's rows and answer live only
+/// until the job ends, and a power cut that loses one fails its job clearly.
+fn write_whole(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Error> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = path.with_file_name(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&temp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
         std::fs::rename(&temp, path)
     };
     write().map_err(|e| {

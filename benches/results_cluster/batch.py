@@ -14,6 +14,7 @@ scaling.
 """
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +26,21 @@ sys.path.insert(0, os.path.dirname(__file__))
 from overhead import BIN, ROOT, demo_key, free_port, single_node, wait_ready  # noqa: E402
 
 
+def free_pair():
+    """A free port whose next port is free too (HAProxy takes both)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
 def start_cluster(folder):
     """scripts/cluster with 2 nodes and the demo: (process, HAProxy address, {node: pid}, key)."""
-    port = free_port()
+    port = free_pair()
     proc = subprocess.Popen(
         [os.path.join(ROOT, "scripts", "cluster"), "--nodes", "2", "--demo",
          "--port", str(port), "--dir", folder],

@@ -33,6 +33,16 @@ def free_port():
     return port
 
 
+def next_port_free(port):
+    """HAProxy takes PORT and PORT+1."""
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port + 1))
+        return True
+    except OSError:
+        return False
+
+
 def demo_key(lines):
     for line in lines:
         m = re.match(r"demo API key: (\S+)", line)
@@ -52,6 +62,8 @@ def single_node(data):
 
 def cluster(folder):
     port = free_port()
+    while not next_port_free(port):
+        port = free_port()
     proc = subprocess.Popen(
         [os.path.join(ROOT, "scripts", "cluster"), "--nodes", "2", "--demo",
          "--port", str(port), "--dir", folder],

@@ -401,8 +401,12 @@ pub async fn run(server: Server, on_listening: impl FnOnce(&Listening)) -> Resul
         () = server.qap.shutdown.notified() => {}
     }
     tracing::info!("shutting down");
-    // Unready at once (a load balancer stops sending), then the calls in flight finish.
+    // Unready at once (a load balancer stops sending), no more batch chunks taken on,
+    // then the calls in flight finish.
     server.state.ready.store(false, Ordering::Release);
+    if let Some(shared) = server.state.jobs.shared_part() {
+        shared.stop_claiming();
+    }
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = task.await;
     server.shut_down().await;

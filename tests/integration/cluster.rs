@@ -495,9 +495,13 @@ impl Cluster {
     }
 
     fn kill_node(&self, i: usize) {
+        self.signal_node(i, rustix::process::Signal::KILL);
+    }
+
+    fn signal_node(&self, i: usize, signal: rustix::process::Signal) {
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(self.nodes[i].3).unwrap(),
-            rustix::process::Signal::KILL,
+            signal,
         )
         .unwrap();
     }
@@ -650,6 +654,18 @@ fn chunks_on(addr: &str, outcome: &str) -> u64 {
 
 #[test]
 fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_killed_midway() {
+    batch_through_haproxy(rustix::process::Signal::KILL);
+}
+
+#[test]
+fn a_node_stopped_during_a_batch_job_hands_its_chunks_back() {
+    batch_through_haproxy(rustix::process::Signal::TERM);
+}
+
+/// A slow batch job through HAProxy over three nodes; once a few chunks are done, a
+/// node scoring one gets `signal`. The job completes with every row once, in order.
+/// After SIGTERM the node holds no chunk when it is gone (finished or handed back).
+fn batch_through_haproxy(signal: rustix::process::Signal) {
     let cluster = Cluster::start_with(3, "[limits]\nbatch_chunk_rows = 250\n", false);
     let data = tempfile::tempdir().unwrap();
     add_user(&cluster.store, data.path(), "ada", "publisher");
@@ -725,8 +741,19 @@ fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_kille
         std::thread::sleep(Duration::from_millis(50));
     }
     let victim = victim.expect("a node other than node1 was scoring a chunk");
-    cluster.kill_node(victim);
+    cluster.signal_node(victim, signal);
     let killed_at = started.elapsed();
+    if signal == rustix::process::Signal::TERM {
+        let pid = cluster.nodes[victim].3;
+        assert!(
+            within_a_minute(|| !Path::new(&format!("/proc/{pid}")).exists()).is_some(),
+            "the stopped node exits"
+        );
+        assert!(
+            !running_on(&cluster.nodes[victim].0),
+            "a stopped node leaves no chunk claimed"
+        );
+    }
 
     // The job still completes: the dead node's chunks are taken over after the lease.
     let mut last = Json::Null;
@@ -741,7 +768,8 @@ fn a_batch_job_through_haproxy_is_scored_by_every_node_and_survives_a_node_kille
     assert_eq!(last["progress"]["rows_done"], rows, "{last}");
     assert_eq!(last["progress"]["chunks_done"], 40, "{last}");
     eprintln!(
-        "batch of {rows} rows over 3 nodes: node{} killed at {killed_at:?}, done in {took:?}",
+        "batch of {rows} rows over 3 nodes: node{} sent {signal:?} at {killed_at:?}, done in \
+         {took:?}",
         victim + 1
     );
 

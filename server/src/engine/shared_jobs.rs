@@ -181,11 +181,16 @@ impl SharedJobs {
         }
     }
 
+    /// Claims no more chunks (the chunks being scored go on).
+    pub fn stop_claiming(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
     /// Stops claiming; waits up to `grace` for the chunks being scored here, then
     /// hands what is left back to the queue for the other nodes.
     pub fn stop(&self, grace: Duration) {
-        self.stopping.store(true, Ordering::Release);
-        self.wake_all();
+        self.stop_claiming();
         let deadline = std::time::Instant::now() + grace;
         let mut lock = self.wake_lock.lock();
         while self.runners.load(Ordering::Acquire) > 0 {

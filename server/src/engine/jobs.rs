@@ -117,21 +117,14 @@ impl Jobs {
             return shared.submit(owner, &service, &table);
         }
         let rows = table.nrow().unwrap_or(table.len());
-        let record = JobRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            owner: owner.to_owned(),
-            service: service.record.name.clone(),
-            version: service.record.version.clone(),
-            state: JobState::Queued,
-            rows_total: rows as u64,
-            rows_done: 0,
-            chunks_total: rows.div_ceil(self.chunk_rows) as u64,
-            chunks_done: 0,
-            chunks_failed: 0,
-            error: None,
-            created_at: now(),
-            finished_at: None,
-        };
+        let record = JobRecord::queued(
+            owner,
+            &service.record.name,
+            &service.record.version,
+            rows as u64,
+            rows.div_ceil(self.chunk_rows) as u64,
+            now(),
+        );
         self.store.put_job(&record)?;
         let cancel = CancelHandle::new()
             .map_err(|e| Error::Internal(format!("cannot make a cancel handle: {e}")))?;

@@ -112,21 +112,14 @@ impl SharedJobs {
                 (first as u64, (self.chunk_rows.min(rows - first)) as u64)
             })
             .collect();
-        let record = JobRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            owner: owner.to_owned(),
-            service: service.record.name.clone(),
-            version: service.record.version.clone(),
-            state: JobState::Queued,
-            rows_total: rows as u64,
-            rows_done: 0,
-            chunks_total: chunks.len() as u64,
-            chunks_done: 0,
-            chunks_failed: 0,
-            error: None,
-            created_at: now(),
-            finished_at: None,
-        };
+        let record = JobRecord::queued(
+            owner,
+            &service.record.name,
+            &service.record.version,
+            rows as u64,
+            chunks.len() as u64,
+            now(),
+        );
         let dir = self.job_dir(&record.id);
         std::fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
         let mut bytes = Vec::new();

@@ -264,6 +264,35 @@ pub struct JobRecord {
     pub finished_at: Option<Timestamp>,
 }
 
+impl JobRecord {
+    /// A new queued job (a fresh UUID) of `owner` running `service`/`version` over
+    /// `rows` rows in `chunks` chunks, created `now`.
+    pub fn queued(
+        owner: &str,
+        service: &str,
+        version: &str,
+        rows: u64,
+        chunks: u64,
+        now: Timestamp,
+    ) -> JobRecord {
+        JobRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner: owner.to_owned(),
+            service: service.to_owned(),
+            version: version.to_owned(),
+            state: JobState::Queued,
+            rows_total: rows,
+            rows_done: 0,
+            chunks_total: chunks,
+            chunks_done: 0,
+            chunks_failed: 0,
+            error: None,
+            created_at: now,
+            finished_at: None,
+        }
+    }
+}
+
 /// One line of the audit log: who ran what, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -365,6 +365,48 @@ fn service_row(row: &Row) -> Result<ServiceRecord, StoreError> {
     })
 }
 
+/// A job's columns in `JOB_COLUMNS` order, as statement parameters.
+struct JobRow<'a> {
+    job: &'a JobRecord,
+    state: &'static str,
+    counts: [i64; 5],
+}
+
+impl<'a> JobRow<'a> {
+    fn of(job: &'a JobRecord) -> JobRow<'a> {
+        JobRow {
+            job,
+            state: state_str(job.state),
+            counts: [
+                count(job.rows_total),
+                count(job.rows_done),
+                count(job.chunks_total),
+                count(job.chunks_done),
+                count(job.chunks_failed),
+            ],
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 13] {
+        let (j, c) = (self.job, &self.counts);
+        [
+            &j.id,
+            &j.owner,
+            &j.service,
+            &j.version,
+            &self.state,
+            &c[0],
+            &c[1],
+            &c[2],
+            &c[3],
+            &c[4],
+            &j.error,
+            &j.created_at,
+            &j.finished_at,
+        ]
+    }
+}
+
 fn job_row(row: &Row) -> Result<JobRecord, StoreError> {
     Ok(JobRecord {
         id: row.try_get(0)?,
@@ -805,25 +847,7 @@ impl Store for PgStore {
                      created_at = EXCLUDED.created_at, finished_at = EXCLUDED.finished_at"
                 );
                 let stmt = c.prepare_cached(&sql).await?;
-                c.execute(
-                    &stmt,
-                    &[
-                        &j.id,
-                        &j.owner,
-                        &j.service,
-                        &j.version,
-                        &state_str(j.state),
-                        &count(j.rows_total),
-                        &count(j.rows_done),
-                        &count(j.chunks_total),
-                        &count(j.chunks_done),
-                        &count(j.chunks_failed),
-                        &j.error,
-                        &j.created_at,
-                        &j.finished_at,
-                    ],
-                )
-                .await?;
+                c.execute(&stmt, &JobRow::of(&j).params()).await?;
                 Ok(())
             })
         })
@@ -1068,25 +1092,7 @@ impl Store for PgStore {
                     "INSERT INTO jobs ({JOB_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 );
-                tx.execute(
-                    sql.as_str(),
-                    &[
-                        &j.id,
-                        &j.owner,
-                        &j.service,
-                        &j.version,
-                        &state_str(j.state),
-                        &count(j.rows_total),
-                        &count(j.rows_done),
-                        &count(j.chunks_total),
-                        &count(j.chunks_done),
-                        &count(j.chunks_failed),
-                        &j.error,
-                        &j.created_at,
-                        &j.finished_at,
-                    ],
-                )
-                .await?;
+                tx.execute(sql.as_str(), &JobRow::of(&j).params()).await?;
                 tx.execute(
                     "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
                      SELECT $1, n - 1, 'rows', f, r, 'queued' \

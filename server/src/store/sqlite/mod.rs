@@ -919,26 +919,8 @@ impl Store for SqliteStore {
 
     fn put_shared_job(&self, job: &JobRecord, chunks: &[(u64, u64)]) -> Result<(), StoreError> {
         self.write(|tx| {
-            let sql = format!(
-                "INSERT INTO jobs ({JOB_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            );
+            upsert_job(tx, job)?;
             let j = job;
-            tx.prepare_cached(&sql)?.execute(params![
-                j.id,
-                j.owner,
-                j.service,
-                j.version,
-                j.state,
-                j.rows_total,
-                j.rows_done,
-                j.chunks_total,
-                j.chunks_done,
-                j.chunks_failed,
-                j.error,
-                j.created_at,
-                j.finished_at,
-            ])?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO job_chunks (job_id, seq, kind, first_row, rows, state) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
